@@ -1,0 +1,3 @@
+fn main() {
+    println!("twitterstream-operator {}", env!("CARGO_PKG_VERSION"));
+}

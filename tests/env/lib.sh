@@ -1,0 +1,110 @@
+# Shared by tests/env/{build,up,down}. Sourced, not run.
+#
+# Pinned versions of every real component the tests run against. Changing one
+# of these (or the Go/Maven build files next to this script) makes `build`
+# produce a new cache entry; old ones can be deleted by hand.
+K8S_VERSION=v1.33.13
+ETCD_VERSION=v3.5.21 # the etcd that k8s.io/kubernetes $K8S_VERSION requires
+KWOK_VERSION=v0.7.0
+HELM_VERSION=v3.19.0
+KAFKA_VERSION=4.1.1 # keep in step with tests/env/kafka/pom.xml
+
+ENV_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TWS_CACHE_DIR=${TWS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/twitterstream-operator}
+TWS_ENV_DIR=${TWS_ENV_DIR:-${TMPDIR:-/tmp}/twitterstream-env-$(id -u)}
+
+# All human-readable output goes to stderr: `up` keeps stdout for export lines.
+log() { printf '[tests/env] %s\n' "$*" >&2; }
+die() {
+  printf '[tests/env] error: %s\n' "$*" >&2
+  exit 1
+}
+
+require_tool() { # require_tool <command> <what it is for / how to get it>
+  command -v "$1" >/dev/null 2>&1 || die "missing tool '$1': $2"
+}
+
+# Short content hash of files, so a cache entry changes when its recipe does.
+recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
+
+k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/build")"; }
+kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
+helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION/helm"; }
+kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
+
+# Prints N distinct free TCP ports on 127.0.0.1, one per line. The sockets are
+# held open until all are chosen so that the N ports differ from each other.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+pid_file() { echo "$TWS_ENV_DIR/pids/$1.pid"; }
+log_file() { echo "$TWS_ENV_DIR/logs/$1.log"; }
+
+# A component is running when its PID file names a live process whose command
+# line mentions this environment's state dir: a recycled PID of some other
+# process never counts.
+is_running() {
+  local f pid
+  f=$(pid_file "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$TWS_ENV_DIR"
+}
+
+# start_daemon <name> <command...>: runs it in its own session (so `down` can
+# signal its whole process group), output to logs/<name>.log.
+start_daemon() {
+  local name=$1
+  shift
+  mkdir -p "$TWS_ENV_DIR/pids" "$TWS_ENV_DIR/logs"
+  # Without job control a background child is not a group leader, so setsid
+  # calls setsid(2) in place and $! is the daemon's own PID.
+  setsid "$@" >"$(log_file "$name")" 2>&1 </dev/null &
+  echo $! >"$(pid_file "$name")"
+}
+
+stop_daemon() {
+  local name=$1 f pid i
+  f=$(pid_file "$name")
+  [ -f "$f" ] || return 0
+  if is_running "$name"; then
+    pid=$(cat "$f")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+      [ -e "/proc/$pid" ] || break
+      sleep 0.1
+    done
+    if [ -e "/proc/$pid" ]; then
+      log "$name did not stop within 10 s of SIGTERM; sending SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+}
+
+# wait_for <name> <seconds> <command...>: polls the command until it succeeds;
+# on timeout, or when the component's process has died, fails naming its log.
+wait_for() {
+  local name=$1 secs=$2 deadline
+  shift 2
+  deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ -f "$(pid_file "$name")" ] && ! is_running "$name"; then
+      die "$name exited during start-up; see $(log_file "$name") (last line: $(tail -n 1 "$(log_file "$name")" 2>/dev/null))"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "$name did not become ready within ${secs}s; see $(log_file "$name")"
+    fi
+    sleep 0.2
+  done
+}

@@ -1,0 +1,84 @@
+//! Kubernetes helpers: clients for the admin and for a ServiceAccount token,
+//! and throwaway namespaces.
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::AuthInfo;
+use kube::{Api, Client, Config};
+
+/// A client with the admin credentials of `$KUBECONFIG`.
+pub async fn admin_client() -> Client {
+    crate::env_var("KUBECONFIG");
+    let config = Config::infer()
+        .await
+        .expect("reading $KUBECONFIG written by tests/env/up");
+    Client::try_from(config).expect("building a kube client")
+}
+
+/// A namespace deleted (in the background) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = crate::unique_name(prefix);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "twitterstream.io/test": "true" } }
+        }))
+        .expect("namespace manifest");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating test namespace");
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let name = self.name.clone();
+        // Best effort: the environment is disposable, and a test that failed
+        // should not hide its panic behind a cleanup error.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// Issues a short-lived token for a ServiceAccount through the TokenRequest API.
+pub async fn service_account_token(client: &Client, namespace: &str, sa: &str) -> String {
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let resp: TokenRequest = api
+        .create_token_request(sa, &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest for the ServiceAccount");
+    resp.status.expect("token in TokenRequest status").token
+}
+
+/// A client that authenticates with a bearer token only: the same server and
+/// CA as the admin kubeconfig, none of its credentials.
+pub async fn token_client(token: &str) -> Client {
+    let mut config = Config::infer().await.expect("reading $KUBECONFIG");
+    config.auth_info = AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("building a token client")
+}

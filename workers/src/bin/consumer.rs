@@ -1,0 +1,3 @@
+fn main() {
+    println!("twitterstream-consumer {}", env!("CARGO_PKG_VERSION"));
+}

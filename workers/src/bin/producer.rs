@@ -1,0 +1,3 @@
+fn main() {
+    println!("twitterstream-producer {}", env!("CARGO_PKG_VERSION"));
+}
