@@ -1,2 +1,6 @@
 //! Worker binaries of twitterstream-operator: the producer (X API v2 to Kafka)
 //! and the consumer (windowed aggregation over Kafka).
+
+pub mod common;
+pub mod consumer;
+pub mod producer;

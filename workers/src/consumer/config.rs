@@ -1,0 +1,196 @@
+//! The consumer's command-line and environment contract. The operator renders
+//! exactly these flags into the consumer Deployment; a test in the operator
+//! crate feeds its rendered arguments back through this parser.
+
+use crate::common::LogFormat;
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+
+/// Which clock assigns a tweet to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeMode {
+    /// The tweet's `created_at` (with a watermark for late data).
+    Event,
+    /// The time the consumer reads the record.
+    Processing,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+/// Aggregates the tweet topic into windows (count, unique authors, top hashtags
+/// and mentions, languages, likes, sentiment, late tweets).
+///
+/// With --output-topic, window results and consumed offsets commit in one Kafka
+/// transaction (exactly-once; read the output with isolation.level=read_committed).
+/// Without it, results are printed and offsets commit only after the window is
+/// printed (at-least-once).
+#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[command(name = "twitterstream-consumer", version)]
+pub struct ConsumerArgs {
+    /// Kafka bootstrap brokers, comma-separated host:port.
+    #[arg(long, env = "TWS_BROKERS", value_delimiter = ',', required = true)]
+    pub brokers: Vec<String>,
+    /// Kafka topic of tweets to read.
+    #[arg(long, env = "TWS_TOPIC")]
+    pub topic: String,
+    /// Name of the stream (the TwitterStream resource).
+    #[arg(long, env = "TWS_STREAM_NAME")]
+    pub stream_name: String,
+    /// Consumer group id (default: the stream name).
+    #[arg(long, env = "TWS_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Window length in seconds; windows are aligned to the Unix epoch.
+    #[arg(long, env = "TWS_WINDOW_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub window_seconds: u64,
+    /// Slide in seconds (default: the window length, i.e. tumbling windows).
+    #[arg(long, env = "TWS_SLIDE_SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub slide_seconds: Option<u64>,
+    /// How long after a window's end tweets are still accepted into it.
+    #[arg(long, env = "TWS_ALLOWED_LATENESS_SECONDS", default_value_t = 0)]
+    pub allowed_lateness_seconds: u64,
+    /// Seconds without data after which a partition stops holding the watermark back.
+    #[arg(long, env = "TWS_IDLE_PARTITION_SECONDS", default_value_t = 30)]
+    pub idle_partition_seconds: u64,
+    /// Which clock assigns tweets to windows.
+    #[arg(long = "time", env = "TWS_TIME", value_enum, default_value_t = TimeMode::Event)]
+    pub time_mode: TimeMode,
+    /// Topic for window results (exactly-once); none prints them instead.
+    #[arg(long, env = "TWS_OUTPUT_TOPIC")]
+    pub output_topic: Option<String>,
+    /// How many hashtags and mentions each window reports.
+    #[arg(long, env = "TWS_TOP_N", default_value_t = 10)]
+    pub top_n: usize,
+    /// Where a consumer group without committed offsets starts.
+    #[arg(long, env = "TWS_START_FROM", value_enum, default_value_t = StartFrom::Earliest)]
+    pub start_from: StartFrom,
+    /// Print a line per window on stdout (default: on when there is no output topic).
+    #[arg(long, env = "TWS_PRINT", num_args = 0..=1, default_missing_value = "true")]
+    pub print: Option<bool>,
+    /// Address of the health and metrics server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "TWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Validate the configuration, print it as JSON and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+}
+
+/// A configuration that parses but cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--slide-seconds ({slide}) must not exceed --window-seconds ({window})")]
+    SlideLongerThanWindow { slide: u64, window: u64 },
+    #[error("--slide-seconds ({slide}) must divide --window-seconds ({window})")]
+    SlideDoesNotDivide { slide: u64, window: u64 },
+    #[error("--output-topic must differ from --topic")]
+    OutputIsInput,
+    #[error("--brokers must list at least one host:port")]
+    NoBrokers,
+}
+
+impl ConsumerArgs {
+    pub fn slide(&self) -> u64 {
+        self.slide_seconds.unwrap_or(self.window_seconds)
+    }
+
+    pub fn group(&self) -> &str {
+        self.group_id.as_deref().unwrap_or(&self.stream_name)
+    }
+
+    /// Printing defaults to on when there is nowhere else for results to go.
+    pub fn prints(&self) -> bool {
+        self.print.unwrap_or(self.output_topic.is_none())
+    }
+
+    /// Checks the combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.iter().all(|b| b.trim().is_empty()) {
+            return Err(ConfigError::NoBrokers);
+        }
+        let (slide, window) = (self.slide(), self.window_seconds);
+        if slide > window {
+            return Err(ConfigError::SlideLongerThanWindow { slide, window });
+        }
+        if window % slide != 0 {
+            return Err(ConfigError::SlideDoesNotDivide { slide, window });
+        }
+        if self.output_topic.as_deref() == Some(self.topic.as_str()) {
+            return Err(ConfigError::OutputIsInput);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ConsumerArgs {
+        let mut all = vec![
+            "twitterstream-consumer",
+            "--brokers",
+            "k:9092",
+            "--topic",
+            "t",
+            "--stream-name",
+            "s",
+        ];
+        all.extend_from_slice(args);
+        ConsumerArgs::try_parse_from(all).expect("parses")
+    }
+
+    #[test]
+    fn defaults_are_tumbling_event_time_printing() {
+        let a = parse(&[]);
+        assert_eq!(a.slide(), 10);
+        assert_eq!(a.time_mode, TimeMode::Event);
+        assert_eq!(a.group(), "s");
+        assert!(a.prints());
+        assert_eq!(a.validate(), Ok(()));
+    }
+
+    #[test]
+    fn output_topic_turns_printing_off_unless_asked() {
+        assert!(!parse(&["--output-topic", "out"]).prints());
+        assert!(parse(&["--output-topic", "out", "--print"]).prints());
+        assert!(!parse(&["--print=false"]).prints());
+    }
+
+    #[test]
+    fn slide_must_divide_window() {
+        let a = parse(&["--window-seconds", "10", "--slide-seconds", "3"]);
+        assert_eq!(
+            a.validate(),
+            Err(ConfigError::SlideDoesNotDivide {
+                slide: 3,
+                window: 10
+            })
+        );
+        let a = parse(&["--window-seconds", "10", "--slide-seconds", "20"]);
+        assert_eq!(
+            a.validate(),
+            Err(ConfigError::SlideLongerThanWindow {
+                slide: 20,
+                window: 10
+            })
+        );
+    }
+
+    #[test]
+    fn output_must_not_be_input() {
+        assert_eq!(
+            parse(&["--output-topic", "t"]).validate(),
+            Err(ConfigError::OutputIsInput)
+        );
+    }
+}
