@@ -69,7 +69,9 @@ start_daemon() {
   mkdir -p "$TWS_ENV_DIR/pids" "$TWS_ENV_DIR/logs"
   # Without job control a background child is not a group leader, so setsid
   # calls setsid(2) in place and $! is the daemon's own PID.
-  setsid "$@" >"$(log_file "$name")" 2>&1 </dev/null &
+  # Fds 8 and 9 hold up's and build's flocks: a daemon must not inherit them,
+  # or the next `up` would wait for the lock for as long as the daemon lives.
+  setsid "$@" >"$(log_file "$name")" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$(pid_file "$name")"
 }
 
