@@ -1,3 +1,5 @@
+pub mod aggregate;
 pub mod config;
 pub mod sentiment;
 pub mod tweet;
+pub mod window;

@@ -1,0 +1,349 @@
+//! The window engine: assigns tweets to epoch-aligned tumbling or hopping
+//! windows and closes windows as the watermark passes them.
+//!
+//! The engine is pure: it never reads a clock. The caller passes the event time
+//! of every tweet and a processing-time `now_ms` that only drives partition
+//! idleness (event time) or the watermark itself (processing time).
+//!
+//! Watermark: per partition, the largest event time seen minus the allowed
+//! lateness. The stream watermark is the minimum over partitions that are not
+//! idle, so a slow partition holds windows open rather than having its tweets
+//! declared late. A partition that has not delivered a record for the idle
+//! timeout stops holding it back; when every partition is idle, the most
+//! advanced one sets it. The watermark never goes backwards.
+//!
+//! Late tweets: a tweet is counted in each of its windows that is still open
+//! and as `late` in each that has closed (watermark >= end), so every tweet adds
+//! exactly one to `count + late` of each window it belongs to. The late unit
+//! goes to the window itself while it is still tracked (closed, not yet
+//! emitted); once a window has been emitted it cannot change, so the unit goes
+//! to the next window to be emitted instead. That choice keeps late tweets
+//! visible in the output without ever re-emitting a window.
+
+use crate::consumer::aggregate::Aggregate;
+use crate::consumer::config::{ConsumerArgs, TimeMode};
+use crate::consumer::tweet::ParsedTweet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Times the engine accepts: the years 0000 to 9999 that RFC 3339 can write.
+/// Bounding them also keeps all window arithmetic far from overflow.
+pub const MIN_TIME_MS: i64 = -62_167_219_200_000;
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// The half-open interval `[start_ms, end_ms)` of one window, in milliseconds
+/// since the Unix epoch. Ordered by start, which is emission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowKey {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+impl WindowKey {
+    pub fn contains(&self, t_ms: i64) -> bool {
+        self.start_ms <= t_ms && t_ms < self.end_ms
+    }
+}
+
+/// The shape of the windows and the tolerance for disorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size: Duration,
+    /// Equal to `size` for tumbling windows; must divide it.
+    pub slide: Duration,
+    pub allowed_lateness: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl WindowSpec {
+    pub fn from_args(args: &ConsumerArgs) -> Self {
+        WindowSpec {
+            size: Duration::from_secs(args.window_seconds),
+            slide: Duration::from_secs(args.slide()),
+            allowed_lateness: Duration::from_secs(args.allowed_lateness_seconds),
+            idle_timeout: Duration::from_secs(args.idle_partition_seconds),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WindowError {
+    #[error("window size and slide must be at least 1 ms")]
+    Empty,
+    #[error("slide ({slide_ms} ms) must divide the window size ({size_ms} ms)")]
+    SlideDoesNotDivide { size_ms: i64, slide_ms: i64 },
+    #[error("{what} of {ms} ms is out of range")]
+    OutOfRange { what: &'static str, ms: u128 },
+    #[error("event time {0} ms is outside the years 0000-9999")]
+    EventTime(i64),
+}
+
+/// What one `ingest` did with a tweet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// Windows the tweet was counted in.
+    pub counted: u32,
+    /// Windows it was too late for (counted as late instead).
+    pub late: u32,
+    /// The tweet is fully reflected in emitted output, so its record's offset
+    /// may be committed, once [`WindowEngine::is_emitted`] holds for this.
+    pub done_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionState {
+    max_event_ms: Option<i64>,
+    last_record_ms: i64,
+}
+
+/// Windows of one consumer, over the partitions it reads.
+#[derive(Debug)]
+pub struct WindowEngine {
+    size_ms: i64,
+    slide_ms: i64,
+    lateness_ms: i64,
+    idle_ms: i64,
+    mode: TimeMode,
+    partitions: BTreeMap<i32, PartitionState>,
+    open: BTreeMap<WindowKey, Aggregate>,
+    watermark: Option<i64>,
+    /// Every window ending at or before this has been emitted (or was empty).
+    emitted_until: Option<i64>,
+}
+
+fn millis(what: &'static str, d: Duration) -> Result<i64, WindowError> {
+    let ms = d.as_millis();
+    // Bounded well inside i64 so that time + duration never overflows.
+    if ms > (MAX_TIME_MS - MIN_TIME_MS) as u128 {
+        return Err(WindowError::OutOfRange { what, ms });
+    }
+    Ok(ms as i64)
+}
+
+impl WindowEngine {
+    /// An event-time engine.
+    pub fn new(spec: WindowSpec) -> Result<Self, WindowError> {
+        Self::with_mode(spec, TimeMode::Event)
+    }
+
+    /// In processing-time mode the caller passes `now_ms` as each tweet's
+    /// time and the watermark follows `now_ms`, so windows close on the clock
+    /// even when no data arrives.
+    pub fn with_mode(spec: WindowSpec, mode: TimeMode) -> Result<Self, WindowError> {
+        let size_ms = millis("window size", spec.size)?;
+        let slide_ms = millis("slide", spec.slide)?;
+        if size_ms == 0 || slide_ms == 0 {
+            return Err(WindowError::Empty);
+        }
+        if size_ms % slide_ms != 0 {
+            return Err(WindowError::SlideDoesNotDivide { size_ms, slide_ms });
+        }
+        Ok(WindowEngine {
+            size_ms,
+            slide_ms,
+            lateness_ms: millis("allowed lateness", spec.allowed_lateness)?,
+            idle_ms: millis("idle timeout", spec.idle_timeout)?,
+            mode,
+            partitions: BTreeMap::new(),
+            open: BTreeMap::new(),
+            watermark: None,
+            emitted_until: None,
+        })
+    }
+
+    /// The windows containing `t_ms`, earliest first: `size / slide` of them,
+    /// each starting at a multiple of the slide since the epoch.
+    pub fn windows_of(&self, t_ms: i64) -> impl Iterator<Item = WindowKey> + use<> {
+        let (size, slide) = (self.size_ms, self.slide_ms);
+        let last_start = t_ms.div_euclid(slide) * slide;
+        let n = size / slide;
+        (0..n).rev().map(move |k| {
+            let start_ms = last_start - k * slide;
+            WindowKey {
+                start_ms,
+                end_ms: start_ms + size,
+            }
+        })
+    }
+
+    /// Starts tracking a partition before its first record, so that it holds
+    /// the watermark back (until idle) instead of having its backlog arrive
+    /// late. Call it for every partition on assignment: a partition the engine
+    /// has not heard of cannot hold anything back.
+    pub fn assign(&mut self, partition: i32, now_ms: i64) {
+        self.partitions.entry(partition).or_insert(PartitionState {
+            max_event_ms: None,
+            last_record_ms: now_ms,
+        });
+    }
+
+    /// Stops tracking a partition's watermark. Its tweets already aggregated
+    /// stay in their windows; a caller that hands the partition to another
+    /// replica and wants no double counting resets and replays instead.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Drops open windows and partition state, but remembers what was emitted
+    /// so that replayed tweets cannot emit a window a second time.
+    pub fn reset(&mut self) {
+        self.partitions.clear();
+        self.open.clear();
+    }
+
+    /// Adds one tweet read from `partition` at processing time `now_ms`.
+    pub fn ingest(
+        &mut self,
+        partition: i32,
+        event_time_ms: i64,
+        tweet: &ParsedTweet<'_>,
+        now_ms: i64,
+    ) -> Result<Ingested, WindowError> {
+        if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&event_time_ms) {
+            return Err(WindowError::EventTime(event_time_ms));
+        }
+        // Lateness is judged against the watermark before this tweet moves it.
+        self.refresh(now_ms);
+        let closed_until = self.watermark.max(self.emitted_until);
+        let mut out = Ingested {
+            counted: 0,
+            late: 0,
+            done_at_ms: i64::MIN,
+        };
+        for key in self.windows_of(event_time_ms) {
+            let target = if closed_until.is_none_or(|c| key.end_ms > c) {
+                out.counted += 1;
+                self.open.entry(key).or_default().add(tweet);
+                key
+            } else {
+                out.late += 1;
+                let target = match self.emitted_until {
+                    Some(e) if key.end_ms <= e => self.next_to_emit(e),
+                    _ => key,
+                };
+                self.open.entry(target).or_default().add_late(1);
+                target
+            };
+            out.done_at_ms = out.done_at_ms.max(target.end_ms);
+        }
+        let p = self.partitions.entry(partition).or_insert(PartitionState {
+            max_event_ms: None,
+            last_record_ms: now_ms,
+        });
+        p.max_event_ms = p.max_event_ms.max(Some(event_time_ms));
+        p.last_record_ms = p.last_record_ms.max(now_ms);
+        Ok(out)
+    }
+
+    /// The earliest window not yet emitted, given everything ending at or
+    /// before `emitted_until` has been.
+    fn next_to_emit(&self, emitted_until: i64) -> WindowKey {
+        let start_ms = (emitted_until - self.size_ms).div_euclid(self.slide_ms) * self.slide_ms
+            + self.slide_ms;
+        WindowKey {
+            start_ms,
+            end_ms: start_ms + self.size_ms,
+        }
+    }
+
+    fn refresh(&mut self, now_ms: i64) {
+        let candidate = match self.mode {
+            TimeMode::Processing => Some(now_ms.saturating_sub(self.lateness_ms)),
+            TimeMode::Event => self.event_watermark(now_ms),
+        };
+        self.watermark = self.watermark.max(candidate);
+    }
+
+    fn event_watermark(&self, now_ms: i64) -> Option<i64> {
+        let active = self
+            .partitions
+            .values()
+            .filter(|p| now_ms.saturating_sub(p.last_record_ms) < self.idle_ms);
+        let mut any_active = false;
+        let mut min: Option<i64> = None;
+        for p in active {
+            // An active partition with no data yet says nothing about time,
+            // so nothing may close until it delivers or goes idle.
+            let max = p.max_event_ms?;
+            any_active = true;
+            min = Some(min.map_or(max, |m| m.min(max)));
+        }
+        let reference = if any_active {
+            min
+        } else {
+            self.partitions
+                .values()
+                .filter_map(|p| p.max_event_ms)
+                .max()
+        };
+        reference.map(|t| t - self.lateness_ms)
+    }
+
+    /// Emits, in window order, every window the watermark has passed.
+    pub fn advance(&mut self, now_ms: i64) -> Vec<(WindowKey, Aggregate)> {
+        self.refresh(now_ms);
+        let Some(wm) = self.watermark else {
+            return Vec::new();
+        };
+        let mut closed = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if entry.key().end_ms > wm {
+                break;
+            }
+            closed.push(entry.remove_entry());
+        }
+        self.emitted_until = self.emitted_until.max(Some(wm));
+        trace_emitted(&closed);
+        closed
+    }
+
+    /// Emits every tracked window regardless of the watermark, for shutdown.
+    pub fn flush_all(&mut self) -> Vec<(WindowKey, Aggregate)> {
+        let closed: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
+        if let Some((last, _)) = closed.last() {
+            self.emitted_until = self.emitted_until.max(Some(last.end_ms));
+        }
+        trace_emitted(&closed);
+        closed
+    }
+
+    /// Whether everything ending at or before `t_ms` has been emitted; with
+    /// [`Ingested::done_at_ms`], whether a record may be committed.
+    pub fn is_emitted(&self, t_ms: i64) -> bool {
+        self.emitted_until.is_some_and(|e| t_ms <= e)
+    }
+
+    /// Every window ending at or before this has been emitted.
+    pub fn emitted_until(&self) -> Option<i64> {
+        self.emitted_until
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Per partition with data, its own watermark (largest event time minus
+    /// the allowed lateness).
+    pub fn partition_watermarks(&self) -> BTreeMap<i32, i64> {
+        self.partitions
+            .iter()
+            .filter_map(|(p, s)| s.max_event_ms.map(|m| (*p, m - self.lateness_ms)))
+            .collect()
+    }
+
+    /// Windows holding state: the engine's memory is proportional to this.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn trace_emitted(closed: &[(WindowKey, Aggregate)]) {
+    for (key, agg) in closed {
+        let span = tracing::info_span!("window", start = key.start_ms, end = key.end_ms);
+        span.in_scope(|| tracing::debug!(count = agg.count, late = agg.late, "window closed"));
+    }
+}
+
+#[cfg(test)]
+mod tests;
