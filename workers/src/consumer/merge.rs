@@ -1,0 +1,246 @@
+//! Combining per-replica partial aggregates into final windows, in the style
+//! of a Kafka Streams repartition-and-reduce.
+//!
+//! Each consumer replica emits, per closed window, one [`Partial`] tagged with
+//! the source partitions it covered. The [`Merger`] (keyed by window) declares
+//! a window final once its partials cover every source partition `0..N`,
+//! counting as covered the partitions it was told cannot contribute.
+//!
+//! Rebalances replay input, so the same partial can arrive twice, and a
+//! replayed partition may come back grouped with different partitions. The
+//! merger therefore keeps partials by partition set, ignores exact repeats, and
+//! finalises from a set of partials that are pairwise disjoint, so no partition
+//! is ever counted twice. A partial for a window that is already final is
+//! dropped.
+
+use crate::consumer::aggregate::Aggregate;
+use crate::consumer::window::WindowKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One replica's aggregate of one window over some source partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    pub window: WindowKey,
+    pub partitions: BTreeSet<i32>,
+    /// Each covered partition's watermark when the partial was emitted; for
+    /// diagnosis, as completeness comes from the partition sets.
+    #[serde(default)]
+    pub watermarks: BTreeMap<i32, i64>,
+    pub aggregate: Aggregate,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MergeError {
+    #[error("a merger needs at least one source partition")]
+    NoPartitions,
+    #[error("partition {partition} is not a source partition (0..{count})")]
+    UnknownPartition { partition: i32, count: i32 },
+    #[error("a partial must cover at least one partition")]
+    EmptyPartial,
+}
+
+/// What [`Merger::offer`] did with a partial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Accepted,
+    /// Same window and partition set as one already held.
+    Duplicate,
+    /// The window was already finalised (or is past every source's
+    /// `closed_until`), so this is a replay.
+    Stale,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    partials: BTreeMap<BTreeSet<i32>, Aggregate>,
+    no_data: BTreeSet<i32>,
+}
+
+/// Collects partials until windows are complete.
+#[derive(Debug)]
+pub struct Merger {
+    count: i32,
+    pending: BTreeMap<WindowKey, Pending>,
+    /// Per source partition: all its partials for windows ending at or before
+    /// this have been offered.
+    closed: BTreeMap<i32, i64>,
+    finalised: BTreeSet<WindowKey>,
+}
+
+impl Merger {
+    /// A merger over source partitions `0..partitions`.
+    pub fn new(partitions: i32) -> Result<Self, MergeError> {
+        if partitions < 1 {
+            return Err(MergeError::NoPartitions);
+        }
+        Ok(Merger {
+            count: partitions,
+            pending: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            finalised: BTreeSet::new(),
+        })
+    }
+
+    fn check(&self, partition: i32) -> Result<(), MergeError> {
+        if (0..self.count).contains(&partition) {
+            Ok(())
+        } else {
+            Err(MergeError::UnknownPartition {
+                partition,
+                count: self.count,
+            })
+        }
+    }
+
+    /// Windows ending at or before this are decided for every source.
+    fn horizon(&self) -> Option<i64> {
+        if self.closed.len() < self.count as usize {
+            return None;
+        }
+        self.closed.values().min().copied()
+    }
+
+    fn is_stale(&self, window: &WindowKey) -> bool {
+        self.finalised.contains(window) || self.horizon().is_some_and(|h| window.end_ms <= h)
+    }
+
+    pub fn offer(&mut self, partial: Partial) -> Result<Offer, MergeError> {
+        if partial.partitions.is_empty() {
+            return Err(MergeError::EmptyPartial);
+        }
+        for p in &partial.partitions {
+            self.check(*p)?;
+        }
+        if self.is_stale(&partial.window) {
+            return Ok(Offer::Stale);
+        }
+        let pending = self.pending.entry(partial.window).or_default();
+        if pending.partials.contains_key(&partial.partitions) {
+            return Ok(Offer::Duplicate);
+        }
+        pending
+            .partials
+            .insert(partial.partitions, partial.aggregate);
+        Ok(Offer::Accepted)
+    }
+
+    /// Records that `partition` has nothing for `window`.
+    pub fn no_data(&mut self, window: WindowKey, partition: i32) -> Result<(), MergeError> {
+        self.check(partition)?;
+        if !self.is_stale(&window) {
+            self.pending
+                .entry(window)
+                .or_default()
+                .no_data
+                .insert(partition);
+        }
+        Ok(())
+    }
+
+    /// Records that every partial covering `partition` for windows ending at
+    /// or before `closed_until` has been offered, so a window in that range
+    /// without one has no data from it. The source must send this after those
+    /// partials on the same ordered channel.
+    pub fn source_closed(&mut self, partition: i32, closed_until: i64) -> Result<(), MergeError> {
+        self.check(partition)?;
+        let c = self.closed.entry(partition).or_insert(closed_until);
+        *c = (*c).max(closed_until);
+        Ok(())
+    }
+
+    /// Removes and returns, in window order, every window now complete.
+    pub fn take_final(&mut self) -> Vec<(WindowKey, Aggregate)> {
+        let mut done = Vec::new();
+        let mut dropped = Vec::new();
+        for (window, pending) in &self.pending {
+            if let Some(chosen) = self.cover(window, pending) {
+                if chosen.is_empty() {
+                    // Every source is known to be empty here: nothing to say.
+                    dropped.push(*window);
+                    continue;
+                }
+                let mut total = Aggregate::default();
+                for set in chosen {
+                    if let Some(a) = pending.partials.get(set) {
+                        total.merge(a);
+                    }
+                }
+                done.push((*window, total));
+            }
+        }
+        for w in dropped {
+            self.pending.remove(&w);
+        }
+        for (w, _) in &done {
+            self.pending.remove(w);
+            self.finalised.insert(*w);
+        }
+        // Replays of windows behind the horizon are recognised by the horizon
+        // alone, which keeps this set from growing without bound.
+        if let Some(h) = self.horizon() {
+            self.finalised.retain(|w| w.end_ms > h);
+            self.pending
+                .retain(|w, p| w.end_ms > h || !p.partials.is_empty());
+        }
+        done
+    }
+
+    /// Pairwise-disjoint partials that cover every partition that has data or
+    /// might still send some, if such a choice exists.
+    fn cover<'p>(
+        &self,
+        window: &WindowKey,
+        pending: &'p Pending,
+    ) -> Option<Vec<&'p BTreeSet<i32>>> {
+        let with_data: BTreeSet<i32> = pending.partials.keys().flatten().copied().collect();
+        let required: BTreeSet<i32> = (0..self.count)
+            .filter(|p| {
+                with_data.contains(p)
+                    || !(pending.no_data.contains(p)
+                        || self.closed.get(p).is_some_and(|c| window.end_ms <= *c))
+            })
+            .collect();
+        let sets: Vec<&BTreeSet<i32>> = pending.partials.keys().collect();
+        let mut chosen = Vec::new();
+        exact_cover(&required, &sets, &mut BTreeSet::new(), &mut chosen).then_some(chosen)
+    }
+
+    /// Windows holding partials or markers.
+    pub fn pending_windows(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Depth-first search for disjoint sets whose union is `required`. Sets are
+/// tried in their (sorted) order, so the answer does not depend on arrival
+/// order. Partials per window are few (one per replica, plus replays), so the
+/// search stays small.
+fn exact_cover<'p>(
+    required: &BTreeSet<i32>,
+    sets: &[&'p BTreeSet<i32>],
+    covered: &mut BTreeSet<i32>,
+    chosen: &mut Vec<&'p BTreeSet<i32>>,
+) -> bool {
+    let Some(first_missing) = required.iter().find(|p| !covered.contains(p)) else {
+        return true;
+    };
+    for set in sets {
+        if !set.contains(first_missing) || !set.is_disjoint(covered) {
+            continue;
+        }
+        covered.extend(set.iter().copied());
+        chosen.push(set);
+        if exact_cover(required, sets, covered, chosen) {
+            return true;
+        }
+        chosen.pop();
+        for p in set.iter() {
+            covered.remove(p);
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;
