@@ -1,0 +1,464 @@
+//! The `TwitterStream` custom resource (group `twitterstream.io`, version `v1alpha1`).
+//!
+//! Every field carries a doc comment: it becomes the schema description that
+//! `kubectl explain` shows. Constraints that the apiserver can check live here
+//! as OpenAPI bounds or CEL rules, each with a message that says what to fix.
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const GROUP: &str = "twitterstream.io";
+pub const KIND: &str = "TwitterStream";
+
+/// A pipeline that polls X (Twitter) for a keyword, publishes every tweet to a Kafka topic, and aggregates the
+/// tweets over time windows whose results go to an output topic or to the consumers' logs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "twitterstream.io",
+    version = "v1alpha1",
+    kind = "TwitterStream",
+    plural = "twitterstreams",
+    singular = "twitterstream",
+    shortname = "tws",
+    namespaced,
+    status = "TwitterStreamStatus",
+    derive = "PartialEq",
+    doc = "A pipeline that polls X (Twitter) for a keyword, publishes every tweet to a Kafka topic, and aggregates the tweets over time windows.",
+    scale(
+        spec_replicas_path = ".spec.consumer.replicas",
+        status_replicas_path = ".status.consumer.replicas",
+        label_selector_path = ".status.consumer.selector"
+    ),
+    printcolumn(name = "Keyword", type_ = "string", json_path = ".spec.keyword"),
+    printcolumn(name = "Topic", type_ = "string", json_path = ".spec.kafka.topic"),
+    printcolumn(
+        name = "Window",
+        type_ = "integer",
+        json_path = ".spec.window.seconds",
+        description = "Window length in seconds"
+    ),
+    printcolumn(
+        name = "Producers",
+        type_ = "integer",
+        json_path = ".status.producer.readyReplicas",
+        description = "Ready producer pods"
+    ),
+    printcolumn(
+        name = "Consumers",
+        type_ = "integer",
+        json_path = ".status.consumer.readyReplicas",
+        description = "Ready consumer pods"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.startTime) || !has(self.endTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"),
+    validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || self.producer.replicas <= 1").message("sources x-search and x-stream allow at most 1 producer replica: more would fetch the same tweets twice"),
+    validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || has(self.credentialsSecret)").message("sources x-search and x-stream need credentialsSecret: the name of a Secret holding the X API credentials"),
+    validation = Rule::new("self.consumer.replicas <= self.kafka.partitions").message("consumer.replicas must not exceed kafka.partitions: a partition is read by one consumer, extra consumers would sit idle"),
+)]
+pub struct TwitterStreamSpec {
+    /// The X search query to follow: a keyword, or any query using X's search operators (e.g. `superbowl has:hashtags`).
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("keyword must not be blank"))]
+    pub keyword: String,
+
+    /// Only tweets in this language (BCP 47 code such as `en`); adds `lang:<code>` to the query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]{2,3}(-[a-zA-Z0-9]{2,8})?$')").message("language must be a BCP 47 language code such as en or pt-BR"))]
+    pub language: Option<String>,
+
+    /// Oldest tweet creation time to fetch (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// Newest tweet creation time to fetch (RFC 3339); must be after startTime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+
+    /// Keep only tweets with at least this many likes. X API v2 has no min_faves operator, so the producer filters on
+    /// `public_metrics.like_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_faves: Option<i64>,
+
+    /// Where tweets come from: `x-search` polls the X API v2 recent search, `x-stream` follows the filtered stream
+    /// (bearer token), `replay` replays a JSONL file, `synthetic` generates realistic tweets (no credentials needed).
+    #[serde(default)]
+    pub source: Source,
+
+    /// Seconds between two polls of the X search API.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub poll_interval_seconds: i32,
+
+    /// Name of a Secret in this namespace with the X API credentials: keys `consumerKey`, `consumerSecret`,
+    /// `accessToken` and `accessTokenSecret` (OAuth 1.0a user context) and/or `bearerToken` (app-only). It is mounted
+    /// into the producer pods; the operator never reads it. Required for the x-search and x-stream sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("credentialsSecret must be a Secret name (lowercase letters, digits, '-' and '.')"))]
+    pub credentials_secret: Option<String>,
+
+    /// Options of the replay source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+
+    /// Options of the synthetic source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticSpec>,
+
+    /// The Kafka cluster and topics of this pipeline.
+    pub kafka: KafkaSpec,
+
+    /// How tweets are grouped in time.
+    #[serde(default)]
+    pub window: WindowSpec,
+
+    /// The producer pods (X API to Kafka).
+    #[serde(default)]
+    pub producer: ProducerSpec,
+
+    /// The consumer pods (Kafka to windows). The scale subresource (`kubectl scale`) sets `consumer.replicas`.
+    #[serde(default)]
+    pub consumer: ConsumerSpec,
+
+    /// Settings applied to the pods of both components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateSpec>,
+
+    /// Scale both components to zero without deleting anything; set back to false to resume where it stopped.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_poll_interval() -> i32 {
+    10
+}
+
+/// Where the producer gets tweets from.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Poll the X API v2 search endpoint.
+    #[default]
+    XSearch,
+    /// Follow the X API v2 filtered stream.
+    XStream,
+    /// Replay a JSONL file of tweets.
+    Replay,
+    /// Generate synthetic tweets.
+    Synthetic,
+}
+
+impl Source {
+    /// The value of the workers' `--source` flag.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Source::XSearch => "x-search",
+            Source::XStream => "x-stream",
+            Source::Replay => "replay",
+            Source::Synthetic => "synthetic",
+        }
+    }
+
+    /// Sources that call the X API and so need credentials and a single producer.
+    pub fn uses_x_api(self) -> bool {
+        matches!(self, Source::XSearch | Source::XStream)
+    }
+}
+
+/// Options of the replay source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplaySpec {
+    /// Name of a ConfigMap in this namespace whose key holds the JSONL file (X API v2 tweets or v1.1 statuses).
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    /// The key of the ConfigMap that holds the file.
+    #[serde(default = "default_replay_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Replay speed relative to the tweets' own spacing in time; 0 replays as fast as possible.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub speed: f64,
+}
+
+fn default_replay_key() -> String {
+    "tweets.jsonl".into()
+}
+
+/// Options of the synthetic source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyntheticSpec {
+    /// Tweets per second; 0 generates as fast as possible.
+    #[serde(default = "default_synthetic_rate")]
+    #[schemars(range(min = 0.0))]
+    pub rate: f64,
+    /// Stop after this many tweets (unset: never stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub count: Option<i64>,
+    /// Seed of the generator: the same seed gives the same tweets.
+    #[serde(default = "default_seed")]
+    pub seed: i64,
+}
+
+fn default_synthetic_rate() -> f64 {
+    100.0
+}
+fn default_seed() -> i64 {
+    1
+}
+
+/// The Kafka cluster and topics of a pipeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.outputTopic) || self.outputTopic != self.topic").message("kafka.outputTopic must differ from kafka.topic"))]
+pub struct KafkaSpec {
+    /// Bootstrap brokers as `host:port`.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 3, max = 261)))]
+    #[x_kube(validation = Rule::new("self.all(b, b.matches('^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\\\[[0-9A-Fa-f:.]+\\\\]):[0-9]{1,5}$'))").message("each kafka.brokers entry must be host:port, e.g. kafka-0.kafka:9092"))]
+    pub brokers: Vec<String>,
+
+    /// Topic the producer publishes tweets to; created by the operator if missing.
+    #[schemars(length(min = 1, max = 249))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-zA-Z0-9._-]+$')").message("kafka.topic may contain only ASCII letters, digits, '.', '_' and '-'"),
+        validation = Rule::new("self != '.' && self != '..'").message("kafka.topic cannot be '.' or '..'")
+    )]
+    pub topic: String,
+
+    /// Partitions of the topic. Partitions are added when this grows; Kafka cannot remove them.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: i32,
+
+    /// Replication factor of the topics the operator creates.
+    #[serde(default = "default_replication")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replication_factor: i32,
+
+    /// Topic the window results are written to, exactly once. Unset: the consumers print results to their logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-zA-Z0-9._-]+$')").message("kafka.outputTopic may contain only ASCII letters, digits, '.', '_' and '-'"),
+        validation = Rule::new("self != '.' && self != '..'").message("kafka.outputTopic cannot be '.' or '..'")
+    )]
+    pub output_topic: Option<String>,
+
+    /// Delete the topics when the TwitterStream is deleted (a finalizer holds the deletion until done).
+    #[serde(default)]
+    pub delete_topic_on_delete: bool,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+
+/// How tweets are grouped in time. Windows are aligned to the Unix epoch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.slideSeconds) || self.slideSeconds <= self.seconds").message("window.slideSeconds must not exceed window.seconds"),
+    validation = Rule::new("!has(self.slideSeconds) || self.seconds % self.slideSeconds == 0").message("window.slideSeconds must divide window.seconds")
+)]
+pub struct WindowSpec {
+    /// Window length in seconds.
+    #[serde(default = "default_window")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub seconds: i64,
+    /// Slide of hopping windows in seconds; unset means tumbling windows (slide = length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub slide_seconds: Option<i64>,
+    /// How long after a window ends late tweets are still counted in it (event time).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 86400))]
+    pub allowed_lateness_seconds: i64,
+}
+
+fn default_window() -> i64 {
+    10
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        Self {
+            seconds: default_window(),
+            slide_seconds: None,
+            allowed_lateness_seconds: 0,
+        }
+    }
+}
+
+/// The producer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerSpec {
+    /// Number of producer pods (at most 1 for the x-search and x-stream sources).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    #[serde(flatten)]
+    pub container: ContainerSpec,
+}
+
+impl Default for ProducerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            container: ContainerSpec::default(),
+        }
+    }
+}
+
+/// The consumer pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerSpec {
+    /// Number of consumer pods; each reads a share of the topic's partitions.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+    /// How many hashtags and mentions each window result lists.
+    #[serde(default = "default_top_n")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub top_n: i32,
+    #[serde(flatten)]
+    pub container: ContainerSpec,
+}
+
+impl Default for ConsumerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            top_n: default_top_n(),
+            container: ContainerSpec::default(),
+        }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+fn default_top_n() -> i32 {
+    10
+}
+
+/// Container settings of one component.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// Container image; defaults to the operator's worker image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// Compute resources; defaults to small requests and a memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables, e.g. `RUST_LOG`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Settings applied to the pods of both components.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateSpec {
+    /// Extra pod labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Secrets for pulling the images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Priority class of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// ServiceAccount the pods run as (default: the namespace's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// Observed state of a TwitterStream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TwitterStreamStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, TopicReady, ProducerReady and ConsumerReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The producer Deployment's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<ComponentStatus>,
+    /// The consumer Deployment's replicas (the scale subresource reads these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<ComponentStatus>,
+    /// The Kafka topic as last seen by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicStatus>,
+}
+
+/// Replica counts of one component's Deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Pods of the current Deployment (all revisions).
+    pub replicas: i32,
+    /// Pods that are Ready.
+    pub ready_replicas: i32,
+    /// Pods running the latest spec.
+    pub updated_replicas: i32,
+    /// Label selector of the pods, for the scale subresource and `kubectl get pods -l`.
+    pub selector: String,
+}
+
+/// The Kafka topic as last seen by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    /// Topic name.
+    pub name: String,
+    /// Partitions the topic has.
+    pub partitions: i32,
+    /// Replication factor of partition 0.
+    pub replication_factor: i32,
+}

@@ -1,0 +1,452 @@
+//! Pure functions from a `TwitterStream` to the child objects it should have.
+//! No I/O: the reconciler applies what these return, and unit tests check them
+//! without a cluster.
+//!
+//! The worker arguments follow the workers' flag contract
+//! (`workers/src/{producer,consumer}/config.rs`); a test feeds them through the
+//! workers' own parsers.
+
+use crate::crd::{ContainerSpec, Source, TwitterStream};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "twitterstream-operator";
+/// Annotation on the pod template that changes whenever the pods' behaviour
+/// should: a spec change rolls the pods, a replica change does not.
+pub const SPEC_HASH_ANNOTATION: &str = "twitterstream.io/spec-hash";
+/// Where the credentials Secret is mounted in producer pods.
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/twitterstream.io/x-api";
+/// Where the replay ConfigMap is mounted in producer pods.
+pub const REPLAY_DIR: &str = "/var/run/twitterstream.io/replay";
+/// The workers' health and metrics port.
+pub const HTTP_PORT: i32 = 8080;
+/// Non-root user the worker images run as.
+const RUN_AS_USER: i64 = 65532;
+
+/// Operator-wide settings that shape the children.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderConfig {
+    /// Image for both workers unless a resource overrides it.
+    pub worker_image: String,
+}
+
+/// Which of the two workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    Producer,
+    Consumer,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Producer => "producer",
+            Component::Consumer => "consumer",
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            Component::Producer => "twitterstream-producer",
+            Component::Consumer => "twitterstream-consumer",
+        }
+    }
+}
+
+/// `<name>-producer` / `<name>-consumer`.
+pub fn deployment_name(tws: &TwitterStream, component: Component) -> String {
+    format!("{}-{}", tws.name_any(), component.as_str())
+}
+
+/// Labels that select one component's pods.
+pub fn selector_labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "twitterstream".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), tws.name_any()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.as_str().to_string(),
+        ),
+    ])
+}
+
+/// The selector as a string, for status and the scale subresource.
+pub fn selector_string(tws: &TwitterStream, component: Component) -> String {
+    selector_labels(tws, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
+    let mut l = selector_labels(tws, component);
+    l.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        FIELD_MANAGER.to_string(),
+    );
+    l
+}
+
+/// Consumer group id: namespaced, so equally named streams in two namespaces
+/// sharing a Kafka cluster never share offsets.
+pub fn group_id(tws: &TwitterStream) -> String {
+    format!(
+        "twitterstream.{}.{}",
+        tws.namespace().unwrap_or_default(),
+        tws.name_any()
+    )
+}
+
+/// Hash of everything that should roll the pods when it changes. Replica
+/// counts and `suspend` are left out: scaling must not restart pods.
+pub fn spec_hash(tws: &TwitterStream) -> String {
+    let mut spec = tws.spec.clone();
+    spec.producer.replicas = 0;
+    spec.consumer.replicas = 0;
+    spec.suspend = false;
+    // Serialising a derived Serialize type to a Vec cannot fail.
+    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The producer's command-line arguments.
+pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
+    let s = &tws.spec;
+    let mut args = vec![
+        "--source".to_string(),
+        s.source.as_flag().to_string(),
+        "--stream-name".to_string(),
+        tws.name_any(),
+        "--brokers".to_string(),
+        s.kafka.brokers.join(","),
+        "--topic".to_string(),
+        s.kafka.topic.clone(),
+        "--keyword".to_string(),
+        s.keyword.clone(),
+        "--poll-interval-seconds".to_string(),
+        s.poll_interval_seconds.to_string(),
+        "--http-addr".to_string(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--log-format".to_string(),
+        "json".to_string(),
+    ];
+    if let Some(lang) = &s.language {
+        args.extend(["--language".to_string(), lang.clone()]);
+    }
+    if let Some(t) = &s.start_time {
+        args.extend(["--start-time".to_string(), t.0.to_string()]);
+    }
+    if let Some(t) = &s.end_time {
+        args.extend(["--end-time".to_string(), t.0.to_string()]);
+    }
+    if let Some(n) = s.min_faves {
+        args.extend(["--min-faves".to_string(), n.to_string()]);
+    }
+    if s.credentials_secret.is_some() {
+        args.extend(["--credentials-dir".to_string(), CREDENTIALS_DIR.to_string()]);
+    }
+    if s.source == Source::Replay
+        && let Some(r) = &s.replay
+    {
+        args.extend([
+            "--replay-file".to_string(),
+            format!("{REPLAY_DIR}/{}", r.key),
+            "--replay-speed".to_string(),
+            r.speed.to_string(),
+        ]);
+    }
+    if s.source == Source::Synthetic {
+        let syn = s.synthetic.clone().unwrap_or(crate::crd::SyntheticSpec {
+            rate: 100.0,
+            count: None,
+            seed: 1,
+        });
+        args.extend([
+            "--synthetic-rate".to_string(),
+            syn.rate.to_string(),
+            "--seed".to_string(),
+            syn.seed.to_string(),
+        ]);
+        if let Some(c) = syn.count {
+            args.extend(["--synthetic-count".to_string(), c.to_string()]);
+        }
+    }
+    args
+}
+
+/// The consumer's command-line arguments.
+pub fn consumer_args(tws: &TwitterStream) -> Vec<String> {
+    let s = &tws.spec;
+    let mut args = vec![
+        "--stream-name".to_string(),
+        tws.name_any(),
+        "--group-id".to_string(),
+        group_id(tws),
+        "--brokers".to_string(),
+        s.kafka.brokers.join(","),
+        "--topic".to_string(),
+        s.kafka.topic.clone(),
+        "--window-seconds".to_string(),
+        s.window.seconds.to_string(),
+        "--allowed-lateness-seconds".to_string(),
+        s.window.allowed_lateness_seconds.to_string(),
+        "--top-n".to_string(),
+        s.consumer.top_n.to_string(),
+        "--http-addr".to_string(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+        "--log-format".to_string(),
+        "json".to_string(),
+    ];
+    if let Some(slide) = s.window.slide_seconds {
+        args.extend(["--slide-seconds".to_string(), slide.to_string()]);
+    }
+    if let Some(out) = &s.kafka.output_topic {
+        args.extend(["--output-topic".to_string(), out.clone()]);
+    }
+    args
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".to_string())),
+            ("memory".to_string(), Quantity("64Mi".to_string())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("256Mi".to_string()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(
+    component: Component,
+    spec: &ContainerSpec,
+    cfg: &RenderConfig,
+    args: Vec<String>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|(k, v)| EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            ..Default::default()
+        })
+        .collect();
+    Container {
+        name: component.as_str().to_string(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| cfg.worker_image.clone()),
+        ),
+        command: Some(vec![component.binary().to_string()]),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_string()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Default::default()
+    }
+}
+
+fn replicas(tws: &TwitterStream, component: Component) -> i32 {
+    if tws.spec.suspend {
+        return 0;
+    }
+    match component {
+        Component::Producer => tws.spec.producer.replicas,
+        Component::Consumer => tws.spec.consumer.replicas,
+    }
+}
+
+/// The Deployment of one component.
+pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig) -> Deployment {
+    let s = &tws.spec;
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let (args, container_spec) = match component {
+        Component::Producer => {
+            if let Some(secret) = &s.credentials_secret {
+                // The operator only names the Secret; the kubelet mounts it, and
+                // updates the files in place when the Secret is rotated.
+                volumes.push(Volume {
+                    name: "x-api-credentials".to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.clone()),
+                        default_mode: Some(0o440),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(VolumeMount {
+                    name: "x-api-credentials".to_string(),
+                    mount_path: CREDENTIALS_DIR.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+            if s.source == Source::Replay
+                && let Some(r) = &s.replay
+            {
+                volumes.push(Volume {
+                    name: "replay".to_string(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: r.config_map.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(VolumeMount {
+                    name: "replay".to_string(),
+                    mount_path: REPLAY_DIR.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+            (producer_args(tws), &s.producer.container)
+        }
+        Component::Consumer => (consumer_args(tws), &s.consumer.container),
+    };
+
+    let pod = s.pod_template.clone().unwrap_or_default();
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.extend(labels(tws, component));
+    let mut pod_annotations = pod.annotations.clone();
+    pod_annotations.insert(SPEC_HASH_ANNOTATION.to_string(), spec_hash(tws));
+
+    // Two search/stream producers side by side would fetch the same tweets:
+    // replace the old pod before starting the new one.
+    let strategy = match (component, s.source.uses_x_api()) {
+        (Component::Producer, true) => DeploymentStrategy {
+            type_: Some("Recreate".to_string()),
+            ..Default::default()
+        },
+        _ => DeploymentStrategy::default(),
+    };
+
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(tws, component)),
+            namespace: tws.namespace(),
+            labels: Some(labels(tws, component)),
+            owner_references: tws.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas(tws, component)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(tws, component)),
+                ..Default::default()
+            },
+            strategy: Some(strategy),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container(component, container_spec, cfg, args, mounts)],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    automount_service_account_token: Some(false),
+                    service_account_name: pod.service_account_name.clone(),
+                    node_selector: (!pod.node_selector.is_empty())
+                        .then_some(pod.node_selector.clone()),
+                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations.clone()),
+                    affinity: pod.affinity.clone(),
+                    image_pull_secrets: (!pod.image_pull_secrets.is_empty())
+                        .then_some(pod.image_pull_secrets.clone()),
+                    priority_class_name: pod.priority_class_name.clone(),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Both children, producer first.
+pub fn deployments(tws: &TwitterStream, cfg: &RenderConfig) -> [Deployment; 2] {
+    [
+        deployment(tws, Component::Producer, cfg),
+        deployment(tws, Component::Consumer, cfg),
+    ]
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

@@ -1,0 +1,302 @@
+use super::*;
+use crate::crd::{TwitterStream, TwitterStreamSpec};
+use clap::Parser;
+use twitterstream_workers::consumer::config::ConsumerArgs;
+use twitterstream_workers::producer::config::ProducerArgs;
+
+/// The README's example, as the apiserver stores it after defaulting.
+fn superbowl() -> TwitterStream {
+    let spec: TwitterStreamSpec = serde_yaml::from_str(
+        r#"
+keyword: superbowl
+language: en
+startTime: "2020-01-01T00:00:00Z"
+endTime: "2020-03-03T00:00:00Z"
+minFaves: 60000
+source: x-search
+pollIntervalSeconds: 10
+credentialsSecret: x-api
+kafka:
+  brokers: ["kafka-0.kafka:9092", "kafka-1.kafka:9092", "kafka-2.kafka:9092"]
+  topic: raw-twitter
+  partitions: 3
+  replicationFactor: 1
+  outputTopic: superbowl-windows
+window: {seconds: 10, slideSeconds: 10, allowedLatenessSeconds: 5}
+producer: {replicas: 1}
+consumer: {replicas: 2}
+suspend: false
+"#,
+    )
+    .unwrap();
+    let mut tws = TwitterStream::new("superbowl", spec);
+    tws.metadata.namespace = Some("sports".into());
+    tws.metadata.uid = Some("0b7c3b8e-uid".into());
+    tws
+}
+
+fn cfg() -> RenderConfig {
+    RenderConfig {
+        worker_image: "registry.example/twitterstream-workers:1.2.3".into(),
+    }
+}
+
+fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn args(d: &Deployment) -> Vec<String> {
+    pod_spec(d).containers[0].args.clone().unwrap()
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .map(|i| args[i + 1].as_str())
+}
+
+#[test]
+fn names_namespace_labels_and_owner() {
+    let tws = superbowl();
+    let [p, c] = deployments(&tws, &cfg());
+    assert_eq!(p.metadata.name.as_deref(), Some("superbowl-producer"));
+    assert_eq!(c.metadata.name.as_deref(), Some("superbowl-consumer"));
+    for (d, component) in [(&p, "producer"), (&c, "consumer")] {
+        assert_eq!(d.metadata.namespace.as_deref(), Some("sports"));
+        let labels = d.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "twitterstream");
+        assert_eq!(labels["app.kubernetes.io/instance"], "superbowl");
+        assert_eq!(labels["app.kubernetes.io/component"], component);
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"],
+            "twitterstream-operator"
+        );
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "TwitterStream");
+        assert_eq!(owner.api_version, "twitterstream.io/v1alpha1");
+        assert_eq!(owner.uid, "0b7c3b8e-uid");
+        assert_eq!(owner.controller, Some(true));
+        let spec = d.spec.as_ref().unwrap();
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (k, v) in selector {
+            assert_eq!(
+                pod_labels.get(k),
+                Some(v),
+                "pod template carries selector label {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn producer_args_follow_the_spec() {
+    let tws = superbowl();
+    let a = args(&deployment(&tws, Component::Producer, &cfg()));
+    assert_eq!(flag(&a, "--source"), Some("x-search"));
+    assert_eq!(flag(&a, "--keyword"), Some("superbowl"));
+    assert_eq!(flag(&a, "--language"), Some("en"));
+    assert_eq!(flag(&a, "--start-time"), Some("2020-01-01T00:00:00Z"));
+    assert_eq!(flag(&a, "--end-time"), Some("2020-03-03T00:00:00Z"));
+    assert_eq!(flag(&a, "--min-faves"), Some("60000"));
+    assert_eq!(flag(&a, "--poll-interval-seconds"), Some("10"));
+    assert_eq!(
+        flag(&a, "--brokers"),
+        Some("kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092")
+    );
+    assert_eq!(flag(&a, "--topic"), Some("raw-twitter"));
+    assert_eq!(flag(&a, "--credentials-dir"), Some(CREDENTIALS_DIR));
+}
+
+#[test]
+fn consumer_args_follow_the_spec() {
+    let tws = superbowl();
+    let a = args(&deployment(&tws, Component::Consumer, &cfg()));
+    assert_eq!(flag(&a, "--window-seconds"), Some("10"));
+    assert_eq!(flag(&a, "--slide-seconds"), Some("10"));
+    assert_eq!(flag(&a, "--allowed-lateness-seconds"), Some("5"));
+    assert_eq!(flag(&a, "--output-topic"), Some("superbowl-windows"));
+    assert_eq!(
+        flag(&a, "--group-id"),
+        Some("twitterstream.sports.superbowl")
+    );
+    assert_eq!(flag(&a, "--top-n"), Some("10"));
+}
+
+#[test]
+fn rendered_args_are_accepted_by_the_workers_parsers() {
+    let mut tws = superbowl();
+    for source in ["x-search", "synthetic", "replay"] {
+        tws.spec.source = serde_json::from_value(serde_json::json!(source)).unwrap();
+        tws.spec.replay = Some(crate::crd::ReplaySpec {
+            config_map: "tweets".into(),
+            key: "tweets.jsonl".into(),
+            speed: 2.0,
+        });
+        let [p, c] = deployments(&tws, &cfg());
+        let mut pargs = vec!["twitterstream-producer".to_string()];
+        pargs.extend(args(&p));
+        let parsed =
+            ProducerArgs::try_parse_from(&pargs).unwrap_or_else(|e| panic!("{source}: {e}"));
+        parsed.validate().unwrap();
+        assert_eq!(parsed.stream_name, "superbowl");
+        assert_eq!(parsed.brokers.len(), 3);
+
+        let mut cargs = vec!["twitterstream-consumer".to_string()];
+        cargs.extend(args(&c));
+        let parsed = ConsumerArgs::try_parse_from(&cargs).unwrap_or_else(|e| panic!("{e}"));
+        parsed.validate().unwrap();
+        assert_eq!(parsed.output_topic.as_deref(), Some("superbowl-windows"));
+        assert_eq!(parsed.slide(), 10);
+    }
+}
+
+#[test]
+fn credentials_are_a_read_only_secret_volume_never_env_or_args() {
+    let tws = superbowl();
+    let p = deployment(&tws, Component::Producer, &cfg());
+    let pod = pod_spec(&p);
+    let vol = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.secret.is_some())
+        .unwrap();
+    assert_eq!(
+        vol.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("x-api")
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == vol.name)
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(mount.mount_path, CREDENTIALS_DIR);
+    let c = &pod.containers[0];
+    assert!(
+        c.env
+            .as_ref()
+            .is_none_or(|e| e.iter().all(|e| e.value_from.is_none()))
+    );
+    // The consumer never sees the credentials.
+    let consumer = deployment(&tws, Component::Consumer, &cfg());
+    assert!(pod_spec(&consumer).volumes.is_none());
+}
+
+#[test]
+fn pods_run_restricted() {
+    let tws = superbowl();
+    for d in deployments(&tws, &cfg()) {
+        let pod = pod_spec(&d);
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let sc = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let c = &pod.containers[0];
+        assert!(
+            c.resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()
+                .contains_key("cpu")
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, HTTP_PORT);
+    }
+}
+
+#[test]
+fn image_defaults_to_config_and_is_overridable() {
+    let mut tws = superbowl();
+    let p = deployment(&tws, Component::Producer, &cfg());
+    assert_eq!(
+        pod_spec(&p).containers[0].image.as_deref(),
+        Some("registry.example/twitterstream-workers:1.2.3")
+    );
+    tws.spec.consumer.container.image = Some("mine:dev".into());
+    let c = deployment(&tws, Component::Consumer, &cfg());
+    assert_eq!(
+        pod_spec(&c).containers[0].image.as_deref(),
+        Some("mine:dev")
+    );
+}
+
+#[test]
+fn suspend_scales_to_zero_and_scale_does_not_roll_pods() {
+    let mut tws = superbowl();
+    let hash = |t: &TwitterStream| {
+        let d = deployment(t, Component::Consumer, &cfg());
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[SPEC_HASH_ANNOTATION]
+            .clone()
+    };
+    let before = hash(&tws);
+    tws.spec.consumer.replicas = 3;
+    assert_eq!(hash(&tws), before, "replica change keeps the pod template");
+    tws.spec.suspend = true;
+    assert_eq!(hash(&tws), before, "suspend keeps the pod template");
+    for d in deployments(&tws, &cfg()) {
+        assert_eq!(d.spec.unwrap().replicas, Some(0));
+    }
+    tws.spec.keyword = "halftime".into();
+    assert_ne!(hash(&tws), before, "a spec change rolls the pods");
+}
+
+#[test]
+fn search_producers_are_replaced_not_surged() {
+    let mut tws = superbowl();
+    let strategy = |t: &TwitterStream| {
+        deployment(t, Component::Producer, &cfg())
+            .spec
+            .unwrap()
+            .strategy
+            .unwrap()
+            .type_
+    };
+    assert_eq!(strategy(&tws).as_deref(), Some("Recreate"));
+    tws.spec.source = crate::crd::Source::Synthetic;
+    assert_eq!(strategy(&tws), None);
+}
