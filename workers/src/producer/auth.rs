@@ -59,7 +59,10 @@ pub(crate) fn oauth1_header(
     pinned: Option<Pinned<'_>>,
 ) -> String {
     let client = oauth::Credentials::new(user.consumer_key.expose(), user.consumer_secret.expose());
-    let token = oauth::Credentials::new(user.access_token.expose(), user.access_token_secret.expose());
+    let token = oauth::Credentials::new(
+        user.access_token.expose(),
+        user.access_token_secret.expose(),
+    );
     let mut builder = oauth::Builder::<_, _>::new(client, oauth::HmacSha1::new());
     builder.token(token);
     // X's documentation signs with oauth_version=1.0; RFC 5849 makes it
@@ -68,7 +71,12 @@ pub(crate) fn oauth1_header(
     if let Some(p) = &pinned {
         builder.nonce(p.nonce).timestamp(p.timestamp);
     }
-    let request = oauth::ParameterList::new(params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+    let request = oauth::ParameterList::new(
+        params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
     builder.authorize(method, url, &request)
 }
 
@@ -76,7 +84,12 @@ pub(crate) fn oauth1_header(
 /// for the signature (RFC 3986 unreserved characters only), so the query that
 /// is sent is the one that was signed.
 pub fn encode_query(params: &[(String, String)]) -> String {
-    let request = oauth::ParameterList::new(params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+    let request = oauth::ParameterList::new(
+        params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
     oauth::to_form(&request)
 }
 
@@ -123,9 +136,15 @@ mod tests {
                 timestamp: NonZeroU64::new(1318622958).unwrap(),
             }),
         );
-        let sig = header_param(&header, "oauth_signature").replace("%2B", "+").replace("%3D", "=").replace("%2F", "/");
+        let sig = header_param(&header, "oauth_signature")
+            .replace("%2B", "+")
+            .replace("%3D", "=")
+            .replace("%2F", "/");
         assert_eq!(sig, "hCtSmYh+iHYCEqBWrE7C7hYmtUk=");
-        assert_eq!(header_param(&header, "oauth_consumer_key"), "xvz1evFS4wEEPTGEFPHBog");
+        assert_eq!(
+            header_param(&header, "oauth_consumer_key"),
+            "xvz1evFS4wEEPTGEFPHBog"
+        );
         assert_eq!(header_param(&header, "oauth_version"), "1.0");
         assert_eq!(header_param(&header, "oauth_signature_method"), "HMAC-SHA1");
     }
@@ -133,9 +152,24 @@ mod tests {
     #[test]
     fn fresh_nonce_every_request() {
         let u = x_example_user();
-        let a = oauth1_header(&u, "GET", "https://api.x.com/2/tweets/search/recent", &[], None);
-        let b = oauth1_header(&u, "GET", "https://api.x.com/2/tweets/search/recent", &[], None);
-        assert_ne!(header_param(&a, "oauth_nonce"), header_param(&b, "oauth_nonce"));
+        let a = oauth1_header(
+            &u,
+            "GET",
+            "https://api.x.com/2/tweets/search/recent",
+            &[],
+            None,
+        );
+        let b = oauth1_header(
+            &u,
+            "GET",
+            "https://api.x.com/2/tweets/search/recent",
+            &[],
+            None,
+        );
+        assert_ne!(
+            header_param(&a, "oauth_nonce"),
+            header_param(&b, "oauth_nonce")
+        );
     }
 
     #[test]
@@ -144,8 +178,14 @@ mod tests {
             user: Some(x_example_user()),
             bearer: Some(Secret::new("AAAA")),
         };
-        assert_eq!(Auth::choose(&creds, true).unwrap().header("GET", "u", &[]), "Bearer AAAA");
-        assert_eq!(Auth::choose(&creds, false).unwrap().kind(), "oauth1-user-context");
+        assert_eq!(
+            Auth::choose(&creds, true).unwrap().header("GET", "u", &[]),
+            "Bearer AAAA"
+        );
+        assert_eq!(
+            Auth::choose(&creds, false).unwrap().kind(),
+            "oauth1-user-context"
+        );
         // Debug of the chosen auth never shows a secret either.
         assert!(!format!("{:?}", Auth::choose(&creds, true).unwrap()).contains("AAAA"));
     }

@@ -61,7 +61,10 @@ impl Backoff {
         // 2^20 times the initial delay is far past any sane cap; stopping the
         // exponent there keeps the multiplication from overflowing.
         let factor = 1u32 << self.attempt.min(20);
-        self.config.initial.saturating_mul(factor).min(self.config.max)
+        self.config
+            .initial
+            .saturating_mul(factor)
+            .min(self.config.max)
     }
 }
 
@@ -87,6 +90,9 @@ mod tests {
             b.next_delay();
         }
         let d = b.next_delay();
-        assert!(d >= Duration::from_secs(30) && d <= Duration::from_secs(60), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(30) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
     }
 }

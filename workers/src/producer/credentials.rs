@@ -85,7 +85,9 @@ pub enum CredentialsError {
         bearer = BEARER_TOKEN.0
     )]
     Missing { source_desc: String },
-    #[error("incomplete OAuth 1.0a credentials in {source_desc}: missing {missing:?} (and no bearer token)")]
+    #[error(
+        "incomplete OAuth 1.0a credentials in {source_desc}: missing {missing:?} (and no bearer token)"
+    )]
     Incomplete {
         source_desc: String,
         missing: Vec<&'static str>,
@@ -118,14 +120,17 @@ fn assemble(
     let ats = get(ACCESS_TOKEN_SECRET)?;
     let bearer = get(BEARER_TOKEN)?;
     let user = match (ck, cs, at, ats) {
-        (Some(consumer_key), Some(consumer_secret), Some(access_token), Some(access_token_secret)) => {
-            Some(UserCredentials {
-                consumer_key,
-                consumer_secret,
-                access_token,
-                access_token_secret,
-            })
-        }
+        (
+            Some(consumer_key),
+            Some(consumer_secret),
+            Some(access_token),
+            Some(access_token_secret),
+        ) => Some(UserCredentials {
+            consumer_key,
+            consumer_secret,
+            access_token,
+            access_token_secret,
+        }),
         (None, None, None, None) => None,
         (ck, cs, at, ats) => {
             if bearer.is_none() {
@@ -166,21 +171,27 @@ impl Credentials {
 
     /// Like [`Credentials::from_env`] with an injected lookup (tests cannot
     /// safely mutate the process environment).
-    pub fn from_lookup(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<Self, CredentialsError> {
+    pub fn from_lookup(
+        mut lookup: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Self, CredentialsError> {
         assemble("the environment", |p| p.0, |name| Ok(lookup(name)))
     }
 
     /// Reads the files of a Secret directory once.
     pub fn from_dir(dir: &Path) -> Result<Self, CredentialsError> {
         let desc = dir.display().to_string();
-        assemble(&desc, |p| p.1, |name| {
-            let path = dir.join(name);
-            match std::fs::read_to_string(&path) {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(CredentialsError::Read { path, source }),
-            }
-        })
+        assemble(
+            &desc,
+            |p| p.1,
+            |name| {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(CredentialsError::Read { path, source }),
+                }
+            },
+        )
     }
 }
 
@@ -243,7 +254,10 @@ pub struct CredentialsProvider {
 #[derive(Debug)]
 enum ProviderInner {
     Fixed(Arc<Credentials>),
-    Dir { dir: PathBuf, state: Mutex<DirState> },
+    Dir {
+        dir: PathBuf,
+        state: Mutex<DirState>,
+    },
 }
 
 impl CredentialsProvider {
@@ -315,7 +329,9 @@ impl CredentialsProvider {
     pub fn generation(&self) -> u64 {
         match &*self.inner {
             ProviderInner::Fixed(_) => 1,
-            ProviderInner::Dir { state, .. } => state.lock().unwrap_or_else(|e| e.into_inner()).generation,
+            ProviderInner::Dir { state, .. } => {
+                state.lock().unwrap_or_else(|e| e.into_inner()).generation
+            }
         }
     }
 }
@@ -369,12 +385,20 @@ mod tests {
         assert_eq!(u.access_token_secret.expose(), "d");
         assert!(!c.is_app_only());
 
-        let c = Credentials::from_lookup(|k| (k == "X_BEARER_TOKEN").then(|| "t".to_owned())).unwrap();
+        let c =
+            Credentials::from_lookup(|k| (k == "X_BEARER_TOKEN").then(|| "t".to_owned())).unwrap();
         assert!(c.is_app_only());
 
-        let err = Credentials::from_lookup(|k| (k == "X_CONSUMER_KEY").then(|| "a".to_owned())).unwrap_err();
-        assert!(matches!(err, CredentialsError::Incomplete { ref missing, .. } if missing.len() == 3), "{err}");
-        assert!(matches!(Credentials::from_lookup(|_| None), Err(CredentialsError::Missing { .. })));
+        let err = Credentials::from_lookup(|k| (k == "X_CONSUMER_KEY").then(|| "a".to_owned()))
+            .unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::Incomplete { ref missing, .. } if missing.len() == 3),
+            "{err}"
+        );
+        assert!(matches!(
+            Credentials::from_lookup(|_| None),
+            Err(CredentialsError::Missing { .. })
+        ));
     }
 
     /// Lays out a directory the way the kubelet does: keys are symlinks to
@@ -403,13 +427,22 @@ mod tests {
         let dir = temp_dir("rot");
         kube_write(&dir, 1, &[("bearerToken", "one\n")]);
         let p = CredentialsProvider::new(CredentialSource::Dir(dir.clone())).unwrap();
-        assert_eq!(p.current().unwrap().bearer.as_ref().unwrap().expose(), "one");
+        assert_eq!(
+            p.current().unwrap().bearer.as_ref().unwrap().expose(),
+            "one"
+        );
         assert_eq!(p.generation(), 1);
         // Unchanged: served from the cache.
-        assert_eq!(p.current().unwrap().bearer.as_ref().unwrap().expose(), "one");
+        assert_eq!(
+            p.current().unwrap().bearer.as_ref().unwrap().expose(),
+            "one"
+        );
         assert_eq!(p.generation(), 1);
         kube_write(&dir, 2, &[("bearerToken", "two")]);
-        assert_eq!(p.current().unwrap().bearer.as_ref().unwrap().expose(), "two");
+        assert_eq!(
+            p.current().unwrap().bearer.as_ref().unwrap().expose(),
+            "two"
+        );
         assert_eq!(p.generation(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -419,11 +452,17 @@ mod tests {
         let dir = temp_dir("plain");
         std::fs::write(dir.join("bearerToken"), "one").unwrap();
         let p = CredentialsProvider::new(CredentialSource::Dir(dir.clone())).unwrap();
-        assert_eq!(p.current().unwrap().bearer.as_ref().unwrap().expose(), "one");
+        assert_eq!(
+            p.current().unwrap().bearer.as_ref().unwrap().expose(),
+            "one"
+        );
         // Replace by rename, as editors and config tools do: a new inode.
         std::fs::write(dir.join("bearerToken.tmp"), "three").unwrap();
         std::fs::rename(dir.join("bearerToken.tmp"), dir.join("bearerToken")).unwrap();
-        assert_eq!(p.current().unwrap().bearer.as_ref().unwrap().expose(), "three");
+        assert_eq!(
+            p.current().unwrap().bearer.as_ref().unwrap().expose(),
+            "three"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

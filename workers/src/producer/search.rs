@@ -17,8 +17,8 @@ use super::backoff::{Backoff, BackoffConfig};
 use super::config::{ProducerArgs, SearchEndpoint};
 use super::credentials::CredentialsProvider;
 use super::xapi::{
-    ApiErrorItem, Endpoint, RateLimit, ReceivedTweet, SearchPage, SearchRequest, XApiClient, XApiError,
-    build_query, snowflake_time,
+    ApiErrorItem, Endpoint, RateLimit, ReceivedTweet, SearchPage, SearchRequest, XApiClient,
+    XApiError, build_query, snowflake_time,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
@@ -114,7 +114,11 @@ impl SearchConfig {
     }
 
     pub fn query(&self) -> String {
-        build_query(&self.keyword, self.language.as_deref(), self.include_retweets)
+        build_query(
+            &self.keyword,
+            self.language.as_deref(),
+            self.include_retweets,
+        )
     }
 }
 
@@ -144,18 +148,32 @@ pub fn choose_endpoint(
 #[derive(Debug, Clone, PartialEq)]
 pub enum SearchEvent {
     /// 401/403: the credentials are wrong or not allowed on this endpoint.
-    Unauthorized { status: u16, auth: &'static str, detail: String, retry_in: Duration },
+    Unauthorized {
+        status: u16,
+        auth: &'static str,
+        detail: String,
+        retry_in: Duration,
+    },
     /// The credentials could not be read.
     CredentialsUnavailable { error: String, retry_in: Duration },
     /// 429: waiting until the window resets.
-    RateLimited { until: Option<DateTime<Utc>>, wait: Duration },
+    RateLimited {
+        until: Option<DateTime<Utc>>,
+        wait: Duration,
+    },
     /// `x-rate-limit-remaining: 0`: waiting for the reset before asking again.
-    QuotaExhausted { until: DateTime<Utc>, wait: Duration },
+    QuotaExhausted {
+        until: DateTime<Utc>,
+        wait: Duration,
+    },
     /// 5xx, timeout, transport error or malformed body: backing off.
     Transient { error: String, retry_in: Duration },
     /// The cursor (or start time) is older than the endpoint allows; polling
     /// resumes from `fallback_start`.
-    CursorTooOld { parameter: String, fallback_start: DateTime<Utc> },
+    CursorTooOld {
+        parameter: String,
+        fallback_start: DateTime<Utc>,
+    },
     /// A 200 carried `errors` next to `data`; the data was kept.
     PartialErrors { errors: Vec<ApiErrorItem> },
 }
@@ -204,7 +222,7 @@ pub enum SearchError {
     Rejected {
         query: String,
         #[source]
-        source: XApiError,
+        source: Box<XApiError>,
     },
 }
 
@@ -233,6 +251,9 @@ pub struct SearchPoller {
     /// Replaces `start_time` after X refused a too-old cursor, until a new
     /// cursor is committed.
     fallback_start: Option<DateTime<Utc>>,
+    /// The refused cursor: tweets up to it were delivered before, so they are
+    /// dropped if the fallback window returns them again.
+    floor_id: Option<String>,
     poll: Option<Poll>,
     next_poll_at: Option<DateTime<Utc>>,
     rate_limit: RateLimit,
@@ -268,6 +289,7 @@ impl SearchPoller {
             clock: Arc::new(SystemClock),
             since_id: None,
             fallback_start: None,
+            floor_id: None,
             poll: None,
             next_poll_at: None,
             rate_limit: RateLimit::default(),
@@ -327,6 +349,7 @@ impl SearchPoller {
         if newer {
             self.since_id = Some(since_id.to_owned());
             self.fallback_start = None;
+            self.floor_id = None;
         }
     }
 
@@ -355,7 +378,10 @@ impl SearchPoller {
                     self.sleep(self.until(at)).await;
                 }
                 let now = self.clock.now();
-                self.next_poll_at = Some(now + TimeDelta::from_std(self.config.poll_interval).unwrap_or(TimeDelta::days(1)));
+                self.next_poll_at = Some(
+                    now + TimeDelta::from_std(self.config.poll_interval)
+                        .unwrap_or(TimeDelta::days(1)),
+                );
                 match self.start_poll(now) {
                     Some(p) => {
                         self.stats.polls += 1;
@@ -420,7 +446,12 @@ impl SearchPoller {
 
     /// Decides the next step after a failed request: returns after waiting
     /// for a retry, or fails for errors retrying cannot fix.
-    async fn recover(&mut self, e: XApiError, auth: &Auth, request: &SearchRequest) -> Result<(), SearchError> {
+    async fn recover(
+        &mut self,
+        e: XApiError,
+        auth: &Auth,
+        request: &SearchRequest,
+    ) -> Result<(), SearchError> {
         if let Some(rl) = e.rate_limit() {
             self.rate_limit = rl;
         }
@@ -431,10 +462,19 @@ impl SearchPoller {
         {
             let now = self.clock.now();
             let earliest = too_old.earliest.unwrap_or(now - RECENT_WINDOW) + TimeDelta::minutes(1);
-            let fallback_start = self
-                .config
-                .start_time
-                .map_or(earliest, |s| s.max(earliest))
+            // Start no later than the cursor's own creation time (its
+            // snowflake, down to the whole second X accepts) so nothing after
+            // it is lost; what it re-fetches is dropped by `floor_id`.
+            let cursor_time = request
+                .since_id
+                .as_deref()
+                .and_then(snowflake_time)
+                .and_then(|t| DateTime::from_timestamp(t.timestamp(), 0));
+            let fallback_start = [self.config.start_time, Some(earliest), cursor_time]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(earliest)
                 .min(now - MIN_AGE - MARGIN);
             if request.start_time == Some(fallback_start) {
                 // X refused the fallback itself (clock skew?): asking again at
@@ -452,6 +492,9 @@ impl SearchPoller {
                 parameter: too_old.parameter,
                 fallback_start,
             });
+            if request.since_id.is_some() {
+                self.floor_id = request.since_id.clone();
+            }
             self.since_id = None;
             self.fallback_start = Some(fallback_start);
             if let Some(p) = self.poll.as_mut() {
@@ -503,7 +546,7 @@ impl SearchPoller {
                 self.poll = None;
                 Err(SearchError::Rejected {
                     query: self.query.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })
             }
             _ => self.transient_retry(e).await,
@@ -545,11 +588,21 @@ impl SearchPoller {
         {
             return None;
         }
-        let app_only = self.credentials.current().map(|c| c.is_app_only()).unwrap_or(false);
+        let app_only = self
+            .credentials
+            .current()
+            .map(|c| c.is_app_only())
+            .unwrap_or(false);
         let oldest_wanted = since_id.as_deref().and_then(snowflake_time).or(start_time);
         let endpoint = choose_endpoint(self.config.endpoint, oldest_wanted, now, app_only);
         self.window_closed = self.config.end_time.is_some_and(|e| e < latest_allowed);
-        tracing::debug!(endpoint = endpoint.path(), ?since_id, ?start_time, ?end_time, "starting a search poll");
+        tracing::debug!(
+            endpoint = endpoint.path(),
+            ?since_id,
+            ?start_time,
+            ?end_time,
+            "starting a search poll"
+        );
         Some(Poll {
             endpoint,
             since_id,
@@ -592,14 +645,25 @@ impl SearchPoller {
         let endpoint = poll.endpoint;
         let used_token = poll.next_token.take();
         // A token repeated back would loop forever; treat it as the end.
-        poll.next_token = page.meta.next_token.clone().filter(|t| Some(t) != used_token.as_ref());
+        poll.next_token = page
+            .meta
+            .next_token
+            .clone()
+            .filter(|t| Some(t) != used_token.as_ref());
         let end_of_poll = poll.next_token.is_none();
-        let commit = if end_of_poll { poll.newest_id.clone() } else { None };
+        let commit = if end_of_poll {
+            poll.newest_id.clone()
+        } else {
+            None
+        };
         if end_of_poll {
             self.poll = None;
         }
 
         let mut tweets = page.tweets;
+        if let Some(floor) = &self.floor_id {
+            tweets.retain(|t| id_cmp(t.id(), floor).is_gt());
+        }
         let before = tweets.len();
         if let Some(min) = self.config.min_faves {
             tweets.retain(|t| t.tweet.like_count() >= min);
@@ -611,7 +675,10 @@ impl SearchPoller {
         self.stats.malformed += page.malformed as u64;
         if !page.errors.is_empty() {
             self.stats.partial_errors += page.errors.len() as u64;
-            tracing::warn!(count = page.errors.len(), "X API returned partial errors alongside data; data kept");
+            tracing::warn!(
+                count = page.errors.len(),
+                "X API returned partial errors alongside data; data kept"
+            );
             self.emit(SearchEvent::PartialErrors {
                 errors: page.errors.clone(),
             });
@@ -653,12 +720,30 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
         let old = Some(now - TimeDelta::days(30));
         let fresh = Some(now - TimeDelta::days(1));
-        assert_eq!(choose_endpoint(SearchEndpoint::Auto, old, now, true), Endpoint::All);
-        assert_eq!(choose_endpoint(SearchEndpoint::Auto, old, now, false), Endpoint::Recent);
-        assert_eq!(choose_endpoint(SearchEndpoint::Auto, fresh, now, true), Endpoint::Recent);
-        assert_eq!(choose_endpoint(SearchEndpoint::Auto, None, now, true), Endpoint::Recent);
-        assert_eq!(choose_endpoint(SearchEndpoint::All, None, now, false), Endpoint::All);
-        assert_eq!(choose_endpoint(SearchEndpoint::Recent, old, now, true), Endpoint::Recent);
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::Auto, old, now, true),
+            Endpoint::All
+        );
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::Auto, old, now, false),
+            Endpoint::Recent
+        );
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::Auto, fresh, now, true),
+            Endpoint::Recent
+        );
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::Auto, None, now, true),
+            Endpoint::Recent
+        );
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::All, None, now, false),
+            Endpoint::All
+        );
+        assert_eq!(
+            choose_endpoint(SearchEndpoint::Recent, old, now, true),
+            Endpoint::Recent
+        );
     }
 
     #[test]

@@ -211,8 +211,17 @@ impl ErrorBody {
 
     /// One line for logs and error messages.
     pub fn summary(&self) -> String {
-        let mut parts: Vec<String> = [&self.title, &self.detail].into_iter().flatten().cloned().collect();
-        parts.extend(self.errors.iter().map(ApiErrorItem::text).filter(|t| !t.is_empty()));
+        let mut parts: Vec<String> = [&self.title, &self.detail]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        parts.extend(
+            self.errors
+                .iter()
+                .map(ApiErrorItem::text)
+                .filter(|t| !t.is_empty()),
+        );
         if parts.is_empty() {
             "(no error body)".to_owned()
         } else {
@@ -297,7 +306,12 @@ impl SearchPage {
             tweets,
             malformed,
             includes: raw.includes,
-            errors: raw.errors.unwrap_or_default().into_iter().map(ApiErrorItem::lenient).collect(),
+            errors: raw
+                .errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(ApiErrorItem::lenient)
+                .collect(),
             meta: raw.meta.unwrap_or_default(),
             rate_limit,
         })
@@ -330,7 +344,7 @@ pub enum XApiError {
     Status {
         url: String,
         status: u16,
-        body: ErrorBody,
+        body: Box<ErrorBody>,
         rate_limit: RateLimit,
     },
     #[error("malformed response from {url}: {source}")]
@@ -360,15 +374,22 @@ impl XApiError {
     /// endpoint allows, e.g. "'since_id' must be a tweet id created after
     /// 2024-05-01T00:00Z".
     pub fn too_old(&self) -> Option<TooOld> {
-        let XApiError::Status { status: 400, body, .. } = self else {
+        let XApiError::Status {
+            status: 400, body, ..
+        } = self
+        else {
             return None;
         };
         for e in &body.errors {
             let message = e.text();
             for parameter in ["since_id", "start_time"] {
-                let named = e.parameters.as_ref().is_some_and(|p| p.contains_key(parameter))
+                let named = e
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|p| p.contains_key(parameter))
                     || message.contains(&format!("'{parameter}'"));
-                let about_age = message.contains("created after") || message.contains("on or after");
+                let about_age =
+                    message.contains("created after") || message.contains("on or after");
                 if named && about_age {
                     return Some(TooOld {
                         parameter: parameter.to_owned(),
@@ -474,9 +495,11 @@ impl XApiClient {
     /// `timeout` bounds a whole request, so a stalled connection cannot hang
     /// a poll.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, XApiError> {
-        let base = reqwest::Url::parse(base_url.trim_end_matches('/')).map_err(|e| XApiError::BaseUrl {
-            url: base_url.to_owned(),
-            reason: e.to_string(),
+        let base = reqwest::Url::parse(base_url.trim_end_matches('/')).map_err(|e| {
+            XApiError::BaseUrl {
+                url: base_url.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
         if base.query().is_some() || base.cannot_be_a_base() {
             return Err(XApiError::BaseUrl {
@@ -487,7 +510,10 @@ impl XApiClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("twitterstream-producer/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "twitterstream-producer/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .map_err(XApiError::Client)?;
         Ok(Self { http, base })
@@ -507,10 +533,13 @@ impl XApiClient {
     pub async fn search(&self, auth: &Auth, req: &SearchRequest) -> Result<SearchPage, XApiError> {
         let url = self.url(req.endpoint.path());
         let params = req.params();
-        let mut header = HeaderValue::from_str(&auth.header("GET", &url, &params)).map_err(|e| XApiError::BaseUrl {
-            url: url.clone(),
-            reason: format!("unusable Authorization header: {e}"),
-        })?;
+        let mut header =
+            HeaderValue::from_str(&auth.header("GET", &url, &params)).map_err(|e| {
+                XApiError::BaseUrl {
+                    url: url.clone(),
+                    reason: format!("unusable Authorization header: {e}"),
+                }
+            })?;
         header.set_sensitive(true);
         let full = format!("{url}?{}", encode_query(&params));
         let wrap = |e: reqwest::Error| {
@@ -523,7 +552,13 @@ impl XApiClient {
                 }
             }
         };
-        let resp = self.http.get(&full).header(AUTHORIZATION, header).send().await.map_err(wrap)?;
+        let resp = self
+            .http
+            .get(&full)
+            .header(AUTHORIZATION, header)
+            .send()
+            .await
+            .map_err(wrap)?;
         let status = resp.status();
         let rate_limit = RateLimit::from_headers(resp.headers());
         let body = resp.bytes().await.map_err(wrap)?;
@@ -531,7 +566,7 @@ impl XApiClient {
             return Err(XApiError::Status {
                 url,
                 status: status.as_u16(),
-                body: ErrorBody::parse(&body),
+                body: Box::new(ErrorBody::parse(&body)),
                 rate_limit,
             });
         }
@@ -565,11 +600,18 @@ pub fn v1_status_to_v2(status: &Value) -> Result<Value, ConvertError> {
     out.insert("id".into(), Value::String(id.clone()));
     out.insert("text".into(), Value::String(text));
     if let Some(raw) = s(status, "created_at") {
-        let t = DateTime::parse_from_str(&raw, "%a %b %d %H:%M:%S %z %Y")
-            .map_err(|_| ConvertError::CreatedAt { id: id.clone(), value: raw })?;
+        let t = DateTime::parse_from_str(&raw, "%a %b %d %H:%M:%S %z %Y").map_err(|_| {
+            ConvertError::CreatedAt {
+                id: id.clone(),
+                value: raw,
+            }
+        })?;
         out.insert(
             "created_at".into(),
-            Value::String(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Millis, true)),
+            Value::String(
+                t.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
         );
     }
     if let Some(lang) = s(status, "lang") {
@@ -594,10 +636,19 @@ pub fn v1_status_to_v2(status: &Value) -> Result<Value, ConvertError> {
     if let Some(ent) = entities {
         let indices = |v: &Value| {
             let i = v.get("indices").and_then(Value::as_array);
-            let at = |k: usize| i.and_then(|a| a.get(k)).and_then(Value::as_u64).unwrap_or(0);
+            let at = |k: usize| {
+                i.and_then(|a| a.get(k))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
             (at(0), at(1))
         };
-        let list = |k: &str| ent.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+        let list = |k: &str| {
+            ent.get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
         let hashtags: Vec<Value> = list("hashtags")
             .iter()
             .filter_map(|h| {
@@ -677,18 +728,23 @@ mod tests {
         let e = XApiError::Status {
             url: "u".into(),
             status: 400,
-            body,
+            body: Box::new(body),
             rate_limit: RateLimit::default(),
         };
         let t = e.too_old().unwrap();
         assert_eq!(t.parameter, "since_id");
-        assert_eq!(t.earliest, Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()));
+        assert_eq!(
+            t.earliest,
+            Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap())
+        );
         assert!(e.to_string().contains("Invalid Request"));
 
         let other = XApiError::Status {
             url: "u".into(),
             status: 400,
-            body: ErrorBody::parse(br#"{"errors":[{"parameters":{"query":["x"]},"message":"bad query"}]}"#),
+            body: Box::new(ErrorBody::parse(
+                br#"{"errors":[{"parameters":{"query":["x"]},"message":"bad query"}]}"#,
+            )),
             rate_limit: RateLimit::default(),
         };
         assert_eq!(other.too_old(), None);
@@ -699,7 +755,8 @@ mod tests {
         let b = ErrorBody::parse(br#"{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}"#);
         assert_eq!(b.status, Some(401));
         assert_eq!(b.summary(), "Unauthorized; Unauthorized");
-        let b = ErrorBody::parse(br#"{"errors":[{"message":"Bad Authentication data.","code":215}]}"#);
+        let b =
+            ErrorBody::parse(br#"{"errors":[{"message":"Bad Authentication data.","code":215}]}"#);
         assert_eq!(b.errors[0].code, Some(215));
         let b = ErrorBody::parse(b"<html>bad gateway</html>");
         assert!(b.summary().contains("bad gateway"));
@@ -707,7 +764,10 @@ mod tests {
 
     #[test]
     fn query_building() {
-        assert_eq!(build_query("superbowl", Some("en"), false), "superbowl lang:en -is:retweet");
+        assert_eq!(
+            build_query("superbowl", Some("en"), false),
+            "superbowl lang:en -is:retweet"
+        );
         assert_eq!(build_query("a OR b", None, false), "(a OR b) -is:retweet");
         assert_eq!(build_query(" rust ", None, true), "rust");
     }
@@ -767,9 +827,15 @@ mod tests {
         assert_eq!(e.hashtags[0].tag, "emoji");
         assert_eq!((e.hashtags[0].start, e.hashtags[0].end), (72, 78));
         assert_eq!(e.mentions[0].username, "TwitterDev");
-        assert_eq!(t.created_at.unwrap(), Utc.with_ymd_and_hms(2018, 10, 10, 20, 19, 24).unwrap());
+        assert_eq!(
+            t.created_at.unwrap(),
+            Utc.with_ymd_and_hms(2018, 10, 10, 20, 19, 24).unwrap()
+        );
 
-        assert!(matches!(v1_status_to_v2(&json!({"text":"x"})), Err(ConvertError::NoId)));
+        assert!(matches!(
+            v1_status_to_v2(&json!({"text":"x"})),
+            Err(ConvertError::NoId)
+        ));
         assert!(matches!(
             v1_status_to_v2(&json!({"id_str":"1","text":"x","created_at":"yesterday"})),
             Err(ConvertError::CreatedAt { .. })
