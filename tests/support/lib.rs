@@ -6,6 +6,7 @@
 
 pub mod k8s;
 pub mod kafka;
+pub mod xapi;
 
 use std::time::Duration;
 

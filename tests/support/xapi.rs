@@ -1,0 +1,924 @@
+//! A local X API v2 search server speaking X's documented wire format.
+//!
+//! The real X API cannot be reached from the test machines, so this server
+//! stands in for it — faithfully where the producer depends on the
+//! protocol: OAuth 1.0a HMAC-SHA1 signatures are verified by code written
+//! independently of the producer's signing, paging is newest first with
+//! opaque `next_token`s, `since_id`/`start_time`/`end_time` filter, only the
+//! requested `tweet.fields` are returned, errors use X's problem format, and
+//! every answer carries the `x-rate-limit-*` headers. Faults (429, 5xx, slow
+//! answers, truncated JSON, malformed tweets, partial errors, the too-old
+//! `since_id` 400) are scripted per request, and every request is recorded.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::any;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde_json::{Map, Value, json};
+use sha1::Sha1;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// X's epoch for snowflake ids (2010-11-04T01:42:54.657Z).
+const TWITTER_EPOCH_MS: i64 = 1_288_834_974_657;
+
+/// A snowflake id for a tweet created at `created_at` (`seq` tells apart
+/// tweets of the same millisecond), so ids order like creation times, as on X.
+pub fn snowflake(created_at: DateTime<Utc>, seq: u16) -> u64 {
+    let ms = (created_at.timestamp_millis() - TWITTER_EPOCH_MS).max(0) as u64;
+    (ms << 22) | u64::from(seq & 0x0fff)
+}
+
+/// A tweet of the corpus.
+#[derive(Debug, Clone)]
+pub struct TweetSpec {
+    pub created_at: DateTime<Utc>,
+    pub seq: u16,
+    pub text: String,
+    pub lang: String,
+    pub author_id: String,
+    pub like_count: u64,
+    pub retweet: bool,
+    /// Extra top-level fields, returned whether requested or not (stands in
+    /// for fields X adds in the future).
+    pub extra: Map<String, Value>,
+}
+
+impl TweetSpec {
+    pub fn new(created_at: DateTime<Utc>, seq: u16, text: impl Into<String>) -> Self {
+        Self {
+            created_at,
+            seq,
+            text: text.into(),
+            lang: "en".to_owned(),
+            author_id: "2244994945".to_owned(),
+            like_count: 0,
+            retweet: false,
+            extra: Map::new(),
+        }
+    }
+
+    pub fn lang(mut self, lang: &str) -> Self {
+        self.lang = lang.to_owned();
+        self
+    }
+
+    pub fn likes(mut self, n: u64) -> Self {
+        self.like_count = n;
+        self
+    }
+
+    pub fn retweet(mut self) -> Self {
+        self.retweet = true;
+        self
+    }
+
+    pub fn extra(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn id(&self) -> String {
+        snowflake(self.created_at, self.seq).to_string()
+    }
+
+    /// The full v2 object, every field X could return.
+    fn to_json(&self) -> Value {
+        let id = self.id();
+        let hashtags: Vec<Value> = self
+            .text
+            .match_indices('#')
+            .map(|(start, _)| {
+                let tag: String = self.text[start + 1..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                json!({"start": start, "end": start + 1 + tag.len(), "tag": tag})
+            })
+            .collect();
+        let mut v = json!({
+            "id": id,
+            "text": self.text,
+            "edit_history_tweet_ids": [id],
+            "created_at": self.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "lang": self.lang,
+            "author_id": self.author_id,
+            "public_metrics": {
+                "retweet_count": 0, "reply_count": 0, "like_count": self.like_count,
+                "quote_count": 0, "bookmark_count": 0, "impression_count": 10 * self.like_count
+            },
+            "entities": {"hashtags": hashtags},
+        });
+        if self.retweet
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert(
+                "referenced_tweets".into(),
+                json!([{"type": "retweeted", "id": "1"}]),
+            );
+        }
+        if let Some(o) = v.as_object_mut() {
+            for (k, val) in &self.extra {
+                o.insert(k.clone(), val.clone());
+            }
+        }
+        v
+    }
+}
+
+/// One scripted misbehaviour, consumed by the next authenticated search
+/// request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// 429 Too Many Requests with `x-rate-limit-reset` this far ahead.
+    RateLimited { reset_in: Duration },
+    /// A normal answer whose `x-rate-limit-remaining` is 0, reset this far ahead.
+    QuotaExhausted { reset_in: Duration },
+    /// An error status with X's problem body (e.g. 503).
+    Status(u16),
+    /// Wait this long before answering normally.
+    Delay(Duration),
+    /// A normal 200 answer cut in half.
+    Truncated,
+    /// A normal answer plus two elements of `data` that are not tweets.
+    MalformedTweets,
+    /// A normal answer plus an `errors` array (a partial error).
+    PartialErrors,
+    /// The 400 X sends for a `since_id` older than recent search allows.
+    SinceIdTooOld,
+}
+
+/// How a request authenticated, as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeenAuth {
+    OAuth1 { consumer_key: String, token: String },
+    Bearer,
+    Rejected(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Decoded query parameters, in order.
+    pub query: Vec<(String, String)>,
+    pub auth: SeenAuth,
+    pub status: u16,
+    pub fault: Option<Fault>,
+    /// Ids of the tweets in `data` (none for errors).
+    pub returned: Vec<String>,
+}
+
+impl RecordedRequest {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// OAuth 1.0a user-context credentials the server accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeys {
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    pub token: String,
+    pub token_secret: String,
+}
+
+impl UserKeys {
+    pub fn new(ck: &str, cs: &str, t: &str, ts: &str) -> Self {
+        Self {
+            consumer_key: ck.to_owned(),
+            consumer_secret: cs.to_owned(),
+            token: t.to_owned(),
+            token_secret: ts.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ServerState {
+    corpus: Vec<(u64, DateTime<Utc>, Value)>,
+    user: Option<UserKeys>,
+    bearer: Option<String>,
+    faults: VecDeque<Fault>,
+    requests: Vec<RecordedRequest>,
+    nonces: HashSet<(String, String)>,
+    window_reset: i64,
+    window_used: u64,
+}
+
+/// The running server; stops when dropped.
+pub struct XApiServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<ServerState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for XApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const RATE_LIMIT: u64 = 450;
+
+impl XApiServer {
+    /// Starts on 127.0.0.1 with an ephemeral port.
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(ServerState::default()));
+        let app = Router::new()
+            .route("/2/tweets/search/recent", any(search))
+            .route("/2/tweets/search/all", any(search))
+            .fallback(not_found)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind the X API test server: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("no local address: {e}"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, task }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ServerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Accept these OAuth 1.0a credentials (replacing earlier ones).
+    pub fn set_user(&self, keys: Option<UserKeys>) {
+        self.lock().user = keys;
+    }
+
+    /// Accept this app-only bearer token (replacing an earlier one).
+    pub fn set_bearer(&self, token: Option<&str>) {
+        self.lock().bearer = token.map(str::to_owned);
+    }
+
+    /// Adds tweets; returns their ids.
+    pub fn add(&self, tweets: impl IntoIterator<Item = TweetSpec>) -> Vec<String> {
+        let mut st = self.lock();
+        tweets
+            .into_iter()
+            .map(|t| {
+                let id = snowflake(t.created_at, t.seq);
+                st.corpus.push((id, t.created_at, t.to_json()));
+                id.to_string()
+            })
+            .collect()
+    }
+
+    /// Scripts faults for the next authenticated search requests, in order.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.len()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Not Found Error",
+        &format!("No route for {}", uri.path()),
+        "about:blank",
+    )
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str, kind: &str) -> Response {
+    json_response(
+        status,
+        &json!({"title": title, "detail": detail, "type": kind, "status": status.as_u16()}),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    bytes_response(status, body.to_string().into_bytes())
+}
+
+fn bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn invalid_request(parameter: &str, value: &str, message: String) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({
+            "errors": [{"parameters": {parameter: [value]}, "message": message}],
+            "title": "Invalid Request",
+            "detail": "One or more parameters to your request was invalid.",
+            "type": "https://api.twitter.com/2/problems/invalid-request"
+        }),
+    )
+}
+
+/// RFC 3986 section 2.3: everything but unreserved characters is encoded.
+const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, RFC3986).to_string()
+}
+
+/// Decodes an `application/x-www-form-urlencoded` component.
+fn form_decode(s: &str) -> String {
+    percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+/// RFC 5849 section 3.4.1: the signature base string.
+pub fn signature_base_string(method: &str, base_uri: &str, params: &[(String, String)]) -> String {
+    let mut encoded: Vec<(String, String)> = params.iter().map(|(k, v)| (enc(k), enc(v))).collect();
+    encoded.sort();
+    let normalized = encoded
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!(
+        "{}&{}&{}",
+        method.to_ascii_uppercase(),
+        enc(base_uri),
+        enc(&normalized)
+    )
+}
+
+/// RFC 5849 section 3.4.2: HMAC-SHA1 over the base string, base64.
+pub fn hmac_sha1_signature(base_string: &str, consumer_secret: &str, token_secret: &str) -> String {
+    let key = format!("{}&{}", enc(consumer_secret), enc(token_secret));
+    let mut mac = match Hmac::<Sha1>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(e) => panic!("HMAC accepts keys of any length: {e}"),
+    };
+    mac.update(base_string.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Parses `OAuth k="v", ...` into decoded pairs.
+fn parse_oauth_header(value: &str) -> Result<Vec<(String, String)>, String> {
+    let rest = value.strip_prefix("OAuth ").ok_or("not an OAuth header")?;
+    rest.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').ok_or(format!("bad parameter {p:?}"))?;
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or(format!("unquoted value in {p:?}"))?;
+            Ok((
+                percent_decode_str(k).decode_utf8_lossy().into_owned(),
+                percent_decode_str(v).decode_utf8_lossy().into_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn verify_oauth1(
+    st: &mut ServerState,
+    method: &Method,
+    base_uri: &str,
+    query: &[(String, String)],
+    header: &str,
+) -> Result<SeenAuth, String> {
+    let keys = st.user.clone().ok_or("user context not enabled")?;
+    let oauth = parse_oauth_header(header)?;
+    let get = |name: &str| {
+        oauth
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("missing {name}"))
+    };
+    if get("oauth_signature_method")? != "HMAC-SHA1" {
+        return Err("unsupported signature method".into());
+    }
+    if let Ok(v) = get("oauth_version")
+        && v != "1.0"
+    {
+        return Err(format!("bad oauth_version {v}"));
+    }
+    let consumer_key = get("oauth_consumer_key")?;
+    let token = get("oauth_token")?;
+    if consumer_key != keys.consumer_key || token != keys.token {
+        return Err("unknown consumer key or token".into());
+    }
+    let timestamp: i64 = get("oauth_timestamp")?
+        .parse()
+        .map_err(|_| "bad timestamp")?;
+    if (timestamp - Utc::now().timestamp()).abs() > 300 {
+        return Err("timestamp out of range".into());
+    }
+    let nonce = get("oauth_nonce")?;
+    let signature = get("oauth_signature")?;
+    let mut params: Vec<(String, String)> = query.to_vec();
+    params.extend(
+        oauth
+            .iter()
+            .filter(|(k, _)| k != "oauth_signature" && k != "realm")
+            .cloned(),
+    );
+    let base = signature_base_string(method.as_str(), base_uri, &params);
+    let expected = hmac_sha1_signature(&base, &keys.consumer_secret, &keys.token_secret);
+    // Constant time, as a real server must.
+    let same = expected.len() == signature.len()
+        && expected
+            .bytes()
+            .zip(signature.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err("signature mismatch".into());
+    }
+    if !st.nonces.insert((timestamp.to_string(), nonce)) {
+        return Err("nonce replayed".into());
+    }
+    Ok(SeenAuth::OAuth1 {
+        consumer_key,
+        token,
+    })
+}
+
+fn authenticate(
+    st: &mut ServerState,
+    method: &Method,
+    base_uri: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> SeenAuth {
+    let Some(h) = headers.get("authorization").and_then(|h| h.to_str().ok()) else {
+        return SeenAuth::Rejected("no Authorization header".into());
+    };
+    if let Some(token) = h.strip_prefix("Bearer ") {
+        return match &st.bearer {
+            Some(b) if b == token => SeenAuth::Bearer,
+            _ => SeenAuth::Rejected("unknown bearer token".into()),
+        };
+    }
+    verify_oauth1(st, method, base_uri, query, h).unwrap_or_else(SeenAuth::Rejected)
+}
+
+/// A minimal reading of X's query language: terms (case-insensitive
+/// substrings), `-term`, `OR` between groups, `lang:xx`, `-is:retweet`.
+fn matches(query: &str, tweet: &Value) -> bool {
+    let text = tweet["text"].as_str().unwrap_or("").to_lowercase();
+    let lang = tweet["lang"].as_str().unwrap_or("");
+    let is_retweet = tweet["referenced_tweets"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|r| r["type"] == "retweeted"));
+    let cleaned = query.replace(['(', ')'], " ");
+    let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+    let mut global_ok = true;
+    for tok in cleaned.split_whitespace() {
+        if tok == "OR" {
+            groups.push(Vec::new());
+        } else if let Some(l) = tok.strip_prefix("lang:") {
+            global_ok &= lang == l;
+        } else if tok == "-is:retweet" {
+            global_ok &= !is_retweet;
+        } else if let Some(g) = groups.last_mut() {
+            g.push(tok.to_lowercase());
+        }
+    }
+    global_ok
+        && groups.iter().any(|g| {
+            !g.is_empty()
+                && g.iter().all(|t| match t.strip_prefix('-') {
+                    Some(neg) => !text.contains(neg),
+                    None => text.contains(t.as_str()),
+                })
+        })
+}
+
+/// Fields X returns only when asked for in `tweet.fields`.
+const OPTIONAL_FIELDS: &[&str] = &[
+    "attachments",
+    "author_id",
+    "context_annotations",
+    "conversation_id",
+    "created_at",
+    "entities",
+    "geo",
+    "in_reply_to_user_id",
+    "lang",
+    "possibly_sensitive",
+    "public_metrics",
+    "referenced_tweets",
+    "reply_settings",
+    "source",
+    "withheld",
+];
+
+fn project(tweet: &Value, fields: &[&str]) -> Value {
+    let Some(o) = tweet.as_object() else {
+        return tweet.clone();
+    };
+    Value::Object(
+        o.iter()
+            .filter(|(k, _)| !OPTIONAL_FIELDS.contains(&k.as_str()) || fields.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+fn parse_time(
+    query: &[(String, String)],
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, Box<Response>> {
+    let Some((_, v)) = query.iter().find(|(k, _)| k == name) else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            Box::new(invalid_request(
+                name,
+                v,
+                format!("Invalid '{name}':'{v}'. '{name}' must be a valid RFC 3339 date-time."),
+            ))
+        })
+}
+
+fn encode_token(id: u64) -> String {
+    // Opaque like X's tokens, but decodable here.
+    format!("b26v89c19zqg8o3f{id:x}")
+}
+
+fn decode_token(token: &str) -> Option<u64> {
+    u64::from_str_radix(token.strip_prefix("b26v89c19zqg8o3f")?, 16).ok()
+}
+
+async fn search(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let query = parse_query(uri.query());
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let base_uri = format!("http://{host}{}", uri.path());
+    let all = uri.path().ends_with("/all");
+
+    let (auth, fault, reset, remaining) = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let auth = authenticate(&mut st, &method, &base_uri, &query, &headers);
+        let fault = match auth {
+            SeenAuth::Rejected(_) => None,
+            _ => st.faults.pop_front(),
+        };
+        let now = Utc::now().timestamp();
+        if st.window_reset <= now {
+            st.window_reset = now + 15 * 60;
+            st.window_used = 0;
+        }
+        st.window_used += 1;
+        (
+            auth,
+            fault,
+            st.window_reset,
+            RATE_LIMIT.saturating_sub(st.window_used),
+        )
+    };
+
+    if let Some(Fault::Delay(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
+    let (mut response, returned) = answer(&state, &method, &query, all, &auth, fault.as_ref());
+    let (reset, remaining) = match &fault {
+        Some(Fault::RateLimited { reset_in }) => {
+            (Utc::now().timestamp() + reset_in.as_secs() as i64, 0)
+        }
+        Some(Fault::QuotaExhausted { reset_in }) => {
+            (Utc::now().timestamp() + reset_in.as_secs() as i64, 0)
+        }
+        _ => (reset, remaining),
+    };
+    let h = response.headers_mut();
+    h.insert("x-rate-limit-limit", HeaderValue::from(RATE_LIMIT));
+    h.insert("x-rate-limit-remaining", HeaderValue::from(remaining));
+    h.insert("x-rate-limit-reset", HeaderValue::from(reset));
+    let record = RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query,
+        auth,
+        status: response.status().as_u16(),
+        fault,
+        returned,
+    };
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .requests
+        .push(record);
+    response
+}
+
+fn answer(
+    state: &Arc<Mutex<ServerState>>,
+    method: &Method,
+    query: &[(String, String)],
+    all: bool,
+    auth: &SeenAuth,
+    fault: Option<&Fault>,
+) -> (Response, Vec<String>) {
+    let none = Vec::new();
+    match auth {
+        SeenAuth::Rejected(_) => {
+            return (
+                json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}),
+                ),
+                none,
+            );
+        }
+        SeenAuth::OAuth1 { .. } if all => {
+            return (
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "Unsupported Authentication",
+                    "Authenticating with OAuth 1.0a User Context is forbidden for this endpoint.  Supported authentication types are [OAuth 2.0 Application-Only].",
+                    "https://api.twitter.com/2/problems/unsupported-authentication",
+                ),
+                none,
+            );
+        }
+        _ => {}
+    }
+    if method != Method::GET {
+        return (
+            problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                "Method Not Allowed",
+                "about:blank",
+            ),
+            none,
+        );
+    }
+    match fault {
+        Some(Fault::RateLimited { .. }) => {
+            return (
+                problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests",
+                    "Too Many Requests",
+                    "about:blank",
+                ),
+                none,
+            );
+        }
+        Some(Fault::Status(s)) => {
+            let status = StatusCode::from_u16(*s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let reason = status.canonical_reason().unwrap_or("Error");
+            return (problem(status, reason, reason, "about:blank"), none);
+        }
+        _ => {}
+    }
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let now = Utc::now();
+    let Some(q) = param("query").filter(|q| !q.is_empty()) else {
+        return (
+            invalid_request(
+                "query",
+                "",
+                "The `query` query parameter can not be empty".into(),
+            ),
+            none,
+        );
+    };
+    let max_cap = if all { 500 } else { 100 };
+    let max_results: u64 = match param("max_results").map(str::parse::<u64>) {
+        None => 10,
+        Some(Ok(n)) if (10..=max_cap).contains(&n) => n,
+        Some(_) => {
+            let v = param("max_results").unwrap_or("");
+            return (
+                invalid_request(
+                    "max_results",
+                    v,
+                    format!(
+                        "The `max_results` query parameter value [{v}] is not between 10 and {max_cap}"
+                    ),
+                ),
+                none,
+            );
+        }
+    };
+    let (start, end) = match (
+        parse_time(query, "start_time"),
+        parse_time(query, "end_time"),
+    ) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(r), _) | (_, Err(r)) => return (*r, none),
+    };
+    let week_ago = now - TimeDelta::days(7);
+    let x_time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+    if let Some(s) = start {
+        if !all && s < week_ago {
+            let v = param("start_time").unwrap_or("");
+            return (
+                invalid_request(
+                    "start_time",
+                    v,
+                    format!(
+                        "Invalid 'start_time':'{v}'. 'start_time' must be on or after {}",
+                        x_time(week_ago)
+                    ),
+                ),
+                none,
+            );
+        }
+        if s > now - TimeDelta::seconds(10) {
+            let v = param("start_time").unwrap_or("");
+            return (
+                invalid_request(
+                    "start_time",
+                    v,
+                    format!(
+                        "Invalid 'start_time':'{v}'. 'start_time' must be a minimum of 10 seconds prior to the request time."
+                    ),
+                ),
+                none,
+            );
+        }
+    }
+    if let Some(e) = end
+        && e > now - TimeDelta::seconds(10)
+    {
+        let v = param("end_time").unwrap_or("");
+        return (
+            invalid_request(
+                "end_time",
+                v,
+                format!(
+                    "Invalid 'end_time':'{v}'. 'end_time' must be a minimum of 10 seconds prior to the request time."
+                ),
+            ),
+            none,
+        );
+    }
+    let since_id = match param("since_id").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            let v = param("since_id").unwrap_or("");
+            return (
+                invalid_request(
+                    "since_id",
+                    v,
+                    format!("The `since_id` query parameter value [{v}] is not valid"),
+                ),
+                none,
+            );
+        }
+    };
+    let oldest_allowed_id = snowflake(week_ago, 0);
+    if let Some(id) = since_id
+        && (fault == Some(&Fault::SinceIdTooOld) || (!all && id < oldest_allowed_id))
+    {
+        return (
+            invalid_request(
+                "since_id",
+                &id.to_string(),
+                format!(
+                    "Invalid 'since_id':'{id}'. 'since_id' must be a tweet id created after {}. Please use a 'since_id' that is larger than {oldest_allowed_id}",
+                    x_time(week_ago)
+                ),
+            ),
+            none,
+        );
+    }
+    let before_id = match param("next_token").or(param("pagination_token")) {
+        None => None,
+        Some(t) => match decode_token(t) {
+            Some(id) => Some(id),
+            None => {
+                return (
+                    invalid_request(
+                        "next_token",
+                        t,
+                        format!("The `next_token` query parameter value [{t}] is not valid"),
+                    ),
+                    none,
+                );
+            }
+        },
+    };
+    let fields: Vec<&str> = param("tweet.fields")
+        .map(|f| f.split(',').collect())
+        .unwrap_or_default();
+
+    let mut hits: Vec<(u64, Value)> = {
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.corpus
+            .iter()
+            .filter(|(id, created, tweet)| {
+                since_id.is_none_or(|s| *id > s)
+                    && before_id.is_none_or(|b| *id < b)
+                    && start.is_none_or(|s| *created >= s)
+                    && end.is_none_or(|e| *created < e)
+                    && (all || *created >= week_ago)
+                    && matches(q, tweet)
+            })
+            .map(|(id, _, t)| (*id, project(t, &fields)))
+            .collect()
+    };
+    hits.sort_by_key(|h| std::cmp::Reverse(h.0));
+    let more = hits.len() as u64 > max_results;
+    hits.truncate(max_results as usize);
+    let returned: Vec<String> = hits.iter().map(|(id, _)| id.to_string()).collect();
+
+    let mut meta = Map::new();
+    if let (Some(first), Some(last)) = (hits.first(), hits.last()) {
+        meta.insert("newest_id".into(), json!(first.0.to_string()));
+        meta.insert("oldest_id".into(), json!(last.0.to_string()));
+    }
+    meta.insert("result_count".into(), json!(hits.len()));
+    if more && let Some(last) = hits.last() {
+        meta.insert("next_token".into(), json!(encode_token(last.0)));
+    }
+    let mut body = Map::new();
+    let mut data: Vec<Value> = hits.into_iter().map(|(_, t)| t).collect();
+    if fault == Some(&Fault::MalformedTweets) {
+        data.insert(1.min(data.len()), json!({"text": "a tweet without an id"}));
+        data.push(json!(42));
+    }
+    if !data.is_empty() {
+        body.insert("data".into(), Value::Array(data));
+    }
+    if fault == Some(&Fault::PartialErrors) {
+        body.insert(
+            "errors".into(),
+            json!([{
+                "value": "1",
+                "detail": "Could not find tweet with referenced_tweets.id: [1].",
+                "title": "Not Found Error",
+                "resource_type": "tweet",
+                "parameter": "referenced_tweets.id",
+                "resource_id": "1",
+                "type": "https://api.twitter.com/2/problems/resource-not-found"
+            }]),
+        );
+    }
+    body.insert("meta".into(), Value::Object(meta));
+    let mut bytes = Value::Object(body).to_string().into_bytes();
+    if fault == Some(&Fault::Truncated) {
+        bytes.truncate(bytes.len() / 2);
+    }
+    (bytes_response(StatusCode::OK, bytes), returned)
+}
