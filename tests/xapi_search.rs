@@ -487,14 +487,14 @@ async fn faults_are_survived_and_the_set_is_exact() {
         CredentialsProvider::fixed(user_creds(CS)),
         config("rust"),
         &clock,
-        Duration::from_millis(400),
+        Duration::from_secs(1),
     );
     s.push_faults([
         Fault::RateLimited {
             reset_in: Duration::from_secs(120),
         },
         Fault::Status(503),
-        Fault::Delay(Duration::from_secs(3)),
+        Fault::Delay(Duration::from_secs(5)),
         Fault::Truncated,
         // page 1 after all that:
         Fault::PartialErrors,
@@ -739,7 +739,7 @@ async fn explicit_full_archive_with_user_context_is_reported() {
         &clock,
         Duration::from_secs(5),
     );
-    let _ = tokio::time::timeout(Duration::from_millis(300), p.next_batch()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), p.next_batch()).await;
     let ev = events.lock().unwrap().clone();
     assert!(
         matches!(&ev[0], SearchEvent::Unauthorized { status: 403, detail, .. } if detail.contains("Unsupported Authentication")),
