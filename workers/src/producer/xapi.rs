@@ -495,6 +495,7 @@ impl XApiClient {
     /// `timeout` bounds a whole request, so a stalled connection cannot hang
     /// a poll.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, XApiError> {
+        crate::common::install_tls_provider();
         let base = reqwest::Url::parse(base_url.trim_end_matches('/')).map_err(|e| {
             XApiError::BaseUrl {
                 url: base_url.to_owned(),
