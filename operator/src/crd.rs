@@ -17,6 +17,8 @@ pub const KIND: &str = "TwitterStream";
 
 /// A pipeline that polls X (Twitter) for a keyword, publishes every tweet to a Kafka topic, and aggregates the
 /// tweets over time windows whose results go to an output topic or to the consumers' logs.
+// Clippy reads the repeated `printcolumn(type_ = …)` arguments as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "twitterstream.io",

@@ -1,0 +1,52 @@
+//! The operator's command line (each flag also from the environment).
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Reconciles TwitterStream resources into producer/consumer Deployments and Kafka topics.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "twitterstream-operator", version)]
+pub struct OperatorArgs {
+    /// Image of the workers, used unless a TwitterStream sets its own.
+    #[arg(long, env = "TWS_WORKER_IMAGE", default_value = concat!("ghcr.io/twitterstream-io/twitterstream-workers:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, env = "TWS_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "TWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Run only while holding a Lease, so several replicas can run safely.
+    #[arg(long, env = "TWS_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "TWS_LEASE_NAME", default_value = "twitterstream-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a Kafka admin request may take before the brokers count as unreachable.
+    #[arg(long, env = "TWS_KAFKA_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub kafka_timeout_seconds: u64,
+}
+
+impl OperatorArgs {
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("twitterstream-operator-{}", std::process::id()))
+    }
+}

@@ -1,0 +1,582 @@
+//! The reconciler: a `TwitterStream` in, its topic, Deployments and status out.
+
+use crate::conditions::{self, Observation};
+use crate::crd::{ComponentStatus, TopicStatus, TwitterStream, TwitterStreamStatus};
+use crate::metrics::Metrics;
+use crate::render::{self, Component, FIELD_MANAGER, RenderConfig};
+use crate::topic::{TopicChange, TopicError, TopicRequest, Topics};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{Instrument, field, info, info_span, warn};
+
+/// Finalizer that holds a deletion until the topics are deleted; only present
+/// when `kafka.deleteTopicOnDelete` is set.
+pub const TOPIC_FINALIZER: &str = "twitterstream.io/delete-topics";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Topic(#[from] TopicError),
+    #[error("TwitterStream has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApiError",
+            Error::Topic(e) => e.reason(),
+            Error::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub render: RenderConfig,
+    pub topics: Topics,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        render: RenderConfig,
+        topics: Topics,
+        metrics: Arc<Metrics>,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            render,
+            topics,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(tws: &TwitterStream) -> (String, String) {
+        (tws.namespace().unwrap_or_default(), tws.name_any())
+    }
+
+    fn record_outcome(&self, tws: &TwitterStream, failed: bool) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            let n = f.entry(Self::key(tws)).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            f.remove(&Self::key(tws));
+            0
+        }
+    }
+
+    async fn event(
+        &self,
+        tws: &TwitterStream,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &tws.object_ref(&())).await {
+            // Events are best effort: failing to record one must not fail the reconcile.
+            warn!(error = %e, reason, "could not publish Event");
+        }
+    }
+}
+
+/// Reconciles one TwitterStream; failures also become a Warning Event.
+pub async fn reconcile(tws: Arc<TwitterStream>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!(
+        "reconcile",
+        namespace = tws.namespace().unwrap_or_default(),
+        name = tws.name_any(),
+        generation = tws.metadata.generation.unwrap_or(0),
+        ready = field::Empty
+    );
+    let _timer = ctx.metrics.start();
+    let result = reconcile_inner(&tws, &ctx).instrument(span.clone()).await;
+    ctx.record_outcome(&tws, result.is_err());
+    if let Err(e) = &result {
+        ctx.metrics.failed(e.reason());
+        ctx.event(
+            &tws,
+            EventType::Warning,
+            e.reason(),
+            "Reconcile",
+            e.to_string(),
+        )
+        .await;
+    }
+    result
+}
+
+/// Retries with exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(tws: Arc<TwitterStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempts = ctx
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&Context::key(&tws))
+        .copied()
+        .unwrap_or(1);
+    let delay = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(8))
+        .min(Duration::from_secs(300));
+    warn!(name = %tws.name_any(), error = %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+fn brokers(tws: &TwitterStream) -> String {
+    tws.spec.kafka.brokers.join(",")
+}
+
+fn topic_requests(tws: &TwitterStream) -> Vec<TopicRequest> {
+    let k = &tws.spec.kafka;
+    let mut topics = vec![TopicRequest {
+        name: k.topic.clone(),
+        partitions: k.partitions,
+        replication_factor: k.replication_factor,
+    }];
+    if let Some(out) = &k.output_topic {
+        topics.push(TopicRequest {
+            name: out.clone(),
+            partitions: k.partitions,
+            replication_factor: k.replication_factor,
+        });
+    }
+    topics
+}
+
+async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, Error> {
+    let ns = tws.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<TwitterStream> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if tws.meta().deletion_timestamp.is_some() {
+        return finalize(tws, ctx, &api).await;
+    }
+    sync_finalizer(tws, &api).await?;
+
+    // Topic first: pods that start before their topic exists only crash-loop.
+    let (topic_obs, topic_status) = ensure_topics(tws, ctx).await;
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut parts = vec![topic_obs];
+    let mut component_status = HashMap::new();
+    for desired in render::deployments(tws, &ctx.render) {
+        let name = desired.name_any();
+        let component = if name.ends_with("-producer") {
+            Component::Producer
+        } else {
+            Component::Consumer
+        };
+        let before = deployments.get_opt(&name).await?;
+        let applied = deployments
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        match &before {
+            None => {
+                ctx.event(
+                    tws,
+                    EventType::Normal,
+                    "Created",
+                    "Apply",
+                    format!("Created Deployment {name}"),
+                )
+                .await
+            }
+            Some(b) if b.metadata.generation != applied.metadata.generation => {
+                ctx.event(
+                    tws,
+                    EventType::Normal,
+                    "Updated",
+                    "Apply",
+                    format!("Updated Deployment {name}"),
+                )
+                .await
+            }
+            Some(_) => {}
+        }
+        let (obs, status) = component_readiness(tws, ctx, component, &applied).await?;
+        parts.push(obs);
+        component_status.insert(component, status);
+    }
+
+    let ready = conditions::ready(&parts, tws.spec.suspend);
+    tracing::Span::current().record("ready", ready.ok);
+    let mut observed = vec![ready.clone()];
+    observed.extend(parts);
+    let previous = tws.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = TwitterStreamStatus {
+        observed_generation: tws.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &observed,
+            tws.metadata.generation,
+            &now,
+        ),
+        producer: component_status.remove(&Component::Producer),
+        consumer: component_status.remove(&Component::Consumer),
+        topic: topic_status.or(previous.topic.clone()),
+    };
+    // Unchanged status: skip the write, so a steady state costs no API writes.
+    if !same_status(&previous, &status) {
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(
+            &tws.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    // Deployment and pod changes trigger reconciles through the watches; the
+    // periodic requeue only re-checks Kafka.
+    Ok(Action::requeue(if ready.ok {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(30)
+    }))
+}
+
+/// Status equality that ignores transition times (they only change with status).
+fn same_status(a: &TwitterStreamStatus, b: &TwitterStreamStatus) -> bool {
+    a == b
+}
+
+async fn ensure_topics(tws: &TwitterStream, ctx: &Context) -> (Observation, Option<TopicStatus>) {
+    let brokers = brokers(tws);
+    let mut main_status = None;
+    for req in topic_requests(tws) {
+        match ctx.topics.ensure(&brokers, &req).await {
+            Ok((state, change)) => {
+                match change {
+                    TopicChange::Created => {
+                        ctx.event(
+                            tws,
+                            EventType::Normal,
+                            "TopicCreated",
+                            "CreateTopic",
+                            format!(
+                                "Created Kafka topic {} ({} partitions, replication factor {})",
+                                req.name, req.partitions, req.replication_factor
+                            ),
+                        )
+                        .await
+                    }
+                    TopicChange::PartitionsIncreased { from, to } => {
+                        ctx.event(
+                            tws,
+                            EventType::Normal,
+                            "PartitionsIncreased",
+                            "CreatePartitions",
+                            format!("Kafka topic {}: partitions {from} -> {to}", req.name),
+                        )
+                        .await
+                    }
+                    TopicChange::None => {}
+                }
+                if req.name == tws.spec.kafka.topic {
+                    main_status = Some(TopicStatus {
+                        name: req.name.clone(),
+                        partitions: state.partitions,
+                        replication_factor: state.replication_factor,
+                    });
+                }
+            }
+            Err(e) => {
+                ctx.event(
+                    tws,
+                    EventType::Warning,
+                    e.reason(),
+                    "EnsureTopic",
+                    e.to_string(),
+                )
+                .await;
+                return (
+                    Observation::new(conditions::TOPIC_READY, false, e.reason(), e.to_string()),
+                    main_status,
+                );
+            }
+        }
+    }
+    let msg = match &main_status {
+        Some(s) => format!(
+            "topic {} has {} partitions, replication factor {}",
+            s.name, s.partitions, s.replication_factor
+        ),
+        None => "topics exist".to_string(),
+    };
+    (
+        Observation::new(conditions::TOPIC_READY, true, "TopicExists", msg),
+        main_status,
+    )
+}
+
+async fn component_readiness(
+    tws: &TwitterStream,
+    ctx: &Context,
+    component: Component,
+    d: &Deployment,
+) -> Result<(Observation, ComponentStatus), Error> {
+    let type_ = match component {
+        Component::Producer => conditions::PRODUCER_READY,
+        Component::Consumer => conditions::CONSUMER_READY,
+    };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let st = d.status.clone().unwrap_or_default();
+    let status = ComponentStatus {
+        replicas: st.replicas.unwrap_or(0),
+        ready_replicas: st.ready_replicas.unwrap_or(0),
+        updated_replicas: st.updated_replicas.unwrap_or(0),
+        selector: render::selector_string(tws, component),
+    };
+    let rolled_out = st.observed_generation >= d.metadata.generation
+        && status.updated_replicas >= want
+        && status.ready_replicas >= want
+        && status.replicas == want;
+    let obs = if tws.spec.suspend {
+        Observation::new(type_, false, "Suspended", "scaled to zero while suspended")
+    } else if rolled_out {
+        Observation::new(
+            type_,
+            true,
+            if want == 0 {
+                "ScaledToZero"
+            } else {
+                "AllReplicasReady"
+            },
+            format!("{}/{} pods ready", status.ready_replicas, want),
+        )
+    } else {
+        // Say why in the pod's own words: a missing Secret, an image that
+        // cannot be pulled, a pod that cannot be scheduled.
+        let (reason, message) = pod_problem(ctx, d, &status.selector)
+            .await?
+            .unwrap_or_else(|| {
+                (
+                    "RollingOut".to_string(),
+                    format!(
+                        "{}/{} pods ready, {} updated",
+                        status.ready_replicas, want, status.updated_replicas
+                    ),
+                )
+            });
+        Observation::new(type_, false, reason, message)
+    };
+    Ok((obs, status))
+}
+
+async fn pod_problem(
+    ctx: &Context,
+    d: &Deployment,
+    selector: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let ns = d.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = pods.list(&ListParams::default().labels(selector)).await?;
+    for pod in &list.items {
+        let Some(ps) = &pod.status else { continue };
+        for cs in ps
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(ps.init_container_statuses.iter().flatten())
+        {
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+                && let Some(reason) = &w.reason
+                && reason != "ContainerCreating"
+            {
+                let msg = w.message.clone().unwrap_or_default();
+                return Ok(Some((
+                    reason.clone(),
+                    format!("pod {}: {msg}", pod.name_any()),
+                )));
+            }
+            if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
+                && !cs.ready
+            {
+                return Ok(Some((
+                    t.reason
+                        .clone()
+                        .unwrap_or_else(|| "ContainerTerminated".to_string()),
+                    format!(
+                        "pod {}: container exited with code {}{}",
+                        pod.name_any(),
+                        t.exit_code,
+                        t.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                )));
+            }
+        }
+        for c in ps.conditions.iter().flatten() {
+            if c.type_ == "PodScheduled" && c.status == "False" {
+                return Ok(Some((
+                    c.reason
+                        .clone()
+                        .unwrap_or_else(|| "Unschedulable".to_string()),
+                    format!(
+                        "pod {}: {}",
+                        pod.name_any(),
+                        c.message.clone().unwrap_or_default()
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Adds or removes the topic finalizer to match `kafka.deleteTopicOnDelete`.
+async fn sync_finalizer(tws: &TwitterStream, api: &Api<TwitterStream>) -> Result<(), Error> {
+    let has = tws.finalizers().iter().any(|f| f == TOPIC_FINALIZER);
+    let want = tws.spec.kafka.delete_topic_on_delete;
+    if has == want {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = tws
+        .finalizers()
+        .iter()
+        .filter(|f| *f != TOPIC_FINALIZER)
+        .cloned()
+        .collect();
+    if want {
+        finalizers.push(TOPIC_FINALIZER.to_string());
+    }
+    // The resourceVersion makes this a compare-and-swap: no finalizer list
+    // written by someone else is overwritten.
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": tws.resource_version() }
+    });
+    api.patch(
+        &tws.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn finalize(
+    tws: &TwitterStream,
+    ctx: &Context,
+    api: &Api<TwitterStream>,
+) -> Result<Action, Error> {
+    if !tws.finalizers().iter().any(|f| f == TOPIC_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let brokers = brokers(tws);
+    for req in topic_requests(tws) {
+        ctx.topics.delete(&brokers, &req.name).await?;
+        ctx.event(
+            tws,
+            EventType::Normal,
+            "TopicDeleted",
+            "DeleteTopic",
+            format!("Deleted Kafka topic {}", req.name),
+        )
+        .await;
+    }
+    let finalizers: Vec<String> = tws
+        .finalizers()
+        .iter()
+        .filter(|f| *f != TOPIC_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": tws.resource_version() }
+    });
+    api.patch(
+        &tws.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+/// Runs the controller over the given namespaces (all when empty) until a
+/// shutdown signal. `ready` is set once the watches are running.
+pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool>) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let children_cfg =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=twitterstream-operator");
+    let controllers = scopes.into_iter().map(|ns| {
+        let (streams, deployments): (Api<TwitterStream>, Api<Deployment>) = match &ns {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+        let controller = Controller::new(streams, watcher::Config::default().any_semantic())
+            .owns(deployments, children_cfg.clone())
+            .shutdown_on_signal();
+        let store = controller.store();
+        let ctx = ctx.clone();
+        let ready = ready.clone();
+        async move {
+            let metrics = ctx.metrics.clone();
+            let synced = store.clone();
+            tokio::spawn(async move {
+                if synced.wait_until_ready().await.is_ok() {
+                    ready.store(true, Ordering::Relaxed);
+                }
+            });
+            controller
+                .run(reconcile, error_policy, ctx)
+                .for_each(|res| {
+                    metrics.managed.set(store.state().len() as i64);
+                    match res {
+                        Ok((obj, _)) => {
+                            info!(namespace = ?obj.namespace, name = %obj.name, "reconciled")
+                        }
+                        Err(e) => warn!(error = %e, "reconcile error"),
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+        }
+    });
+    futures::future::join_all(controllers).await;
+}
