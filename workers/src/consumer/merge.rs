@@ -206,6 +206,14 @@ impl Merger {
         exact_cover(&required, &sets, &mut BTreeSet::new(), &mut chosen).then_some(chosen)
     }
 
+    /// Marks a window as finalised by an earlier owner of this merge (whose
+    /// committed state says so), so that its partials, replayed from before
+    /// the final emission, are recognised as stale.
+    pub fn restore_final(&mut self, window: WindowKey) {
+        self.pending.remove(&window);
+        self.finalised.insert(window);
+    }
+
     /// Windows holding partials or markers.
     pub fn pending_windows(&self) -> usize {
         self.pending.len()

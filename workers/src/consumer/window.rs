@@ -88,6 +88,8 @@ pub struct Ingested {
     pub late: u32,
     /// The tweet is fully reflected in emitted output, so its record's offset
     /// may be committed, once [`WindowEngine::is_emitted`] holds for this.
+    /// `i64::MIN` when every window of the tweet is below the partition's
+    /// floor: it is done already.
     pub done_at_ms: i64,
 }
 
@@ -95,6 +97,9 @@ pub struct Ingested {
 struct PartitionState {
     max_event_ms: Option<i64>,
     last_record_ms: i64,
+    /// Windows ending at or before this were emitted for this partition by an
+    /// earlier owner; see [`WindowEngine::assign_from`].
+    floor_ms: Option<i64>,
 }
 
 /// Windows of one consumer, over the partitions it reads.
@@ -172,10 +177,27 @@ impl WindowEngine {
     /// late. Call it for every partition on assignment: a partition the engine
     /// has not heard of cannot hold anything back.
     pub fn assign(&mut self, partition: i32, now_ms: i64) {
-        self.partitions.entry(partition).or_insert(PartitionState {
+        self.assign_from(partition, now_ms, None);
+    }
+
+    /// Like [`assign`](Self::assign), for a partition taken over from another
+    /// owner (or an earlier run) that had already emitted its windows ending
+    /// at or before `floor_ms`. Replaying the partition from its committed
+    /// offset re-reads some tweets of those windows; they are skipped for
+    /// them, because emitting a window a second time with only the replayed
+    /// part would be wrong, and the earlier emission already has them.
+    pub fn assign_from(&mut self, partition: i32, now_ms: i64, floor_ms: Option<i64>) {
+        let p = self.partitions.entry(partition).or_insert(PartitionState {
             max_event_ms: None,
             last_record_ms: now_ms,
+            floor_ms,
         });
+        p.floor_ms = p.floor_ms.max(floor_ms);
+    }
+
+    /// The floor a partition was assigned with.
+    pub fn floor(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).and_then(|p| p.floor_ms)
     }
 
     /// Stops tracking a partition's watermark. Its tweets already aggregated
@@ -206,12 +228,16 @@ impl WindowEngine {
         // Lateness is judged against the watermark before this tweet moves it.
         self.refresh(now_ms);
         let closed_until = self.watermark.max(self.emitted_until);
+        let floor = self.floor(partition);
         let mut out = Ingested {
             counted: 0,
             late: 0,
             done_at_ms: i64::MIN,
         };
         for key in self.windows_of(event_time_ms) {
+            if floor.is_some_and(|f| key.end_ms <= f) {
+                continue;
+            }
             let target = if closed_until.is_none_or(|c| key.end_ms > c) {
                 out.counted += 1;
                 self.open.entry(key).or_default().add(tweet);
@@ -230,6 +256,7 @@ impl WindowEngine {
         let p = self.partitions.entry(partition).or_insert(PartitionState {
             max_event_ms: None,
             last_record_ms: now_ms,
+            floor_ms: None,
         });
         p.max_event_ms = p.max_event_ms.max(Some(event_time_ms));
         p.last_record_ms = p.last_record_ms.max(now_ms);

@@ -143,6 +143,16 @@ fn bad_input_is_an_error() {
 }
 
 #[test]
+fn a_restored_final_window_is_stale() {
+    let mut m = Merger::new(2).unwrap();
+    m.offer(partial(W, &[0], 1)).unwrap();
+    m.restore_final(W);
+    assert_eq!(m.pending_windows(), 0);
+    assert_eq!(m.offer(partial(W, &[1], 1)).unwrap(), Offer::Stale);
+    assert!(m.take_final().is_empty());
+}
+
+#[test]
 fn partial_round_trips_through_json() {
     let mut p = partial(W, &[0, 3], 2);
     p.watermarks = BTreeMap::from([(0, 9_000), (3, 12_000)]);

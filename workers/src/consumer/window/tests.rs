@@ -282,6 +282,25 @@ fn reset_keeps_emitted_windows_closed() {
 }
 
 #[test]
+fn a_taken_over_partition_skips_windows_its_previous_owner_emitted() {
+    let mut e = engine(10, 5, 0, 60);
+    // The previous owner emitted everything ending at or before 10 s.
+    e.assign_from(0, 0, Some(10 * S));
+    e.assign(1, 0);
+    // 7 s is in [0, 10) (skipped) and [5, 15) (counted).
+    let r = e.ingest(0, 7 * S, &t(), 0).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (1, 0, 15 * S));
+    // 3 s is only in windows at or below the floor: done, nothing counted.
+    let r = e.ingest(0, 3 * S, &t(), 0).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (0, 0, i64::MIN));
+    // Other partitions are unaffected.
+    let r = e.ingest(1, 3 * S, &t(), 0).unwrap();
+    assert_eq!(r.counted, 2);
+    assert_eq!(e.floor(0), Some(10 * S));
+    assert_eq!(e.floor(1), None);
+}
+
+#[test]
 fn offsets_are_done_once_their_windows_are_emitted() {
     let mut e = engine(10, 10, 0, 60);
     let r = e.ingest(0, 3 * S, &t(), 0).unwrap();
