@@ -19,6 +19,22 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     twitterstream_workers::common::init_logging(args.log_format);
-    tracing::error!("the consumer pipeline is not implemented yet");
-    ExitCode::FAILURE
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(twitterstream_workers::consumer::pipeline::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "consumer failed");
+            ExitCode::FAILURE
+        }
+    }
 }

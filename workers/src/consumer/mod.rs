@@ -1,6 +1,14 @@
 pub mod aggregate;
 pub mod config;
+pub mod http;
 pub mod merge;
+pub mod metrics;
+pub mod offsets;
+pub mod output;
+pub mod partials;
+pub mod pipeline;
 pub mod sentiment;
+pub mod source;
+pub mod stage;
 pub mod tweet;
 pub mod window;

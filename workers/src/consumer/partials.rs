@@ -1,0 +1,175 @@
+//! The internal repartition topic `<group>-partials`, between the aggregate
+//! stage (one per replica, over its source partitions) and the merge stage.
+//!
+//! Records are keyed by window start and routed by the window, so every
+//! partial of a window meets in one partition and one merger sees them all.
+//! Besides partials, each source partition's owner writes `Closed` markers to
+//! every partition: they tell mergers which windows a source partition has no
+//! more partials for, so windows it had no data in can still complete.
+
+use crate::consumer::merge::Partial;
+use crate::consumer::window::WindowKey;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One record of the partials topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InternalRecord {
+    Partial {
+        partial: Box<Partial>,
+        /// Wall-clock time the source closed the window, for the
+        /// close-to-emit latency.
+        closed_at_ms: i64,
+    },
+    /// Every partial covering `partition` for windows ending at or before
+    /// `until_ms` precedes this record in this partition.
+    Closed { partition: i32, until_ms: i64 },
+}
+
+pub fn topic_name(group: &str) -> String {
+    format!("{group}-partials")
+}
+
+/// The partials partition of a window. Consecutive windows go to consecutive
+/// partitions, which spreads the merge work evenly.
+pub fn partition_of(window: WindowKey, slide_ms: i64, partitions: i32) -> i32 {
+    let n = i64::from(partitions.max(1));
+    // rem_euclid by a positive i32 fits in i32.
+    window.start_ms.div_euclid(slide_ms.max(1)).rem_euclid(n) as i32
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("reading metadata of topic {topic}: {source}")]
+    Metadata { topic: String, source: KafkaError },
+    #[error("topic {topic} does not exist (yet)")]
+    Missing { topic: String },
+    #[error("creating topic {topic}: {source}")]
+    Create { topic: String, source: KafkaError },
+    #[error("creating topic {topic}: {code}")]
+    CreateRefused {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Partition count and partition 0's replica count of a topic.
+pub fn describe(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(i32, i32), TopologyError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| TopologyError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| TopologyError::Missing {
+            topic: topic.to_owned(),
+        })?;
+    let partitions = t.partitions().len() as i32;
+    let replicas = t
+        .partitions()
+        .iter()
+        .find(|p| p.id() == 0)
+        .map_or(1, |p| p.replicas().len() as i32)
+        .max(1);
+    Ok((partitions, replicas))
+}
+
+/// Creates the partials topic unless it exists; its partition count is
+/// whatever the existing one has.
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), TopologyError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|source| TopologyError::Create {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(replication),
+            )],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .map_err(|source| TopologyError::Create {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopologyError::CreateRefused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::aggregate::Aggregate;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn windows_spread_over_partitions_and_each_has_one() {
+        let w = |s: i64| WindowKey {
+            start_ms: s,
+            end_ms: s + 10_000,
+        };
+        let got: Vec<i32> = (0..6)
+            .map(|i| partition_of(w(i * 10_000), 10_000, 3))
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(partition_of(w(-10_000), 10_000, 3), 2);
+        assert_eq!(partition_of(w(5_000), 5_000, 1), 0);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let records = [
+            InternalRecord::Partial {
+                partial: Box::new(Partial {
+                    window: WindowKey {
+                        start_ms: 0,
+                        end_ms: 10,
+                    },
+                    partitions: BTreeSet::from([0, 2]),
+                    watermarks: BTreeMap::from([(0, 5)]),
+                    aggregate: Aggregate::default(),
+                }),
+                closed_at_ms: 7,
+            },
+            InternalRecord::Closed {
+                partition: 1,
+                until_ms: 20,
+            },
+        ];
+        for r in records {
+            let json = serde_json::to_vec(&r).unwrap();
+            assert_eq!(serde_json::from_slice::<InternalRecord>(&json).unwrap(), r);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Wiring: topology discovery, the two stage threads, the HTTP server, and
+//! shutdown on SIGTERM/SIGINT.
+//!
+//! ```text
+//! tweets ─► aggregate stage (group <group>) ─► <group>-partials ─► merge stage (group <group>-merge) ─► output topic / stdout
+//! ```
+//!
+//! Both stages run in every replica. Each is a plain thread around a
+//! librdkafka consumer: the work per record is CPU-bound and the Kafka calls
+//! block, so an async runtime would only add hand-offs.
+
+use crate::consumer::config::{ConsumerArgs, StartFrom};
+use crate::consumer::metrics::{Health, Metrics};
+use crate::consumer::output::MergeStage;
+use crate::consumer::partials;
+use crate::consumer::source::AggregateStage;
+use crate::consumer::stage::{Driver, StageConfig};
+use crate::consumer::window::{WindowError, WindowSpec};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("window configuration: {0}")]
+    Window(#[from] WindowError),
+    #[error("serving HTTP on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting a stage thread: {0}")]
+    Thread(std::io::Error),
+    #[error("a stage thread panicked")]
+    Panicked,
+}
+
+/// Identifies this replica across restarts, so that a restarted replica's
+/// transactional producers fence the ones it left behind. In Kubernetes this
+/// is the pod name.
+pub fn instance_name() -> String {
+    for var in ["TWS_INSTANCE", "POD_NAME", "HOSTNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v.trim().to_owned();
+        }
+    }
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "consumer".to_owned())
+}
+
+/// Source partition count, partials partition count.
+struct Topology {
+    source_partitions: i32,
+    partials_partitions: i32,
+}
+
+async fn discover(args: &ConsumerArgs, brokers: &str) -> Result<Topology, partials::TopologyError> {
+    let meta = |topic: String| {
+        let brokers = brokers.to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let client: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .map_err(|source| partials::TopologyError::Metadata {
+                        topic: topic.clone(),
+                        source,
+                    })?;
+                partials::describe(&client, &topic, Duration::from_secs(10))
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(partials::TopologyError::Missing {
+                    topic: "(metadata task failed)".to_owned(),
+                })
+            })
+        }
+    };
+    let (source_partitions, replication) = meta(args.topic.clone()).await?;
+    let partials_topic = partials::topic_name(args.group());
+    partials::ensure_topic(brokers, &partials_topic, source_partitions, replication).await?;
+    let (partials_partitions, _) = meta(partials_topic).await?;
+    Ok(Topology {
+        source_partitions,
+        partials_partitions,
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the consumer until SIGTERM/SIGINT, then commits what is complete and
+/// returns.
+pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
+    let spec = WindowSpec::from_args(&args);
+    // Reject a bad spec before touching Kafka.
+    crate::consumer::window::WindowEngine::with_mode(spec, args.time_mode)?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|source| PipelineError::Http {
+            addr: args.http_addr,
+            source,
+        })?;
+    let http = {
+        let (metrics, health) = (metrics.clone(), health.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let app = crate::consumer::http::router(metrics, health);
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+
+    let signal = tokio::spawn(shutdown_signal());
+    tokio::pin!(signal);
+    let brokers = args.brokers.join(",");
+    let group = args.group().to_owned();
+    let mut backoff = Duration::from_millis(500);
+    let topology = loop {
+        tokio::select! {
+            _ = &mut signal => {
+                let _ = stop_tx.send(true);
+                let _ = http.await;
+                return Ok(());
+            }
+            r = discover(&args, &brokers) => match r {
+                Ok(t) => break t,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the topics");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    };
+    tracing::info!(
+        source_partitions = topology.source_partitions,
+        partials_partitions = topology.partials_partitions,
+        "topology"
+    );
+    health.kafka_ok(chrono::Utc::now().timestamp_millis());
+
+    let instance = instance_name();
+    let partials_topic = partials::topic_name(&group);
+    let commit_interval = Duration::from_millis(100);
+    let aggregate = Driver::new(
+        StageConfig {
+            stage: "aggregate",
+            brokers: brokers.clone(),
+            group_id: group.clone(),
+            topic: args.topic.clone(),
+            transactional_id: Some(format!("{group}-{instance}-aggregate")),
+            earliest: args.start_from == StartFrom::Earliest,
+            commit_interval,
+            report_lag: true,
+        },
+        AggregateStage::new(
+            spec,
+            args.time_mode,
+            &partials_topic,
+            topology.partials_partitions,
+            metrics.clone(),
+        )?,
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    let merge = Driver::new(
+        StageConfig {
+            stage: "merge",
+            brokers,
+            group_id: format!("{group}-merge"),
+            topic: partials_topic,
+            transactional_id: args
+                .output_topic
+                .as_ref()
+                .map(|_| format!("{group}-{instance}-merge")),
+            earliest: true,
+            commit_interval,
+            report_lag: false,
+        },
+        MergeStage::new(
+            &args.stream_name,
+            args.top_n,
+            spec.size.as_millis() as i64,
+            topology.source_partitions,
+            args.output_topic.as_deref(),
+            args.prints(),
+            metrics.clone(),
+        ),
+        metrics.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<&'static str>(2);
+    let mut threads = Vec::new();
+    for (name, job) in [
+        (
+            "aggregate",
+            Box::new(move || aggregate.run()) as Box<dyn FnOnce() + Send>,
+        ),
+        ("merge", Box::new(move || merge.run())),
+    ] {
+        let done = done_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                job();
+                let _ = done.blocking_send(name);
+            })
+            .map_err(PipelineError::Thread)?;
+        threads.push(t);
+    }
+    tokio::select! {
+        _ = &mut signal => tracing::info!("shutting down: committing what is complete"),
+        Some(name) = done_rx.recv() => {
+            health.broken.store(true, Ordering::SeqCst);
+            tracing::error!(stage = name, "a stage ended on its own");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
+        .await
+        .unwrap_or(false);
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    if joined {
+        Ok(())
+    } else {
+        Err(PipelineError::Panicked)
+    }
+}

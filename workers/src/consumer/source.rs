@@ -1,0 +1,258 @@
+//! The aggregate stage: reads this replica's share of the tweet topic into a
+//! window engine and publishes each closed window as a partial aggregate of
+//! the partitions it read, to the partials topic.
+//!
+//! Its state is exactly what the last committed transaction implies. Each
+//! source partition's commit carries, in its metadata, the point up to which
+//! its windows are published; whoever owns the partition next (this replica
+//! after an error, another after a rebalance) starts its engine with that as
+//! the partition's floor and replays from the committed offset. Every record
+//! of a window above the floor is at or after that offset (offsets only commit
+//! once their windows are out), so replayed partials are complete, and none
+//! at or below the floor is published twice.
+
+use crate::consumer::config::TimeMode;
+use crate::consumer::merge::Partial;
+use crate::consumer::metrics::Metrics;
+use crate::consumer::offsets::{self, DONE, OffsetTracker};
+use crate::consumer::partials::{self, InternalRecord};
+use crate::consumer::stage::{Batch, Committed, OutRecord, Processor};
+use crate::consumer::tweet::ParsedTweet;
+use crate::consumer::window::{WindowEngine, WindowError, WindowSpec};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How often `Closed` markers are repeated when nothing changes, so that a
+/// merger replaying from its committed offset learns them again.
+const MARKER_HEARTBEAT_MS: i64 = 2_000;
+
+pub struct AggregateStage {
+    spec: WindowSpec,
+    mode: TimeMode,
+    slide_ms: i64,
+    partials_topic: Arc<str>,
+    partials_partitions: i32,
+    engine: WindowEngine,
+    trackers: BTreeMap<i32, OffsetTracker>,
+    /// What the last commit said, per partition: (offset, closed until).
+    committed: BTreeMap<i32, (i64, Option<i64>)>,
+    /// The batch being committed.
+    in_flight: BTreeMap<i32, (i64, Option<i64>)>,
+    markers_at_ms: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl AggregateStage {
+    pub fn new(
+        spec: WindowSpec,
+        mode: TimeMode,
+        partials_topic: &str,
+        partials_partitions: i32,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, WindowError> {
+        Ok(AggregateStage {
+            engine: WindowEngine::with_mode(spec, mode)?,
+            spec,
+            mode,
+            slide_ms: spec.slide.as_millis() as i64,
+            partials_topic: partials_topic.into(),
+            partials_partitions,
+            trackers: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            markers_at_ms: i64::MIN,
+            metrics,
+        })
+    }
+
+    fn closed_until(&self, partition: i32) -> Option<i64> {
+        self.engine
+            .floor(partition)
+            .max(self.engine.emitted_until())
+    }
+}
+
+impl Processor for AggregateStage {
+    fn reset(&mut self, assigned: &[Committed], now_ms: i64) {
+        // The spec was accepted by `new`, so this cannot fail; if it somehow
+        // did, an engine reset keeps at least the emitted windows closed.
+        match WindowEngine::with_mode(self.spec, self.mode) {
+            Ok(e) => self.engine = e,
+            Err(_) => self.engine.reset(),
+        }
+        self.trackers.clear();
+        self.committed.clear();
+        self.in_flight.clear();
+        self.markers_at_ms = i64::MIN;
+        for c in assigned {
+            let floor = offsets::decode_source(&c.metadata);
+            self.engine.assign_from(c.partition, now_ms, floor);
+            self.trackers
+                .insert(c.partition, OffsetTracker::new(c.offset));
+        }
+    }
+
+    fn record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, now_ms: i64) {
+        self.metrics.records_consumed.inc();
+        let done_at = match ingest(
+            &mut self.engine,
+            self.mode,
+            partition,
+            payload.unwrap_or_default(),
+            now_ms,
+        ) {
+            Ok(ingested) => {
+                if ingested.late > 0 {
+                    self.metrics.tweets_late.inc_by(u64::from(ingested.late));
+                }
+                ingested.done_at_ms
+            }
+            Err(e) => {
+                self.metrics.records_malformed.inc();
+                tracing::debug!(partition, offset, error = %e, "skipping malformed record");
+                DONE
+            }
+        };
+        if let Some(t) = self.trackers.get_mut(&partition) {
+            t.record(offset, done_at);
+        }
+    }
+
+    fn cycle(&mut self, now_ms: i64) -> Batch {
+        let mut batch = Batch::default();
+        let closed = self.engine.advance(now_ms);
+        let watermarks = self.engine.partition_watermarks();
+        for (window, aggregate) in closed {
+            let span = tracing::info_span!("window", start = window.start_ms, end = window.end_ms);
+            let _entered = span.enter();
+            // Partitions whose earlier owner already published this window
+            // are not part of this partial.
+            let covered: std::collections::BTreeSet<i32> = self
+                .trackers
+                .keys()
+                .copied()
+                .filter(|p| self.engine.floor(*p).is_none_or(|f| window.end_ms > f))
+                .collect();
+            if covered.is_empty() {
+                continue;
+            }
+            tracing::debug!(count = aggregate.count, partitions = ?covered, "publishing partial");
+            let partial = Partial {
+                window,
+                watermarks: watermarks
+                    .iter()
+                    .filter(|(p, _)| covered.contains(p))
+                    .map(|(p, w)| (*p, *w))
+                    .collect(),
+                partitions: covered,
+                aggregate,
+            };
+            let record = InternalRecord::Partial {
+                partial: Box::new(partial),
+                closed_at_ms: now_ms,
+            };
+            match serde_json::to_vec(&record) {
+                Ok(payload) => {
+                    self.metrics.partials_published.inc();
+                    batch.records.push(OutRecord {
+                        topic: self.partials_topic.clone(),
+                        partition: Some(partials::partition_of(
+                            window,
+                            self.slide_ms,
+                            self.partials_partitions,
+                        )),
+                        key: window.start_ms.to_string(),
+                        payload,
+                    });
+                }
+                // Serialising plain data does not fail; not publishing would
+                // stall the window, so this is loud.
+                Err(e) => tracing::error!(error = %e, "cannot serialise a partial"),
+            }
+        }
+        let heartbeat = now_ms.saturating_sub(self.markers_at_ms) >= MARKER_HEARTBEAT_MS;
+        let mut changed = !batch.records.is_empty();
+        let mut state = BTreeMap::new();
+        let ids: Vec<i32> = self.trackers.keys().copied().collect();
+        for p in ids {
+            let closed_until = self.closed_until(p);
+            let engine = &self.engine;
+            let Some(tracker) = self.trackers.get_mut(&p) else {
+                continue;
+            };
+            let offset = tracker.commit_position(|d| engine.is_emitted(d));
+            changed |= self.committed.get(&p) != Some(&(offset, closed_until));
+            state.insert(p, (offset, closed_until));
+        }
+        if !(changed || heartbeat && !state.is_empty()) {
+            return Batch::default();
+        }
+        // Markers follow the partials on every partition and say no more
+        // than the offsets' metadata committed with them.
+        for (p, (offset, closed_until)) in &state {
+            batch
+                .offsets
+                .push((*p, *offset, offsets::encode_source(*closed_until)));
+            if let Some(until_ms) = closed_until {
+                let marker = InternalRecord::Closed {
+                    partition: *p,
+                    until_ms: *until_ms,
+                };
+                if let Ok(payload) = serde_json::to_vec(&marker) {
+                    for q in 0..self.partials_partitions {
+                        batch.records.push(OutRecord {
+                            topic: self.partials_topic.clone(),
+                            partition: Some(q),
+                            key: format!("closed-{p}"),
+                            payload: payload.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        self.in_flight = state;
+        self.metrics
+            .open_windows
+            .set(self.engine.open_windows() as i64);
+        if let Some(wm) = self.engine.watermark()
+            && self.mode == TimeMode::Event
+        {
+            self.metrics
+                .watermark_delay_seconds
+                .set((now_ms - wm) as f64 / 1000.0);
+        }
+        batch
+    }
+
+    fn committed(&mut self) {
+        self.committed = std::mem::take(&mut self.in_flight);
+        self.markers_at_ms = chrono::Utc::now().timestamp_millis();
+    }
+
+    fn position(&self, partition: i32) -> Option<i64> {
+        self.trackers.get(&partition).map(OffsetTracker::next)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error(transparent)]
+    Tweet(#[from] crate::consumer::tweet::TweetError),
+    #[error(transparent)]
+    Window(#[from] WindowError),
+}
+
+fn ingest(
+    engine: &mut WindowEngine,
+    mode: TimeMode,
+    partition: i32,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<crate::consumer::window::Ingested, RecordError> {
+    let tweet = ParsedTweet::parse(payload)?;
+    let t = match mode {
+        TimeMode::Event => tweet.event_time_ms()?,
+        TimeMode::Processing => now_ms,
+    };
+    Ok(engine.ingest(partition, t, &tweet, now_ms)?)
+}

@@ -1,0 +1,501 @@
+//! The Kafka side shared by both stages: a consumer group member whose state
+//! is rebuilt from committed offsets on every rebalance, and a transactional
+//! producer that commits a stage's output together with its input offsets
+//! (consume-transform-produce, KIP-447).
+//!
+//! Transactions are only ever open inside [`Driver::commit`], which runs
+//! between polls; rebalance callbacks run inside polls. So a rebalance never
+//! meets an open transaction, and a stage that lost its partitions can at most
+//! try to commit with a stale generation, which the broker fences.
+
+use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
+use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Records handled between two checks for a due commit.
+const MAX_BATCH: usize = 5_000;
+
+/// Where a partition's consumption (and commit position) starts, and what
+/// its last commit said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub partition: i32,
+    pub offset: i64,
+    pub metadata: String,
+}
+
+/// A record for the stage's transaction.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub topic: Arc<str>,
+    pub partition: Option<i32>,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// What one commit cycle publishes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<OutRecord>,
+    /// Partition, next offset, metadata.
+    pub offsets: Vec<(i32, i64, String)>,
+    /// Lines for stdout, written once the batch is committed (or, without a
+    /// producer, before committing: at-least-once).
+    pub lines: Vec<String>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.offsets.is_empty() && self.lines.is_empty()
+    }
+}
+
+/// The stage-specific part: state built from records, rebuilt on rebalance.
+pub trait Processor {
+    /// Drops all state and starts over from these committed positions.
+    fn reset(&mut self, assigned: &[Committed], now_ms: i64);
+    fn record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, now_ms: i64);
+    /// What to publish now; empty when nothing changed.
+    fn cycle(&mut self, now_ms: i64) -> Batch;
+    /// The last batch from `cycle` was committed.
+    fn committed(&mut self);
+    /// Read position of a partition, for lag.
+    fn position(&self, partition: i32) -> Option<i64>;
+}
+
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub stage: &'static str,
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    /// Without one, offsets are committed directly after printing.
+    pub transactional_id: Option<String>,
+    pub earliest: bool,
+    pub commit_interval: Duration,
+    /// Report per-partition lag (the source stage).
+    pub report_lag: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{stage}: {what}: {source}")]
+    Kafka {
+        stage: &'static str,
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("{stage}: the consumer has no group metadata")]
+    NoGroupMetadata { stage: &'static str },
+    #[error("{stage}: writing to stdout: {source}")]
+    Stdout {
+        stage: &'static str,
+        source: std::io::Error,
+    },
+}
+
+struct Ctx {
+    stage: &'static str,
+    epoch: AtomicU64,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::warn!(stage = self.stage, fac, "librdkafka: {log_message}")
+            }
+            _ => tracing::debug!(stage = self.stage, fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka retries on its own; these are reports, not failures.
+        tracing::warn!(stage = self.stage, %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let what = match rebalance {
+            Rebalance::Assign(tpl) => format!("assign {:?}", partitions(tpl)),
+            Rebalance::Revoke(tpl) => format!("revoke {:?}", partitions(tpl)),
+            Rebalance::Error(e) => format!("error {e}"),
+        };
+        tracing::info!(stage = self.stage, "rebalance: {what}");
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub struct Driver<P> {
+    cfg: StageConfig,
+    processor: P,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl<P: Processor> Driver<P> {
+    pub fn new(
+        cfg: StageConfig,
+        processor: P,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        Driver {
+            cfg,
+            processor,
+            metrics,
+            health,
+            shutdown,
+        }
+    }
+
+    fn labels(&self) -> StageLabels {
+        StageLabels {
+            stage: self.cfg.stage,
+        }
+    }
+
+    /// Runs until shutdown. Failures never end the stage: the clients are
+    /// dropped (aborting whatever was in flight), state is rebuilt from the
+    /// committed offsets, and it starts over after a growing pause.
+    pub fn run(mut self) {
+        let mut backoff = Duration::from_millis(500);
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            match self.session() {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics
+                        .kafka_errors
+                        .get_or_create(&self.labels())
+                        .inc();
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_millis(500);
+                    }
+                    tracing::warn!(stage = self.cfg.stage, error = %e, retry_in = ?backoff, "stage failed; starting over from committed offsets");
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.shutdown.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        tracing::info!(stage = self.cfg.stage, "stopped");
+    }
+
+    fn kafka<T>(&self, what: &'static str, r: Result<T, KafkaError>) -> Result<T, StageError> {
+        r.map_err(|source| StageError::Kafka {
+            stage: self.cfg.stage,
+            what,
+            source,
+        })
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<Ctx>, StageError> {
+        let ctx = Ctx {
+            stage: self.cfg.stage,
+            epoch: AtomicU64::new(0),
+        };
+        let c = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("group.id", &self.cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set(
+                "auto.offset.reset",
+                if self.cfg.earliest {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            )
+            // A killed replica's partitions move on after this long.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
+            .create_with_context(ctx);
+        self.kafka("creating consumer", c)
+    }
+
+    fn producer(&self, id: &str) -> Result<ThreadedProducer<DefaultProducerContext>, StageError> {
+        let p: ThreadedProducer<DefaultProducerContext> = self.kafka(
+            "creating producer",
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.cfg.brokers)
+                .set("transactional.id", id)
+                // A replica that died mid-transaction blocks read_committed
+                // readers of its partitions until this expires (or it restarts
+                // with the same id and fences the old transaction).
+                .set("transaction.timeout.ms", "15000")
+                .set("linger.ms", "5")
+                .set("compression.type", "zstd")
+                .set("message.max.bytes", "16000000")
+                .create(),
+        )?;
+        self.kafka(
+            "initialising transactions",
+            p.init_transactions(KAFKA_TIMEOUT),
+        )?;
+        Ok(p)
+    }
+
+    /// One life of the clients.
+    fn session(&mut self) -> Result<(), StageError> {
+        self.processor.reset(&[], now_ms());
+        let producer = match &self.cfg.transactional_id {
+            Some(id) => Some(self.producer(&id.clone())?),
+            None => None,
+        };
+        let consumer = self.consumer()?;
+        self.kafka("subscribing", consumer.subscribe(&[&self.cfg.topic]))?;
+        let mut seen_epoch = 0;
+        let mut next_cycle = Instant::now() + self.cfg.commit_interval;
+        let mut next_lag = Instant::now();
+        loop {
+            let stopping = self.shutdown.load(Ordering::SeqCst);
+            if stopping {
+                // Commit whatever is complete; open windows resume elsewhere.
+                self.commit(&consumer, producer.as_ref())?;
+                return Ok(());
+            }
+            let mut handled = 0;
+            let mut wait = Duration::from_millis(100);
+            while handled < MAX_BATCH {
+                let polled = consumer.poll(wait);
+                wait = Duration::ZERO;
+                let epoch = consumer.context().epoch.load(Ordering::SeqCst);
+                if epoch != seen_epoch {
+                    seen_epoch = epoch;
+                    self.rebuild(&consumer)?;
+                }
+                match polled {
+                    None => break,
+                    Some(Ok(m)) => {
+                        handled += 1;
+                        self.processor
+                            .record(m.partition(), m.offset(), m.payload(), now_ms());
+                    }
+                    Some(Err(e)) => {
+                        self.metrics
+                            .kafka_errors
+                            .get_or_create(&self.labels())
+                            .inc();
+                        tracing::warn!(stage = self.cfg.stage, error = %e, "consume error");
+                        break;
+                    }
+                }
+            }
+            if handled > 0 {
+                self.health.kafka_ok(now_ms());
+            }
+            if Instant::now() >= next_cycle {
+                self.commit(&consumer, producer.as_ref())?;
+                next_cycle = Instant::now() + self.cfg.commit_interval;
+            }
+            if self.cfg.report_lag && Instant::now() >= next_lag {
+                self.report_lag(&consumer);
+                next_lag = Instant::now() + Duration::from_secs(2);
+            }
+        }
+    }
+
+    fn report_lag(&self, consumer: &BaseConsumer<Ctx>) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        for e in assignment.elements() {
+            let p = e.partition();
+            match consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(2)) {
+                Ok((_, high)) => {
+                    self.health.kafka_ok(now_ms());
+                    if let Some(pos) = self.processor.position(p) {
+                        self.metrics
+                            .consumer_lag
+                            .get_or_create(&PartitionLabels {
+                                partition: i64::from(p),
+                            })
+                            .set((high - pos).max(0));
+                    }
+                }
+                Err(e) => tracing::debug!(partition = p, error = %e, "watermarks unavailable"),
+            }
+        }
+    }
+
+    /// State for the current assignment, from what was committed. librdkafka
+    /// itself resumes fetching assigned partitions at the committed offsets.
+    fn rebuild(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
+        self.metrics.rebalances.get_or_create(&self.labels()).inc();
+        let assignment = self.kafka("reading the assignment", consumer.assignment())?;
+        let committed = if assignment.count() == 0 {
+            Vec::new()
+        } else {
+            let tpl = self.kafka(
+                "reading committed offsets",
+                consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
+            )?;
+            let mut out = Vec::new();
+            for e in tpl.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => {
+                        // Nothing committed: where auto.offset.reset starts.
+                        let (low, high) = self.kafka(
+                            "reading partition bounds",
+                            consumer.fetch_watermarks(e.topic(), e.partition(), KAFKA_TIMEOUT),
+                        )?;
+                        if self.cfg.earliest { low } else { high }
+                    }
+                };
+                out.push(Committed {
+                    partition: e.partition(),
+                    offset,
+                    metadata: e.metadata().to_owned(),
+                });
+            }
+            out
+        };
+        self.health.kafka_ok(now_ms());
+        if self.cfg.report_lag {
+            self.health.assigned.store(true, Ordering::SeqCst);
+        }
+        tracing::info!(stage = self.cfg.stage, assigned = ?committed, "resuming from committed offsets");
+        self.processor.reset(&committed, now_ms());
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        producer: Option<&ThreadedProducer<DefaultProducerContext>>,
+    ) -> Result<(), StageError> {
+        let batch = self.processor.cycle(now_ms());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset, metadata) in &batch.offsets {
+            let mut e = tpl.add_partition(&self.cfg.topic, *p);
+            self.kafka("building offsets", e.set_offset(Offset::Offset(*offset)))?;
+            e.set_metadata(metadata);
+        }
+        match producer {
+            Some(producer) => {
+                if let Err(e) = self.transaction(consumer, producer, &batch, &tpl) {
+                    self.metrics
+                        .transactions_aborted
+                        .get_or_create(&self.labels())
+                        .inc();
+                    // Dropping the producer would abort too; aborting here
+                    // releases read_committed readers sooner.
+                    let _ = producer.abort_transaction(Duration::from_secs(10));
+                    return Err(e);
+                }
+                self.metrics
+                    .transactions
+                    .get_or_create(&self.labels())
+                    .inc();
+                self.print(&batch.lines)?;
+            }
+            None => {
+                self.print(&batch.lines)?;
+                if tpl.count() > 0 {
+                    self.kafka(
+                        "committing offsets",
+                        consumer.commit(&tpl, CommitMode::Sync),
+                    )?;
+                }
+            }
+        }
+        self.health.kafka_ok(now_ms());
+        self.processor.committed();
+        Ok(())
+    }
+
+    fn transaction(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        producer: &ThreadedProducer<DefaultProducerContext>,
+        batch: &Batch,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), StageError> {
+        self.kafka("beginning a transaction", producer.begin_transaction())?;
+        for r in &batch.records {
+            let mut record = BaseRecord::to(&r.topic).key(&r.key).payload(&r.payload);
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
+                        // The background thread drains the queue.
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return self.kafka("producing", Err(e)),
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or(StageError::NoGroupMetadata {
+                    stage: self.cfg.stage,
+                })?;
+            self.kafka(
+                "adding offsets to the transaction",
+                producer.send_offsets_to_transaction(tpl, &group, KAFKA_TIMEOUT),
+            )?;
+        }
+        self.kafka(
+            "committing the transaction",
+            producer.commit_transaction(KAFKA_TIMEOUT),
+        )
+    }
+
+    fn print(&self, lines: &[String]) -> Result<(), StageError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            writeln!(out, "{l}").map_err(|source| StageError::Stdout {
+                stage: self.cfg.stage,
+                source,
+            })?;
+        }
+        out.flush().map_err(|source| StageError::Stdout {
+            stage: self.cfg.stage,
+            source,
+        })
+    }
+}
