@@ -4,3 +4,8 @@ pub mod config;
 pub mod credentials;
 pub mod search;
 pub mod xapi;
+pub mod metrics;
+pub mod publisher;
+pub mod replay;
+pub mod resume;
+pub mod synthetic;

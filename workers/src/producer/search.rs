@@ -167,7 +167,12 @@ pub enum SearchEvent {
         wait: Duration,
     },
     /// 5xx, timeout, transport error or malformed body: backing off.
-    Transient { error: String, retry_in: Duration },
+    /// `status` is the HTTP status when there was an answer.
+    Transient {
+        error: String,
+        status: Option<u16>,
+        retry_in: Duration,
+    },
     /// The cursor (or start time) is older than the endpoint allows; polling
     /// resumes from `fallback_start`.
     CursorTooOld {
@@ -561,6 +566,7 @@ impl SearchPoller {
         tracing::warn!(error = %e, ?retry_in, "X API request failed; backing off");
         self.emit(SearchEvent::Transient {
             error: e.to_string(),
+            status: e.status(),
             retry_in,
         });
         self.sleep(retry_in).await;

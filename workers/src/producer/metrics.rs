@@ -1,0 +1,257 @@
+//! Prometheus metrics and the ops HTTP server (`/healthz`, `/readyz`,
+//! `/metrics`).
+
+use super::search::SearchEvent;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// HTTP status, or `error` for timeouts and transport failures.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// The producer's metrics; cheap to share.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub tweets_fetched: Counter,
+    pub tweets_published: Counter,
+    pub tweets_filtered: Counter,
+    pub tweets_malformed: Counter,
+    pub api_requests: Family<StatusLabel, Counter>,
+    pub rate_limited_seconds: Counter<f64, AtomicU64>,
+    pub publish_errors: Counter,
+    pub transactions: Family<OutcomeLabel, Counter>,
+    pub last_successful_poll: Gauge<f64, AtomicU64>,
+    pub stream_reconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("twitterstream_producer");
+        let m = Self {
+            tweets_fetched: Counter::default(),
+            tweets_published: Counter::default(),
+            tweets_filtered: Counter::default(),
+            tweets_malformed: Counter::default(),
+            api_requests: Family::default(),
+            rate_limited_seconds: Counter::default(),
+            publish_errors: Counter::default(),
+            transactions: Family::default(),
+            last_successful_poll: Gauge::default(),
+            stream_reconnects: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "tweets_fetched",
+            "Tweets received from the source",
+            m.tweets_fetched.clone(),
+        );
+        registry.register(
+            "tweets_published",
+            "Tweets in committed Kafka transactions",
+            m.tweets_published.clone(),
+        );
+        registry.register(
+            "tweets_filtered",
+            "Tweets dropped by filters (min likes, foreign stream rules)",
+            m.tweets_filtered.clone(),
+        );
+        registry.register(
+            "tweets_malformed",
+            "Source elements or lines that were not tweets",
+            m.tweets_malformed.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "X API requests by answer status",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "rate_limited_seconds",
+            "Seconds spent waiting for X API rate-limit resets",
+            m.rate_limited_seconds.clone(),
+        );
+        registry.register(
+            "publish_errors",
+            "Failed Kafka sends, deliveries and transactions (retried)",
+            m.publish_errors.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Kafka transactions by outcome",
+            m.transactions.clone(),
+        );
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "Unix time of the last poll (or batch) whose tweets were committed",
+            m.last_successful_poll.clone(),
+        );
+        registry.register(
+            "stream_reconnects",
+            "Filtered stream reconnections",
+            m.stream_reconnects.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn request(&self, status: impl Into<String>) {
+        self.api_requests
+            .get_or_create(&StatusLabel {
+                status: status.into(),
+            })
+            .inc();
+    }
+
+    pub fn transaction(&self, outcome: &str) {
+        self.transactions
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn mark_success(&self) {
+        let now = chrono::Utc::now();
+        self.last_successful_poll
+            .set(now.timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// Counts what the search poller reports between successful pages.
+    pub fn search_event(&self, e: &SearchEvent) {
+        match e {
+            SearchEvent::Unauthorized { status, .. } => self.request(status.to_string()),
+            SearchEvent::RateLimited { wait, .. } => {
+                self.request("429");
+                self.rate_limited_seconds.inc_by(wait.as_secs_f64());
+            }
+            SearchEvent::QuotaExhausted { wait, .. } => {
+                self.rate_limited_seconds.inc_by(wait.as_secs_f64());
+            }
+            SearchEvent::Transient { status, .. } => {
+                self.request(status.map_or_else(|| "error".to_owned(), |s| s.to_string()))
+            }
+            SearchEvent::CursorTooOld { .. } => self.request("400"),
+            SearchEvent::CredentialsUnavailable { .. } | SearchEvent::PartialErrors { .. } => {}
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+type ReadyCheck = Arc<dyn Fn(Duration) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+struct Ops {
+    metrics: Arc<Metrics>,
+    ready: ReadyCheck,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    let check = ops.ready.clone();
+    let ok = tokio::task::spawn_blocking(move || check(Duration::from_secs(3)))
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Kafka metadata for the topic is not reachable\n",
+        )
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ops.metrics.encode(),
+    )
+}
+
+/// Binds the ops server; returns the bound address (port 0 picks one) and
+/// the task serving it.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: impl Fn(Duration) -> bool + Send + Sync + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ops {
+            metrics,
+            ready: Arc::new(ready),
+        });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "ops HTTP server failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_documented_names() {
+        let m = Metrics::new();
+        m.tweets_published.inc_by(3);
+        m.request("200");
+        m.search_event(&SearchEvent::RateLimited {
+            until: None,
+            wait: Duration::from_secs(2),
+        });
+        let text = m.encode();
+        for needle in [
+            "twitterstream_producer_tweets_published_total 3",
+            "twitterstream_producer_api_requests_total{status=\"200\"} 1",
+            "twitterstream_producer_api_requests_total{status=\"429\"} 1",
+            "twitterstream_producer_rate_limited_seconds_total 2.0",
+            "twitterstream_producer_last_successful_poll_timestamp_seconds",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}

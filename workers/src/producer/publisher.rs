@@ -1,0 +1,456 @@
+//! The Kafka side: one record per tweet, published in transactions.
+//!
+//! A transaction is the unit of progress. The caller begins one, sends a
+//! poll's (or a batch's) records, commits, and only then advances its cursor.
+//! A failed delivery makes librdkafka put the transaction in an abortable
+//! state, so the commit fails, the transaction is aborted and the caller
+//! re-sends (or re-fetches) the same tweets: nothing is dropped silently and
+//! nothing half-delivered becomes visible to `read_committed` readers. The
+//! stable `transactional.id` per stream makes a restarted producer fence its
+//! predecessor (a zombie that is still running, or the open transaction a
+//! killed process left behind) in `init_transactions`.
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Record headers stamped on every tweet.
+pub const HEADER_STREAM: &str = "stream";
+pub const HEADER_KEYWORD: &str = "keyword";
+pub const HEADER_SOURCE: &str = "source";
+pub const HEADER_INGESTED_AT: &str = "ingested_at";
+/// Position in a replayable source (synthetic index, replay line number);
+/// what a restarted producer resumes after. Absent for X API sources, which
+/// resume from the newest tweet id instead.
+pub const HEADER_SEQ: &str = "seq";
+
+/// How long a transaction may stay open. A search poll is one transaction
+/// and may page through rate-limit waits, so this is generous; brokers cap
+/// it at `transaction.max.timeout.ms` (15 minutes by default).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bounds commit/abort/init calls, which block on broker round trips.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The transactional id of a stream's producer: stable across restarts, so
+/// the restarted process fences the old one.
+pub fn transactional_id(stream: &str) -> String {
+    format!("twitterstream-producer-{stream}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot create the Kafka producer for {brokers}: {source}")]
+    Create {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("Kafka transaction {op} failed: {source}")]
+    Transaction {
+        op: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    /// The transaction was aborted: its records are not visible, so the
+    /// caller sends them again (or re-fetches them).
+    #[error("Kafka transaction aborted after {op} failed: {source}")]
+    Aborted {
+        op: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    /// Another producer with the same transactional id took over, or
+    /// librdkafka hit an unrecoverable error: this process must stop.
+    #[error("fatal Kafka producer error during {op} (fenced by a newer instance?): {source}")]
+    Fatal {
+        op: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("producing to {topic} failed: {source}")]
+    Send {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("a Kafka producer call panicked or was cancelled: {0}")]
+    Join(String),
+}
+
+impl PublishError {
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Fatal { .. } | PublishError::Create { .. }
+        )
+    }
+}
+
+/// Delivery outcomes, counted by librdkafka's delivery callback.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Routes librdkafka's logs and delivery reports into tracing and counters.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    stats: Arc<DeliveryStats>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                let n = self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                // One line per failure would flood the log when a broker is
+                // down; the count is in the metrics.
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(error = %e, failed_so_far = n + 1, "Kafka delivery failed; the transaction will be aborted and retried");
+                }
+            }
+        }
+    }
+}
+
+/// Where and what to publish.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub stream: String,
+    pub keyword: Option<String>,
+    pub source: &'static str,
+    /// `lz4` or `zstd`.
+    pub compression: &'static str,
+}
+
+impl PublisherConfig {
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", transactional_id(&self.stream))
+            .set("transactional.id", transactional_id(&self.stream))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("compression.type", self.compression)
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
+            // Below the transaction timeout, as librdkafka requires; within
+            // it the idempotent producer retries a delivery indefinitely.
+            .set("message.timeout.ms", "300000")
+            // Large batches and a short linger: throughput without holding a
+            // poll's records back noticeably.
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
+        c
+    }
+}
+
+/// One Kafka record: key = tweet id, value = the tweet's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TweetRecord {
+    pub key: String,
+    pub value: String,
+    pub seq: Option<u64>,
+}
+
+/// A transactional producer for one stream's topic.
+pub struct Publisher {
+    producer: ThreadedProducer<DeliveryContext>,
+    config: PublisherConfig,
+    stats: Arc<DeliveryStats>,
+    in_transaction: bool,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("config", &self.config)
+            .field("in_transaction", &self.in_transaction)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a failed transactional call.
+fn classify(op: &'static str, e: KafkaError) -> PublishError {
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => PublishError::Fatal { op, source: e },
+        _ => PublishError::Transaction { op, source: e },
+    }
+}
+
+fn requires_abort(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.txn_requires_abort())
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
+}
+
+impl Publisher {
+    pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
+        let stats = Arc::new(DeliveryStats::default());
+        let producer = config
+            .client_config()
+            .create_with_context(DeliveryContext {
+                stats: stats.clone(),
+            })
+            .map_err(|source| PublishError::Create {
+                brokers: config.brokers.join(","),
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            config,
+            stats,
+            in_transaction: false,
+        })
+    }
+
+    pub fn config(&self) -> &PublisherConfig {
+        &self.config
+    }
+
+    pub fn delivery_stats(&self) -> &DeliveryStats {
+        &self.stats
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Whether the cluster answers a metadata request for the topic.
+    pub fn metadata_reachable(&self, timeout: Duration) -> bool {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.config.topic), timeout)
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == self.config.topic && t.error().is_none())
+            })
+    }
+
+    /// A cheap handle for readiness checks from other tasks.
+    pub fn readiness_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        move |timeout| {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .is_ok_and(|md| {
+                    md.topics()
+                        .iter()
+                        .any(|t| t.name() == topic && t.error().is_none())
+                })
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> T + Send + 'static,
+    ) -> Result<T, PublishError> {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || f(&p))
+            .await
+            .map_err(|e| PublishError::Join(e.to_string()))
+    }
+
+    /// Registers the transactional id with the coordinator, fencing any
+    /// earlier producer with the same id and aborting its open transaction.
+    /// Retries retriable errors (e.g. the coordinator is still loading).
+    pub async fn init_transactions(&self) -> Result<(), PublishError> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self
+                .blocking(|p| p.init_transactions(TXN_CALL_TIMEOUT))
+                .await?
+            {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if retriable(&e)
+                        || matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::OperationTimedOut) =>
+                {
+                    tracing::warn!(error = %e, ?delay, "init_transactions failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(classify("init_transactions", e)),
+            }
+        }
+    }
+
+    pub fn begin(&mut self) -> Result<(), PublishError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| classify("begin_transaction", e))?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Enqueues one record of the open transaction. Waits (briefly, by
+    /// blocking) while librdkafka's queue is full rather than dropping.
+    pub fn send(&self, record: &TweetRecord, ingested_at: &str) -> Result<(), PublishError> {
+        let seq_text;
+        let mut headers = OwnedHeaders::new_with_capacity(5)
+            .insert(Header {
+                key: HEADER_STREAM,
+                value: Some(self.config.stream.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_KEYWORD,
+                value: Some(self.config.keyword.as_deref().unwrap_or("")),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE,
+                value: Some(self.config.source),
+            })
+            .insert(Header {
+                key: HEADER_INGESTED_AT,
+                value: Some(ingested_at),
+            });
+        if let Some(seq) = record.seq {
+            seq_text = seq.to_string();
+            headers = headers.insert(Header {
+                key: HEADER_SEQ,
+                value: Some(seq_text.as_str()),
+            });
+        }
+        let mut r = BaseRecord::to(&self.config.topic)
+            .key(record.key.as_str())
+            .payload(record.value.as_str())
+            .headers(headers);
+        loop {
+            match self.producer.send(r) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    r = back;
+                    // The polling thread drains delivery reports meanwhile.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((source, _)) => {
+                    return Err(PublishError::Send {
+                        topic: self.config.topic.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Commits the open transaction (flushing its records first). On an
+    /// abortable failure the transaction is aborted and `Aborted` returned:
+    /// none of its records are visible, the caller sends them again.
+    pub async fn commit(&mut self) -> Result<(), PublishError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let r = self
+                .blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT))
+                .await?;
+            match r {
+                Ok(()) => {
+                    self.in_transaction = false;
+                    return Ok(());
+                }
+                Err(e) if retriable(&e) && attempts < 5 => {
+                    tracing::warn!(error = %e, attempts, "commit_transaction failed with a retriable error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
+                }
+                Err(e) if matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
+                    self.in_transaction = false;
+                    return Err(PublishError::Fatal {
+                        op: "commit_transaction",
+                        source: e,
+                    });
+                }
+                Err(e) => {
+                    let must_abort = requires_abort(&e);
+                    tracing::warn!(error = %e, must_abort, "commit_transaction failed; aborting the transaction");
+                    self.abort().await?;
+                    return Err(PublishError::Aborted {
+                        op: "commit_transaction",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Aborts the open transaction, discarding its records.
+    pub async fn abort(&mut self) -> Result<(), PublishError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .blocking(|p| p.abort_transaction(TXN_CALL_TIMEOUT))
+                .await?
+            {
+                Ok(()) => {
+                    self.in_transaction = false;
+                    return Ok(());
+                }
+                Err(e) if retriable(&e) && attempts < 5 => {
+                    tracing::warn!(error = %e, attempts, "abort_transaction failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
+                }
+                Err(e) => {
+                    self.in_transaction = false;
+                    return Err(PublishError::Fatal {
+                        op: "abort_transaction",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for every enqueued record's delivery report.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        self.blocking(move |p| p.flush(timeout))
+            .await?
+            .map_err(|e| classify("flush", e))
+    }
+}
