@@ -1,0 +1,605 @@
+//! The producer process: ops server, Kafka transactions, resume, and the
+//! loop of the configured source.
+//!
+//! Exactly-once per stream, by source:
+//! - `x-search`: every poll (all its pages) is one Kafka transaction; the
+//!   poller's cursor advances only after the commit. A restart resumes
+//!   after the newest tweet id of the stream in the topic.
+//! - `synthetic` and `replay`: batches of up to [`BATCH_RECORDS`] records
+//!   (or [`BATCH_AGE`] of them) per transaction, each record stamped with
+//!   its position (`seq` header: generator index or file line). A restart
+//!   resumes after the newest committed position; the generator is
+//!   deterministic, so the continuation is the same sequence.
+//! - `x-stream`: time-bounded batches per transaction. A live stream cannot
+//!   be re-read, so tweets X sends while no producer is connected are lost
+//!   (X's `backfill_minutes` needs an enterprise project).
+//!
+//! All sources share one `transactional.id` per stream, so each stream runs
+//! as a single producer replica; a second one fences the first, which exits.
+
+use super::config::{ProducerArgs, Source};
+use super::credentials::{CredentialSource, CredentialsError, CredentialsProvider};
+use super::metrics::{self, Metrics};
+use super::publisher::{PublishError, Publisher, PublisherConfig, TweetRecord};
+use super::replay::{self, Pacer};
+use super::resume::{self, Position, ResumeError, ResumeQuery};
+use super::search::{SearchConfig, SearchError, SearchPoller, SystemClock};
+use super::stream::{self, StreamError};
+use super::synthetic::SyntheticGenerator;
+use super::xapi::{XApiClient, XApiError};
+use chrono::{SecondsFormat, Utc};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+
+/// Records per synthetic/replay transaction: large enough that the commit
+/// round trip is a small share of the time, small enough to keep in memory
+/// for a re-send.
+pub const BATCH_RECORDS: usize = 50_000;
+/// A batch is committed after this long even if not full, so paced sources
+/// become visible to `read_committed` readers promptly.
+pub const BATCH_AGE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("cannot resume: {0}")]
+    Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    XApi(#[from] XApiError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("cannot serve {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read replay file {path}: {source}")]
+    ReplayFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A shutdown request (SIGTERM or Ctrl-C), observable from every loop.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown is requested (or every sender is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+
+    /// Sleeps, returning false if shutdown cut the sleep short.
+    pub async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.wait() => false,
+        }
+    }
+}
+
+/// Installs SIGTERM/SIGINT handlers that request shutdown.
+pub fn shutdown_on_signals() -> Shutdown {
+    let (tx, rx) = Shutdown::new();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: finishing the current transaction"),
+                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: finishing the current transaction"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install a SIGTERM handler");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = tx.send(true);
+        // Keep the sender alive so `wait` does not resolve spuriously later.
+        std::future::pending::<()>().await;
+    });
+    rx
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::XSearch => "x-search",
+        Source::XStream => "x-stream",
+        Source::Replay => "replay",
+        Source::Synthetic => "synthetic",
+    }
+}
+
+fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Runs the producer until the source ends or shutdown is requested.
+pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunError> {
+    args.validate()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let source = source_name(args.source);
+    let metrics = Arc::new(Metrics::new());
+    let brokers: Vec<String> = args
+        .brokers
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    let mut publisher = Publisher::new(PublisherConfig {
+        brokers: brokers.clone(),
+        topic: args.topic.clone(),
+        stream: args.stream_name.clone(),
+        keyword: args.keyword.clone(),
+        source,
+        compression: "lz4",
+    })?;
+    let (addr, _server) =
+        metrics::serve(args.http_addr, metrics.clone(), publisher.readiness_probe())
+            .await
+            .map_err(|source| RunError::Http {
+                addr: args.http_addr,
+                source,
+            })?;
+    tracing::info!(
+        %addr,
+        source,
+        topic = %args.topic,
+        stream = %args.stream_name,
+        keyword = args.keyword.as_deref().unwrap_or(""),
+        "producer starting"
+    );
+
+    // Fence any predecessor first: its open transaction is aborted, so the
+    // read-back below sees exactly what was committed.
+    tokio::select! {
+        r = publisher.init_transactions() => r?,
+        _ = shutdown.wait() => return Ok(()),
+    }
+    tracing::info!("Kafka transactions initialised");
+
+    let query = |position, sources: &[&str]| ResumeQuery {
+        brokers: brokers.clone(),
+        topic: args.topic.clone(),
+        stream: args.stream_name.clone(),
+        sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+        position,
+        timeout: Duration::from_secs(120),
+    };
+    let result = match args.source {
+        Source::XSearch => {
+            let since = resume::newest_position(query(Position::TweetId, &["x-search"])).await?;
+            run_search(&args, since, &mut publisher, &metrics, &mut shutdown).await
+        }
+        Source::Synthetic => {
+            let after = resume::newest_position(query(Position::Seq, &["synthetic"])).await?;
+            run_synthetic(&args, after, &mut publisher, &metrics, &mut shutdown).await
+        }
+        Source::Replay => {
+            let after = resume::newest_position(query(Position::Seq, &["replay"])).await?;
+            run_replay(&args, after, &mut publisher, &metrics, &mut shutdown).await
+        }
+        Source::XStream => run_stream(&args, &mut publisher, &metrics, &mut shutdown).await,
+    };
+    // Whatever happened, leave no transaction open and nothing unflushed.
+    if publisher.in_transaction()
+        && let Err(e) = publisher.abort().await
+    {
+        tracing::warn!(error = %e, "aborting the open transaction on exit failed");
+    }
+    if let Err(e) = publisher.flush(Duration::from_secs(30)).await {
+        tracing::warn!(error = %e, "flushing on exit failed");
+    }
+    result
+}
+
+async fn run_search(
+    args: &ProducerArgs,
+    since_id: Option<u128>,
+    publisher: &mut Publisher,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<(), RunError> {
+    let credentials = CredentialsProvider::new(match &args.credentials_dir {
+        Some(d) => CredentialSource::Dir(d.clone()),
+        None => CredentialSource::Env,
+    })?;
+    let client = XApiClient::new(&args.x_api_base_url, Duration::from_secs(30))?;
+    let config = SearchConfig::from_args(args)?;
+    let since_id = since_id.map(|v| v.to_string());
+    tracing::info!(since_id = ?since_id, "resuming search after the newest tweet in the topic");
+    let sink = metrics.clone();
+    let mut poller = SearchPoller::new(client, credentials, config)
+        .with_clock(Arc::new(SystemClock))
+        .with_since_id(since_id)
+        .on_event(move |e| sink.search_event(e));
+
+    let mut poll_ok = true;
+    let mut poll_tweets = 0u64;
+    loop {
+        let batch = tokio::select! {
+            b = poller.next_batch() => b?,
+            _ = shutdown.wait() => break,
+        };
+        metrics.request("200");
+        metrics.tweets_fetched.inc_by(batch.tweets.len() as u64);
+        metrics.tweets_filtered.inc_by(batch.filtered as u64);
+        metrics.tweets_malformed.inc_by(batch.malformed as u64);
+        if !batch.tweets.is_empty() && poll_ok {
+            if !publisher.in_transaction() {
+                publisher.begin()?;
+            }
+            let ingested_at = now_rfc3339();
+            for t in &batch.tweets {
+                let record = TweetRecord {
+                    key: t.id().to_owned(),
+                    value: t.raw_json().to_owned(),
+                    seq: None,
+                };
+                if let Err(e) = publisher.send(&record, &ingested_at) {
+                    metrics.publish_errors.inc();
+                    tracing::warn!(error = %e, "send failed; this poll will be aborted and fetched again");
+                    poll_ok = false;
+                    break;
+                }
+            }
+            poll_tweets += batch.tweets.len() as u64;
+        }
+        if !batch.end_of_poll {
+            continue;
+        }
+        let committed = if !publisher.in_transaction() {
+            poll_ok
+        } else if poll_ok {
+            match publisher.commit().await {
+                Ok(()) => true,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll not committed; it will be fetched again");
+                    false
+                }
+            }
+        } else {
+            publisher.abort().await?;
+            false
+        };
+        if committed {
+            if poll_tweets > 0 {
+                metrics.transaction("committed");
+            }
+            metrics.tweets_published.inc_by(poll_tweets);
+            metrics.mark_success();
+            if let Some(c) = &batch.commit {
+                poller.commit(c);
+            }
+            tracing::debug!(tweets = poll_tweets, since_id = ?poller.since_id(), "poll committed");
+        } else {
+            metrics.transaction("aborted");
+            metrics.publish_errors.inc();
+        }
+        poll_ok = true;
+        poll_tweets = 0;
+    }
+    // A poll cut short by shutdown is aborted (in `run`): its cursor was not
+    // committed, so the next process fetches it whole.
+    Ok(())
+}
+
+/// Sends `records` in the open transaction and commits, re-sending in new
+/// transactions until a commit succeeds. `sent` says whether the records
+/// were already sent successfully in the open transaction. Returns false
+/// if shutdown interrupted the retries (nothing of the batch is visible).
+async fn commit_batch(
+    publisher: &mut Publisher,
+    metrics: &Metrics,
+    records: &[TweetRecord],
+    ingested_at: &str,
+    mut sent: bool,
+    shutdown: &mut Shutdown,
+) -> Result<bool, RunError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if sent {
+            match publisher.commit().await {
+                Ok(()) => {
+                    metrics.transaction("committed");
+                    metrics.tweets_published.inc_by(records.len() as u64);
+                    metrics.mark_success();
+                    return Ok(true);
+                }
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, records = records.len(), ?delay, "batch not committed; re-sending it")
+                }
+            }
+        } else {
+            publisher.abort().await?;
+        }
+        metrics.transaction("aborted");
+        metrics.publish_errors.inc();
+        if !shutdown.sleep(delay).await {
+            return Ok(false);
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+        publisher.begin()?;
+        sent = true;
+        for r in records {
+            if let Err(e) = publisher.send(r, ingested_at) {
+                metrics.publish_errors.inc();
+                tracing::warn!(error = %e, "re-send failed");
+                sent = false;
+                break;
+            }
+        }
+    }
+}
+
+async fn run_synthetic(
+    args: &ProducerArgs,
+    after: Option<u128>,
+    publisher: &mut Publisher,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<(), RunError> {
+    let start = after.map_or(0, |s| {
+        u64::try_from(s).unwrap_or(u64::MAX).saturating_add(1)
+    });
+    let total = args.synthetic_count.unwrap_or(u64::MAX);
+    tracing::info!(seed = args.seed, resume_at = start, total = ?args.synthetic_count, rate = args.synthetic_rate, "synthetic source");
+    if start >= total {
+        tracing::info!("all synthetic tweets already published");
+        return Ok(());
+    }
+    let mut generator = SyntheticGenerator::new(args.seed, Arc::new(SystemClock));
+    // The continuation must be the same sequence as an uninterrupted run.
+    while generator.position() < start {
+        generator.next_tweet();
+    }
+    let rate = if args.synthetic_rate.is_finite() && args.synthetic_rate > 0.0 {
+        Some(args.synthetic_rate)
+    } else {
+        None
+    };
+    let paced_from = Instant::now();
+    let mut index = start;
+    while index < total && !shutdown.requested() {
+        publisher.begin()?;
+        let ingested_at = now_rfc3339();
+        let opened = Instant::now();
+        let mut records = Vec::with_capacity(BATCH_RECORDS.min((total - index) as usize));
+        let mut sent = true;
+        while index < total && records.len() < BATCH_RECORDS && opened.elapsed() < BATCH_AGE {
+            if let Some(rate) = rate {
+                let due = paced_from + Duration::from_secs_f64((index - start) as f64 / rate);
+                let now = Instant::now();
+                if due > now && !shutdown.sleep(due - now).await {
+                    break;
+                }
+            } else if records.len() % 4096 == 0 && shutdown.requested() {
+                break;
+            }
+            let t = generator.next_tweet();
+            let record = TweetRecord {
+                key: t.id.to_string(),
+                value: t.json,
+                seq: Some(t.index),
+            };
+            if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+                metrics.publish_errors.inc();
+                tracing::warn!(error = %e, "send failed; the batch will be re-sent");
+                sent = false;
+            }
+            records.push(record);
+            index += 1;
+        }
+        metrics.tweets_fetched.inc_by(records.len() as u64);
+        // On shutdown the partial batch is still committed: its records are
+        // complete, and committing is the clean way to finish.
+        if !commit_batch(publisher, metrics, &records, &ingested_at, sent, shutdown).await? {
+            break;
+        }
+    }
+    if index >= total {
+        tracing::info!(published = index, "synthetic count reached");
+    }
+    Ok(())
+}
+
+async fn run_replay(
+    args: &ProducerArgs,
+    after: Option<u128>,
+    publisher: &mut Publisher,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<(), RunError> {
+    let path = args
+        .replay_file
+        .clone()
+        .ok_or_else(|| RunError::Config("--replay-file is required for --source replay".into()))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|source| RunError::ReplayFile {
+            path: path.clone(),
+            source,
+        })?;
+    let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
+    tracing::info!(file = %path.display(), resume_after_line = ?after, speed = args.replay_speed, "replay source");
+    let mut pacer = Pacer::new(args.replay_speed);
+    let mut line = Vec::new();
+    let mut line_no: u64 = 0;
+    let mut eof = false;
+    let mut started: Option<Instant> = None;
+    while !eof && !shutdown.requested() {
+        let mut records: Vec<TweetRecord> = Vec::new();
+        let mut sent = true;
+        let mut ingested_at = String::new();
+        let mut opened: Option<Instant> = None;
+        while records.len() < BATCH_RECORDS && opened.is_none_or(|o| o.elapsed() < BATCH_AGE) {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|source| RunError::ReplayFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            let this_line = line_no;
+            line_no += 1;
+            if after.is_some_and(|a| u128::from(this_line) <= a) {
+                continue;
+            }
+            let tweet = match std::str::from_utf8(&line)
+                .map_err(|e| replay::LineError::Json(e.to_string()))
+                .and_then(replay::parse_line)
+            {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    metrics.tweets_malformed.inc();
+                    tracing::warn!(line = this_line + 1, error = %e, "skipping a malformed replay line");
+                    continue;
+                }
+            };
+            metrics.tweets_fetched.inc();
+            if let Some(offset) = pacer.offset(tweet.created_at) {
+                let due = *started.get_or_insert_with(Instant::now) + offset;
+                let now = Instant::now();
+                if due > now && !shutdown.sleep(due - now).await {
+                    // Not yet sent: the restart reads this line again.
+                    break;
+                }
+            }
+            if opened.is_none() {
+                publisher.begin()?;
+                ingested_at = now_rfc3339();
+                opened = Some(Instant::now());
+            }
+            let record = TweetRecord {
+                key: tweet.id,
+                value: tweet.json,
+                seq: Some(this_line),
+            };
+            if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+                metrics.publish_errors.inc();
+                tracing::warn!(error = %e, "send failed; the batch will be re-sent");
+                sent = false;
+            }
+            records.push(record);
+        }
+        if opened.is_some()
+            && !commit_batch(publisher, metrics, &records, &ingested_at, sent, shutdown).await?
+        {
+            break;
+        }
+    }
+    if eof {
+        tracing::info!(lines = line_no, "replay file finished");
+    }
+    Ok(())
+}
+
+async fn run_stream(
+    args: &ProducerArgs,
+    publisher: &mut Publisher,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut Shutdown,
+) -> Result<(), RunError> {
+    let credentials = CredentialsProvider::new(match &args.credentials_dir {
+        Some(d) => CredentialSource::Dir(d.clone()),
+        None => CredentialSource::Env,
+    })?;
+    let config = SearchConfig::from_args(args)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<stream::StreamTweet>(10_000);
+    let streamer = stream::FilteredStream::new(
+        &args.x_api_base_url,
+        credentials,
+        config.query(),
+        stream::rule_tag(&args.stream_name),
+        config.min_faves,
+        metrics.clone(),
+    )?;
+    let mut stream_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move { streamer.run(tx, &mut stream_shutdown).await });
+    let mut done = false;
+    while !done {
+        let first = tokio::select! {
+            t = rx.recv() => t,
+            _ = shutdown.wait() => None,
+        };
+        let Some(first) = first else { break };
+        publisher.begin()?;
+        let ingested_at = now_rfc3339();
+        let opened = Instant::now();
+        let mut records = Vec::new();
+        let mut sent = true;
+        let mut next = Some(first);
+        loop {
+            if let Some(t) = next.take() {
+                let record = TweetRecord {
+                    key: t.id,
+                    value: t.json,
+                    seq: None,
+                };
+                if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+                    metrics.publish_errors.inc();
+                    tracing::warn!(error = %e, "send failed; the batch will be re-sent");
+                    sent = false;
+                }
+                records.push(record);
+            }
+            let left = BATCH_AGE.saturating_sub(opened.elapsed());
+            if records.len() >= BATCH_RECORDS || left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(t)) => next = Some(t),
+                Ok(None) => {
+                    done = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !commit_batch(publisher, metrics, &records, &ingested_at, sent, shutdown).await? {
+            break;
+        }
+    }
+    task.abort();
+    match task.await {
+        Ok(r) => r.map_err(RunError::from),
+        Err(_) => Ok(()),
+    }
+}
