@@ -297,6 +297,17 @@ impl XApiServer {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }
+
+    /// A tweet of the corpus as a search answer carries it when `fields`
+    /// were requested in `tweet.fields`.
+    pub fn served_json(&self, id: &str, fields: &[&str]) -> Option<Value> {
+        let id: u64 = id.parse().ok()?;
+        let st = self.lock();
+        st.corpus
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, t)| project(t, fields))
+    }
 }
 
 async fn not_found(uri: Uri) -> Response {
