@@ -19,7 +19,6 @@ pub async fn admin_client() -> Client {
 /// A namespace deleted (in the background) when dropped.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -33,24 +32,31 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating test namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let api = Api::<Namespace>::all(self.client.clone());
         let name = self.name.clone();
-        // Best effort: the environment is disposable, and a test that failed
-        // should not hide its panic behind a cleanup error.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            });
-        }
+        // Drop cannot await, and the test's runtime may be shutting down: delete
+        // from a thread with its own runtime. Best effort: a failed test should
+        // not hide its panic behind a cleanup error.
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            // A fresh client: the test's one is driven by the runtime this drop blocks.
+            rt.block_on(async move {
+                let client = Client::try_from(Config::infer().await.ok()?).ok()?;
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .ok()
+            })
+        });
+        let _ = deleted.join();
     }
 }
 

@@ -50,3 +50,23 @@ pub async fn create_topic(name: &str, partitions: i32, replication: i32) {
     })
     .await;
 }
+
+/// Partition count of a topic, or `None` when it does not exist.
+pub async fn describe_topic(name: &str) -> Option<usize> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", crate::kafka_brokers())
+            .create()
+            .expect("metadata client");
+        let md = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .expect("topic metadata");
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len())
+    })
+    .await
+    .expect("metadata task")
+}

@@ -6,6 +6,8 @@
 
 pub mod k8s;
 pub mod kafka;
+pub mod operator;
+pub mod process;
 pub mod xapi;
 
 use std::time::Duration;

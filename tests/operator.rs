@@ -1,0 +1,576 @@
+//! The operator, as a real process, against the real control plane (kwok runs
+//! the pods) and the real Kafka broker.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+use twitterstream_operator::crd::{TwitterStream, TwitterStreamSpec};
+use twitterstream_tests::k8s::{TestNamespace, admin_client};
+use twitterstream_tests::operator::{Operator, TEST_WORKER_IMAGE, install_crd};
+use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The README's example, pointed at the test broker with unique topic names.
+fn example(name: &str) -> TwitterStream {
+    let topic = unique_name("raw-twitter");
+    let spec: TwitterStreamSpec = serde_json::from_value(json!({
+        "keyword": "superbowl",
+        "language": "en",
+        "startTime": "2020-01-01T00:00:00Z",
+        "endTime": "2020-03-03T00:00:00Z",
+        "minFaves": 60000,
+        "source": "x-search",
+        "pollIntervalSeconds": 10,
+        "credentialsSecret": "x-api",
+        "kafka": {
+            "brokers": kafka_brokers().split(',').collect::<Vec<_>>(),
+            "topic": topic,
+            "partitions": 3,
+            "replicationFactor": 1,
+            "outputTopic": format!("{topic}-windows")
+        },
+        "window": { "seconds": 10, "slideSeconds": 10, "allowedLatenessSeconds": 5 },
+        "producer": { "replicas": 1 },
+        "consumer": { "replicas": 2 },
+        "suspend": false
+    }))
+    .expect("example spec");
+    TwitterStream::new(name, spec)
+}
+
+struct Setup {
+    client: Client,
+    ns: TestNamespace,
+    streams: Api<TwitterStream>,
+    deployments: Api<Deployment>,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    Setup {
+        streams: Api::namespaced(client.clone(), &ns.name),
+        deployments: Api::namespaced(client.clone(), &ns.name),
+        client,
+        ns,
+    }
+}
+
+fn condition(tws: &TwitterStream, type_: &str) -> Option<(String, String, String)> {
+    tws.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the stream's status describes its current generation and `check` holds.
+async fn wait_status(
+    api: &Api<TwitterStream>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&TwitterStream) -> bool,
+) -> TwitterStream {
+    eventually(what, WAIT, || {
+        let api = api.clone();
+        let check = &check;
+        async move {
+            let t = api.get(name).await.ok()?;
+            let observed = t.status.as_ref()?.observed_generation;
+            (observed == t.metadata.generation && check(&t)).then_some(t)
+        }
+    })
+    .await
+}
+
+fn is_ready(t: &TwitterStream) -> bool {
+    condition(t, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+fn args(d: &Deployment) -> Vec<String> {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .map(|i| args[i + 1].clone())
+}
+
+async fn ready_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect()
+}
+
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.name={name},involvedObject.kind=TwitterStream"
+        )))
+        .await
+        .map(|l| l.items.into_iter().filter_map(|e| e.reason).collect())
+        .unwrap_or_default()
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn example_becomes_ready_then_follows_changes_suspend_and_scale() {
+    let s = setup("op-lifecycle").await;
+    let op = Operator::start(&s.ns.name, None, &[]);
+    let tws = example("superbowl");
+    let topic = tws.spec.kafka.topic.clone();
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+
+    // `kubectl wait` on the Ready condition works, as users will use it.
+    let out = Command::new("kubectl")
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "tws/superbowl",
+            "-n",
+            &s.ns.name,
+            "--timeout=90s",
+        ])
+        .output()
+        .expect("kubectl wait");
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = wait_status(&s.streams, "superbowl", "Ready=True", is_ready).await;
+    for c in ["TopicReady", "ProducerReady", "ConsumerReady"] {
+        assert_eq!(
+            condition(&ready, c).map(|c| c.0),
+            Some("True".into()),
+            "{c}"
+        );
+    }
+    let st = ready.status.clone().unwrap();
+    assert_eq!(st.consumer.as_ref().unwrap().ready_replicas, 2);
+    assert_eq!(st.producer.as_ref().unwrap().ready_replicas, 1);
+
+    // Both Deployments, with the rendered arguments and the default image.
+    let producer = s
+        .deployments
+        .get("superbowl-producer")
+        .await
+        .expect("producer Deployment");
+    let consumer = s
+        .deployments
+        .get("superbowl-consumer")
+        .await
+        .expect("consumer Deployment");
+    let pargs = args(&producer);
+    assert_eq!(flag(&pargs, "--keyword").as_deref(), Some("superbowl"));
+    assert_eq!(flag(&pargs, "--topic").as_deref(), Some(topic.as_str()));
+    assert_eq!(flag(&pargs, "--min-faves").as_deref(), Some("60000"));
+    assert_eq!(
+        flag(&args(&consumer), "--window-seconds").as_deref(),
+        Some("10")
+    );
+    let image = producer
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some(TEST_WORKER_IMAGE));
+    assert_eq!(
+        ready_pods(
+            &s.client,
+            &s.ns.name,
+            &st.consumer.as_ref().unwrap().selector
+        )
+        .await
+        .len(),
+        2
+    );
+
+    // The topic exists in Kafka with the requested 3 partitions.
+    let state = kafka::describe_topic(&topic).await.expect("topic exists");
+    assert_eq!(state, 3usize);
+    let reasons = event_reasons(&s.client, &s.ns.name, "superbowl").await;
+    assert!(
+        reasons.iter().any(|r| r == "Created"),
+        "Created Event: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "TopicCreated"),
+        "TopicCreated Event: {reasons:?}"
+    );
+
+    // The printer columns show it.
+    let table = kubectl(&["get", "tws", "-n", &s.ns.name]);
+    assert!(
+        table.contains("KEYWORD") && table.contains("READY"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("superbowl") && l.contains("True")),
+        "{table}"
+    );
+
+    // Metrics count the reconciles.
+    let (code, body) = op.get("/metrics").await.expect("metrics endpoint");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("twitterstream_operator_reconciles_total"),
+        "{body}"
+    );
+    assert_eq!(op.get("/readyz").await.map(|r| r.0), Some(200));
+
+    // A keyword change updates the Deployment and rolls the pods.
+    let old_pods: Vec<String> = ready_pods(
+        &s.client,
+        &s.ns.name,
+        &st.producer.as_ref().unwrap().selector,
+    )
+    .await
+    .iter()
+    .map(|p| p.name_any())
+    .collect();
+    let patch = json!({ "spec": { "keyword": "halftime show" } });
+    s.streams
+        .patch("superbowl", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch keyword");
+    let changed = wait_status(
+        &s.streams,
+        "superbowl",
+        "keyword change observed and Ready",
+        |t| t.spec.keyword == "halftime show" && is_ready(t),
+    )
+    .await;
+    assert_eq!(
+        changed.status.as_ref().unwrap().observed_generation,
+        changed.metadata.generation
+    );
+    let producer = s
+        .deployments
+        .get("superbowl-producer")
+        .await
+        .expect("producer");
+    assert_eq!(
+        flag(&args(&producer), "--keyword").as_deref(),
+        Some("halftime show")
+    );
+    let new_pods = eventually("producer pods rolled", WAIT, || {
+        let client = s.client.clone();
+        let ns = s.ns.name.clone();
+        let old = old_pods.clone();
+        async move {
+            let pods = ready_pods(
+                &client,
+                &ns,
+                "app.kubernetes.io/instance=superbowl,app.kubernetes.io/component=producer",
+            )
+            .await;
+            (pods.len() == 1 && pods.iter().all(|p| !old.contains(&p.name_any()))).then_some(pods)
+        }
+    })
+    .await;
+    assert_eq!(new_pods.len(), 1);
+
+    // Suspend: zero replicas and a Suspended reason.
+    s.streams
+        .patch(
+            "superbowl",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .expect("suspend");
+    let suspended = wait_status(&s.streams, "superbowl", "Suspended", |t| {
+        condition(t, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "Suspended")
+    })
+    .await;
+    assert!(suspended.spec.suspend);
+    for name in ["superbowl-producer", "superbowl-consumer"] {
+        let d = s.deployments.get(name).await.expect("deployment");
+        assert_eq!(d.spec.unwrap().replicas, Some(0), "{name} scaled to zero");
+    }
+    s.streams
+        .patch(
+            "superbowl",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "suspend": false } })),
+        )
+        .await
+        .expect("resume");
+    wait_status(&s.streams, "superbowl", "Ready after resume", is_ready).await;
+
+    // `kubectl scale` goes through the scale subresource to the consumers.
+    kubectl(&[
+        "scale",
+        "tws/superbowl",
+        "-n",
+        &s.ns.name,
+        "--replicas",
+        "3",
+    ]);
+    let scaled = wait_status(&s.streams, "superbowl", "3 consumers ready", |t| {
+        is_ready(t)
+            && t.status
+                .as_ref()
+                .and_then(|s| s.consumer.as_ref())
+                .is_some_and(|c| c.ready_replicas == 3)
+    })
+    .await;
+    assert_eq!(scaled.spec.consumer.replicas, 3);
+    let consumer = s
+        .deployments
+        .get("superbowl-consumer")
+        .await
+        .expect("consumer");
+    assert_eq!(consumer.spec.unwrap().replicas, Some(3));
+    let scale = kubectl(&[
+        "get",
+        "--raw",
+        &format!(
+            "/apis/twitterstream.io/v1alpha1/namespaces/{}/twitterstreams/superbowl/scale",
+            s.ns.name
+        ),
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("scale JSON");
+    assert_eq!(scale["status"]["replicas"], 3);
+    assert!(
+        scale["status"]["selector"]
+            .as_str()
+            .is_some_and(|s| s.contains("component=consumer"))
+    );
+
+    // Delete: the garbage collector removes the children through their owner references.
+    s.streams
+        .delete("superbowl", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    eventually("children garbage-collected", WAIT, || {
+        let deployments = s.deployments.clone();
+        async move {
+            let list = deployments.list(&ListParams::default()).await.ok()?;
+            list.items.is_empty().then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_operator_restarts_and_converges_without_duplicates() {
+    let s = setup("op-restart").await;
+    let mut op = Operator::start(&s.ns.name, None, &[]);
+    let names: Vec<String> = (0..6).map(|i| format!("stream-{i}")).collect();
+    for n in &names {
+        s.streams
+            .create(&PostParams::default(), &example(n))
+            .await
+            .expect("create");
+    }
+    // Kill it while it is working through the batch: as soon as the first
+    // child exists, before all are done.
+    eventually("first Deployment", WAIT, || {
+        let d = s.deployments.clone();
+        async move {
+            d.list(&ListParams::default())
+                .await
+                .ok()
+                .filter(|l| !l.items.is_empty())
+                .map(|_| ())
+        }
+    })
+    .await;
+    op.process.kill();
+    let op2 = Operator::start(&s.ns.name, None, &[]);
+    for n in &names {
+        wait_status(&s.streams, n, "Ready after restart", is_ready).await;
+    }
+    let deployments = s
+        .deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        deployments.items.len(),
+        names.len() * 2,
+        "exactly two Deployments per stream"
+    );
+    // An unchanged template never got a second ReplicaSet: re-applying was a no-op.
+    let rs: Api<ReplicaSet> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let replicasets = rs.list(&ListParams::default()).await.expect("replicasets");
+    assert_eq!(
+        replicasets.items.len(),
+        names.len() * 2,
+        "one ReplicaSet per Deployment"
+    );
+    drop(op2);
+}
+
+#[tokio::test]
+async fn unreachable_brokers_surface_as_condition_and_event() {
+    let s = setup("op-nokafka").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let mut tws = example("nokafka");
+    // A port nothing listens on.
+    tws.spec.kafka.brokers = vec![format!(
+        "127.0.0.1:{}",
+        twitterstream_tests::process::free_port()
+    )];
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let t = wait_status(&s.streams, "nokafka", "TopicReady=False", |t| {
+        condition(t, "TopicReady").is_some_and(|(s, r, _)| s == "False" && r == "KafkaUnreachable")
+    })
+    .await;
+    let (_, reason, _) = condition(&t, "Ready").expect("Ready condition");
+    assert_eq!(reason, "KafkaUnreachable");
+    let reasons = eventually("Warning Event", WAIT, || {
+        let client = s.client.clone();
+        let ns = s.ns.name.clone();
+        async move {
+            let r = event_reasons(&client, &ns, "nokafka").await;
+            r.iter().any(|r| r == "KafkaUnreachable").then_some(r)
+        }
+    })
+    .await;
+    assert!(reasons.contains(&"KafkaUnreachable".to_string()));
+}
+
+#[tokio::test]
+async fn existing_topics_are_grown_never_shrunk() {
+    let s = setup("op-topics").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+
+    // Fewer partitions than asked: grown to the spec.
+    let small = example("grow");
+    kafka::create_topic(&small.spec.kafka.topic, 1, 1).await;
+    s.streams
+        .create(&PostParams::default(), &small)
+        .await
+        .expect("create");
+    wait_status(&s.streams, "grow", "Ready", is_ready).await;
+    assert_eq!(
+        kafka::describe_topic(&small.spec.kafka.topic).await,
+        Some(3)
+    );
+    let reasons = event_reasons(&s.client, &s.ns.name, "grow").await;
+    assert!(
+        reasons.iter().any(|r| r == "PartitionsIncreased"),
+        "{reasons:?}"
+    );
+
+    // More partitions than asked: Kafka cannot remove them, so it is a condition.
+    let big = example("shrink");
+    kafka::create_topic(&big.spec.kafka.topic, 6, 1).await;
+    s.streams
+        .create(&PostParams::default(), &big)
+        .await
+        .expect("create");
+    let t = wait_status(&s.streams, "shrink", "TopicReady=False", |t| {
+        condition(t, "TopicReady").is_some_and(|(s, _, _)| s == "False")
+    })
+    .await;
+    let (_, reason, message) = condition(&t, "TopicReady").unwrap();
+    assert_eq!(reason, "PartitionsCannotShrink");
+    assert!(message.contains("has 6 partitions"), "{message}");
+    assert_eq!(
+        kafka::describe_topic(&big.spec.kafka.topic).await,
+        Some(6),
+        "never shrunk"
+    );
+}
+
+#[tokio::test]
+async fn delete_topic_on_delete_uses_a_finalizer() {
+    let s = setup("op-finalizer").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let mut tws = example("cleanup");
+    tws.spec.kafka.delete_topic_on_delete = true;
+    let topic = tws.spec.kafka.topic.clone();
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let t = wait_status(&s.streams, "cleanup", "Ready", is_ready).await;
+    assert!(
+        t.finalizers()
+            .iter()
+            .any(|f| f == "twitterstream.io/delete-topics")
+    );
+    assert_eq!(kafka::describe_topic(&topic).await, Some(3));
+    s.streams
+        .delete("cleanup", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("resource gone", WAIT, || {
+        let api = s.streams.clone();
+        async move {
+            api.get_opt("cleanup")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    eventually("topic deleted", WAIT, || {
+        let topic = topic.clone();
+        async move { kafka::describe_topic(&topic).await.is_none().then_some(()) }
+    })
+    .await;
+}

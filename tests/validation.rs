@@ -1,0 +1,265 @@
+//! Invalid TwitterStreams are rejected at admission by the real apiserver,
+//! through the CRD's OpenAPI constraints and CEL rules, each with a message
+//! that says what to fix.
+
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use twitterstream_tests::k8s::{TestNamespace, admin_client};
+use twitterstream_tests::operator::install_crd;
+
+fn valid() -> Value {
+    json!({
+        "apiVersion": "twitterstream.io/v1alpha1",
+        "kind": "TwitterStream",
+        "metadata": { "name": "superbowl" },
+        "spec": {
+            "keyword": "superbowl",
+            "language": "en",
+            "startTime": "2020-01-01T00:00:00Z",
+            "endTime": "2020-03-03T00:00:00Z",
+            "minFaves": 60000,
+            "source": "x-search",
+            "pollIntervalSeconds": 10,
+            "credentialsSecret": "x-api",
+            "kafka": {
+                "brokers": ["kafka-0.kafka:9092", "kafka-1.kafka:9092", "kafka-2.kafka:9092"],
+                "topic": "raw-twitter",
+                "partitions": 3,
+                "replicationFactor": 1,
+                "outputTopic": "superbowl-windows"
+            },
+            "window": { "seconds": 10, "slideSeconds": 10, "allowedLatenessSeconds": 5 },
+            "producer": { "replicas": 1 },
+            "consumer": { "replicas": 2 },
+            "suspend": false
+        }
+    })
+}
+
+/// Sets `value` at a JSON pointer under `spec` (null removes the field).
+fn with(pointer: &str, value: Value) -> Value {
+    let mut obj = valid();
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer has a parent");
+    let target = obj
+        .pointer_mut(&format!("/spec{parent}"))
+        .unwrap_or_else(|| panic!("no parent for {pointer}"))
+        .as_object_mut()
+        .expect("parent is an object");
+    if value.is_null() {
+        target.remove(key);
+    } else {
+        target.insert(key.to_string(), value);
+    }
+    obj
+}
+
+async fn create(api: &Api<DynamicObject>, obj: &Value) -> Result<(), String> {
+    let obj: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
+    // A server-side dry run goes through the whole admission chain (schema,
+    // CEL) without storing anything.
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&pp, &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "rejection is an Invalid (422): {s:?}");
+            Err(s.message)
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_resources_are_rejected_with_clear_messages() {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "validation").await;
+    let gvk = GroupVersionKind::gvk("twitterstream.io", "v1alpha1", "TwitterStream");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+
+    // The README's example is valid: the rules reject what they should and no more.
+    create(&api, &valid()).await.expect("the example is valid");
+    create(&api, &with("/source", json!("synthetic")))
+        .await
+        .expect("synthetic needs no credentials");
+
+    let long_topic = "t".repeat(250);
+    let mut no_secret = with("/credentialsSecret", Value::Null);
+    no_secret["spec"]["source"] = json!("x-stream");
+    let mut end_before_start = valid();
+    end_before_start["spec"]["endTime"] = json!("2019-12-31T00:00:00Z");
+    let mut same_time = valid();
+    same_time["spec"]["endTime"] = same_time["spec"]["startTime"].clone();
+    let mut output_is_input = valid();
+    output_is_input["spec"]["kafka"]["outputTopic"] = json!("raw-twitter");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("empty keyword", with("/keyword", json!("")), "spec.keyword"),
+        (
+            "blank keyword",
+            with("/keyword", json!("   ")),
+            "keyword must not be blank",
+        ),
+        (
+            "oversized keyword",
+            with("/keyword", json!("k".repeat(513))),
+            "spec.keyword",
+        ),
+        (
+            "no brokers",
+            with("/kafka/brokers", json!([])),
+            "spec.kafka.brokers",
+        ),
+        (
+            "broker without port",
+            with("/kafka/brokers", json!(["kafka-0.kafka"])),
+            "each kafka.brokers entry must be host:port",
+        ),
+        (
+            "broker with a bad port",
+            with("/kafka/brokers", json!(["kafka-0.kafka:ninety"])),
+            "each kafka.brokers entry must be host:port",
+        ),
+        (
+            "topic with illegal characters",
+            with("/kafka/topic", json!("raw twitter!")),
+            "kafka.topic may contain only ASCII letters, digits",
+        ),
+        (
+            "topic '.'",
+            with("/kafka/topic", json!(".")),
+            "kafka.topic cannot be '.' or '..'",
+        ),
+        (
+            "topic '..'",
+            with("/kafka/topic", json!("..")),
+            "kafka.topic cannot be '.' or '..'",
+        ),
+        (
+            "topic too long",
+            with("/kafka/topic", json!(long_topic)),
+            "spec.kafka.topic",
+        ),
+        (
+            "window of 0 s",
+            with("/window/seconds", json!(0)),
+            "spec.window.seconds",
+        ),
+        (
+            "window over a day",
+            with("/window/seconds", json!(86401)),
+            "spec.window.seconds",
+        ),
+        (
+            "slide longer than window",
+            with("/window/slideSeconds", json!(20)),
+            "window.slideSeconds must not exceed window.seconds",
+        ),
+        (
+            "slide not dividing window",
+            with("/window/slideSeconds", json!(3)),
+            "window.slideSeconds must divide window.seconds",
+        ),
+        (
+            "negative lateness",
+            with("/window/allowedLatenessSeconds", json!(-1)),
+            "spec.window.allowedLatenessSeconds",
+        ),
+        (
+            "endTime before startTime",
+            end_before_start,
+            "endTime must be after startTime",
+        ),
+        (
+            "endTime equal to startTime",
+            same_time,
+            "endTime must be after startTime",
+        ),
+        (
+            "two search producers",
+            with("/producer/replicas", json!(2)),
+            "at most 1 producer replica",
+        ),
+        (
+            "stream without credentials",
+            no_secret,
+            "need credentialsSecret",
+        ),
+        (
+            "more consumers than partitions",
+            with("/consumer/replicas", json!(4)),
+            "consumer.replicas must not exceed kafka.partitions",
+        ),
+        (
+            "output topic equal to topic",
+            output_is_input,
+            "kafka.outputTopic must differ from kafka.topic",
+        ),
+        (
+            "negative consumer replicas",
+            with("/consumer/replicas", json!(-1)),
+            "spec.consumer.replicas",
+        ),
+        (
+            "negative partitions",
+            with("/kafka/partitions", json!(-3)),
+            "spec.kafka.partitions",
+        ),
+        (
+            "zero replication factor",
+            with("/kafka/replicationFactor", json!(0)),
+            "spec.kafka.replicationFactor",
+        ),
+        (
+            "bad language",
+            with("/language", json!("english")),
+            "language must be a BCP 47 language code",
+        ),
+        (
+            "unknown source",
+            with("/source", json!("firehose")),
+            "spec.source",
+        ),
+        ("missing kafka", with("/kafka", Value::Null), "spec.kafka"),
+        (
+            "bad credentials Secret name",
+            with("/credentialsSecret", json!("X_API")),
+            "credentialsSecret must be a Secret name",
+        ),
+        (
+            "negative minFaves",
+            with("/minFaves", json!(-5)),
+            "spec.minFaves",
+        ),
+        (
+            "poll interval 0",
+            with("/pollIntervalSeconds", json!(0)),
+            "spec.pollIntervalSeconds",
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for (what, obj, expected) in &cases {
+        match create(&api, obj).await {
+            Ok(()) => failures.push(format!("{what}: accepted")),
+            Err(msg) if msg.contains(expected) => println!("rejected {what}: {msg}"),
+            Err(msg) => failures.push(format!("{what}: message {msg:?} lacks {expected:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    println!(
+        "{} invalid TwitterStreams rejected with their messages",
+        cases.len()
+    );
+}
