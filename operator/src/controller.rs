@@ -549,18 +549,27 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
-        let controller = Controller::new(streams, watcher::Config::default().any_semantic())
-            .owns(deployments, children_cfg.clone())
-            .shutdown_on_signal();
+        let controller =
+            Controller::new(streams.clone(), watcher::Config::default().any_semantic())
+                .owns(deployments, children_cfg.clone())
+                .shutdown_on_signal();
         let store = controller.store();
         let ctx = ctx.clone();
         let ready = ready.clone();
         async move {
             let metrics = ctx.metrics.clone();
-            let synced = store.clone();
+            // Ready once the API answers a list of this scope's TwitterStreams:
+            // the CRD is installed and RBAC lets the watch work.
+            let probe = streams.clone();
             tokio::spawn(async move {
-                if synced.wait_until_ready().await.is_ok() {
-                    ready.store(true, Ordering::Relaxed);
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match probe.list_metadata(&ListParams::default().limit(1)).await {
+                        Ok(_) => break ready.store(true, Ordering::Relaxed),
+                        Err(e) => warn!(error = %e, "cannot list TwitterStreams yet"),
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             });
             controller
