@@ -40,6 +40,9 @@ pub const BATCH_RECORDS: usize = 50_000;
 /// A batch is committed after this long even if not full, so paced sources
 /// become visible to `read_committed` readers promptly.
 pub const BATCH_AGE: Duration = Duration::from_secs(1);
+/// Synthetic batches are regenerated rather than kept for a re-send, so
+/// they can be larger; [`BATCH_AGE`] bounds them in practice.
+pub const SYNTHETIC_BATCH: u64 = 500_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -265,7 +268,7 @@ async fn run_search(
                     value: t.raw_json().to_owned(),
                     seq: None,
                 };
-                if let Err(e) = publisher.send(&record, &ingested_at) {
+                if let Err(e) = publisher.send_record(&record, &ingested_at) {
                     metrics.publish_errors.inc();
                     tracing::warn!(error = %e, "send failed; this poll will be aborted and fetched again");
                     poll_ok = false;
@@ -353,7 +356,7 @@ async fn commit_batch(
         publisher.begin()?;
         sent = true;
         for r in records {
-            if let Err(e) = publisher.send(r, ingested_at) {
+            if let Err(e) = publisher.send_record(r, ingested_at) {
                 metrics.publish_errors.inc();
                 tracing::warn!(error = %e, "re-send failed");
                 sent = false;
@@ -391,41 +394,72 @@ async fn run_synthetic(
     };
     let paced_from = Instant::now();
     let mut index = start;
+    let mut delay = Duration::from_millis(200);
     while index < total && !shutdown.requested() {
+        // Records are not kept for a re-send: a failed batch is generated
+        // again from this snapshot (same tweets, fresh created_at), which
+        // spares holding and freeing a batch's worth of copies.
+        let snapshot = generator.clone();
+        let batch_start = index;
         publisher.begin()?;
         let ingested_at = now_rfc3339();
         let opened = Instant::now();
-        let mut records = Vec::with_capacity(BATCH_RECORDS.min((total - index) as usize));
         let mut sent = true;
-        while index < total && records.len() < BATCH_RECORDS && opened.elapsed() < BATCH_AGE {
+        while index < total && index - batch_start < SYNTHETIC_BATCH && opened.elapsed() < BATCH_AGE
+        {
             if let Some(rate) = rate {
                 let due = paced_from + Duration::from_secs_f64((index - start) as f64 / rate);
                 let now = Instant::now();
                 if due > now && !shutdown.sleep(due - now).await {
                     break;
                 }
-            } else if records.len() % 4096 == 0 && shutdown.requested() {
+            } else if (index - batch_start).is_multiple_of(4096) && shutdown.requested() {
                 break;
             }
             let t = generator.next_tweet();
-            let record = TweetRecord {
-                key: t.id.to_string(),
-                value: t.json,
-                seq: Some(t.index),
-            };
-            if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+            if let Err(e) = publisher.send(&t.id.to_string(), &t.json, Some(t.index), &ingested_at)
+            {
                 metrics.publish_errors.inc();
-                tracing::warn!(error = %e, "send failed; the batch will be re-sent");
+                tracing::warn!(error = %e, "send failed; the batch will be generated and sent again");
                 sent = false;
+                index += 1;
+                break;
             }
-            records.push(record);
             index += 1;
         }
-        metrics.tweets_fetched.inc_by(records.len() as u64);
+        let n = index - batch_start;
+        let filled = opened.elapsed();
         // On shutdown the partial batch is still committed: its records are
         // complete, and committing is the clean way to finish.
-        if !commit_batch(publisher, metrics, &records, &ingested_at, sent, shutdown).await? {
-            break;
+        let committed = if sent {
+            match publisher.commit().await {
+                Ok(()) => true,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, records = n, ?delay, "batch not committed; generating it again");
+                    false
+                }
+            }
+        } else {
+            publisher.abort().await?;
+            false
+        };
+        if committed {
+            metrics.transaction("committed");
+            metrics.tweets_fetched.inc_by(n);
+            metrics.tweets_published.inc_by(n);
+            metrics.mark_success();
+            delay = Duration::from_millis(200);
+            tracing::debug!(records = n, ?filled, commit = ?(opened.elapsed() - filled), "synthetic batch committed");
+        } else {
+            metrics.transaction("aborted");
+            metrics.publish_errors.inc();
+            generator = snapshot;
+            index = batch_start;
+            if !shutdown.sleep(delay).await {
+                break;
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
     if index >= total {
@@ -512,7 +546,7 @@ async fn run_replay(
                 value: tweet.json,
                 seq: Some(this_line),
             };
-            if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+            if sent && let Err(e) = publisher.send_record(&record, &ingested_at) {
                 metrics.publish_errors.inc();
                 tracing::warn!(error = %e, "send failed; the batch will be re-sent");
                 sent = false;
@@ -573,7 +607,7 @@ async fn run_stream(
                     value: t.json,
                     seq: None,
                 };
-                if sent && let Err(e) = publisher.send(&record, &ingested_at) {
+                if sent && let Err(e) = publisher.send_record(&record, &ingested_at) {
                     metrics.publish_errors.inc();
                     tracing::warn!(error = %e, "send failed; the batch will be re-sent");
                     sent = false;

@@ -240,6 +240,7 @@ impl FilteredStream {
         min_faves: Option<u64>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
+        crate::common::install_tls_provider();
         let http = reqwest::Client::builder()
             // No overall timeout: the response is endless. Stalls are caught
             // by the keep-alive watchdog.
