@@ -796,3 +796,106 @@ async fn replay_publishes_v2_and_v1_lines_once_and_skips_junk() {
     assert_eq!(p2.wait_exit(Duration::from_secs(60)).await, 0);
     assert_eq!(read_topic(&topic).await.len(), 41);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_stream_syncs_its_rule_filters_and_reconnects() {
+    use twitterstream_tests::xapi::StreamFault;
+    let s = server().await;
+    let foreign = s.add_stream_rule("halftime", Some("twitterstream:other"));
+    s.add_stream_rule("an old query", Some("twitterstream:live"));
+    let topic = unique_name("pp-stream");
+    create_topic(&topic, 2, 1).await;
+    let logs = log_dir();
+    let base = s.base_url();
+    let args = [
+        "--source",
+        "x-stream",
+        "--keyword",
+        "superbowl",
+        "--topic",
+        &topic,
+        "--stream-name",
+        "live",
+        "--x-api-base-url",
+        &base,
+    ];
+    let p = Producer::start(&args, &[("X_BEARER_TOKEN", BEARER)], &logs, "stream");
+    let connected = |n: usize| {
+        let s = &s;
+        move || {
+            std::future::ready(
+                (s.stream_connections().0 == 1 && s.stream_connections().1 >= n).then_some(()),
+            )
+        }
+    };
+    eventually("a stream connection", Duration::from_secs(60), connected(1)).await;
+    // Ours replaced (value changed), the other stream's rule untouched.
+    let rules = s.stream_rules();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules.iter().any(|r| r.0 == foreign));
+    assert!(rules.iter().any(|r| r.1 == "superbowl -is:retweet" && r.2.as_deref() == Some("twitterstream:live")));
+
+    let now = Utc::now();
+    let batch = |salt: u16, n: usize| -> Vec<TweetSpec> {
+        (0..n)
+            .map(|i| {
+                TweetSpec::new(
+                    now + TimeDelta::milliseconds(i as i64),
+                    salt + i as u16,
+                    format!("superbowl live {salt}-{i}"),
+                )
+            })
+            .collect()
+    };
+    let mut expected = ids(&s.post_to_stream(batch(0, 20)));
+    // Matches only the other stream's rule: filtered out.
+    s.post_to_stream([TweetSpec::new(now, 3000, "halftime show")]);
+    let recs = wait_for_count(&topic, expected.len(), &p).await;
+    assert_eq!(
+        recs.iter().map(|r| r.key.clone()).collect::<BTreeSet<_>>(),
+        expected
+    );
+
+    // Dropped connection, then a 503 on reconnect (5 s backoff), then data.
+    s.push_stream_fault(StreamFault::Status(503));
+    s.push_stream_fault(StreamFault::Disconnect);
+    eventually(
+        "a reconnection after the 503",
+        Duration::from_secs(60),
+        connected(2),
+    )
+    .await;
+    expected.extend(s.post_to_stream(batch(100, 10)));
+    wait_for_count(&topic, expected.len(), &p).await;
+
+    // A stalled connection (no keep-alive for 20 s) is reopened.
+    s.push_stream_fault(StreamFault::Stall);
+    eventually(
+        "a reconnection after the stall",
+        Duration::from_secs(60),
+        connected(3),
+    )
+    .await;
+    expected.extend(s.post_to_stream(batch(200, 10)));
+    let recs = wait_for_count(&topic, expected.len(), &p).await;
+    assert_eq!(
+        recs.iter().map(|r| r.key.clone()).collect::<BTreeSet<_>>(),
+        expected
+    );
+    for r in &recs {
+        assert_eq!(r.headers["source"], "x-stream");
+        let v: Value = serde_json::from_str(&r.value).unwrap();
+        assert_eq!(v["id"], r.key);
+        assert!(v.get("created_at").is_some(), "tweet.fields were requested");
+    }
+    assert!(
+        s.requests()
+            .iter()
+            .any(|r| r.path.ends_with("/stream") && r.status == 503)
+    );
+    assert!(
+        p.metric("twitterstream_producer_tweets_filtered_total")
+            .await
+            >= 1.0
+    );
+}

@@ -216,6 +216,7 @@ struct ServerState {
     nonces: HashSet<(String, String)>,
     window_reset: i64,
     window_used: u64,
+    stream: StreamState,
 }
 
 /// The running server; stops when dropped.
@@ -240,6 +241,8 @@ impl XApiServer {
         let app = Router::new()
             .route("/2/tweets/search/recent", any(search))
             .route("/2/tweets/search/all", any(search))
+            .route("/2/tweets/search/stream", any(stream_connect))
+            .route("/2/tweets/search/stream/rules", any(stream_rules))
             .fallback(not_found)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -256,6 +259,75 @@ impl XApiServer {
 
     fn lock(&self) -> MutexGuard<'_, ServerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The filtered stream's rules: (id, value, tag).
+    pub fn stream_rules(&self) -> Vec<(String, String, Option<String>)> {
+        self.lock()
+            .stream
+            .rules
+            .iter()
+            .map(|r| (r.id.clone(), r.value.clone(), r.tag.clone()))
+            .collect()
+    }
+
+    /// Adds a rule directly (as another app user would have).
+    pub fn add_stream_rule(&self, value: &str, tag: Option<&str>) -> String {
+        let mut st = self.lock();
+        st.stream.next_rule_id += 1;
+        let id = (1_800_000_000_000_000_000u64 + st.stream.next_rule_id).to_string();
+        st.stream.rules.push(StreamRule {
+            id: id.clone(),
+            value: value.to_owned(),
+            tag: tag.map(str::to_owned),
+        });
+        id
+    }
+
+    /// Filtered-stream connections open now, and opened in total.
+    pub fn stream_connections(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.stream.open, st.stream.opened)
+    }
+
+    /// Sends tweets to every open stream connection whose rules match them
+    /// (like X: a tweet posted while nobody is connected is not delivered
+    /// later). Returns their ids.
+    pub fn post_to_stream(&self, tweets: impl IntoIterator<Item = TweetSpec>) -> Vec<String> {
+        let tx = self.stream_sender();
+        tweets
+            .into_iter()
+            .map(|t| {
+                let _ = tx.send(StreamMsg::Tweet(t.to_json()));
+                t.id()
+            })
+            .collect()
+    }
+
+    /// A misbehaviour of the stream: `Status` answers the next connection
+    /// attempt with that status; `Disconnect` closes the open connections;
+    /// `Stall` makes them go silent (no data, no keep-alive).
+    pub fn push_stream_fault(&self, fault: StreamFault) {
+        match fault {
+            StreamFault::Status(s) => self.lock().stream.connect_faults.push_back(s),
+            StreamFault::Disconnect => {
+                let _ = self.stream_sender().send(StreamMsg::Disconnect);
+            }
+            StreamFault::Stall => {
+                let _ = self.stream_sender().send(StreamMsg::Stall);
+            }
+        }
+    }
+
+    /// How often an idle stream sends the keep-alive newline (X: 20 s; the
+    /// default here is 2 s so tests are not slowed by the client's 20 s
+    /// stall detection racing the keep-alive).
+    pub fn set_stream_keepalive(&self, every: Duration) {
+        self.lock().stream.keepalive = Some(every);
+    }
+
+    fn stream_sender(&self) -> tokio::sync::broadcast::Sender<StreamMsg> {
+        self.lock().stream.sender()
     }
 
     pub fn base_url(&self) -> String {
@@ -932,4 +1004,285 @@ fn answer(
         bytes.truncate(bytes.len() / 2);
     }
     (bytes_response(StatusCode::OK, bytes), returned)
+}
+
+// ---------------------------------------------------------------------------
+// Filtered stream: `GET /2/tweets/search/stream` (a never-ending body of
+// `\r\n`-separated JSON lines with `matching_rules`, and keep-alive newlines)
+// and `GET`/`POST /2/tweets/search/stream/rules`. App-only bearer only.
+
+/// A scripted misbehaviour of the filtered stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamFault {
+    Status(u16),
+    Disconnect,
+    Stall,
+}
+
+#[derive(Debug, Clone)]
+struct StreamRule {
+    id: String,
+    value: String,
+    tag: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum StreamMsg {
+    Tweet(Value),
+    Disconnect,
+    Stall,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    rules: Vec<StreamRule>,
+    next_rule_id: u64,
+    connect_faults: VecDeque<u16>,
+    open: usize,
+    opened: usize,
+    keepalive: Option<Duration>,
+    tx: Option<tokio::sync::broadcast::Sender<StreamMsg>>,
+}
+
+impl StreamState {
+    fn sender(&mut self) -> tokio::sync::broadcast::Sender<StreamMsg> {
+        self.tx
+            .get_or_insert_with(|| tokio::sync::broadcast::channel(100_000).0)
+            .clone()
+    }
+}
+
+/// Counts an open connection until the response body is dropped.
+struct OpenGuard(Arc<Mutex<ServerState>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.stream.open = st.stream.open.saturating_sub(1);
+    }
+}
+
+fn bearer_only(st: &ServerState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let h = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    match h.strip_prefix("Bearer ") {
+        Some(t) if st.bearer.as_deref() == Some(t) => Ok(()),
+        Some(_) | None if h.starts_with("OAuth ") => Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            "Unsupported Authentication",
+            "Authenticating with OAuth 1.0a User Context is forbidden for this endpoint.  Supported authentication types are [OAuth 2.0 Application-Only].",
+            "https://api.twitter.com/2/problems/unsupported-authentication",
+        ))),
+        _ => Err(Box::new(json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}),
+        ))),
+    }
+}
+
+fn record(st: &mut ServerState, method: &Method, uri: &Uri, status: u16) {
+    st.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: parse_query(uri.query()),
+        auth: SeenAuth::Bearer,
+        status,
+        fault: None,
+        returned: Vec::new(),
+    });
+}
+
+async fn stream_rules(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(r) = bearer_only(&st, &headers) {
+        record(&mut st, &method, &uri, r.status().as_u16());
+        return *r;
+    }
+    let resp = if method == Method::GET {
+        let data: Vec<Value> = st
+            .stream
+            .rules
+            .iter()
+            .map(|r| {
+                let mut v = json!({"id": r.id, "value": r.value});
+                if let (Some(t), Some(o)) = (&r.tag, v.as_object_mut()) {
+                    o.insert("tag".into(), json!(t));
+                }
+                v
+            })
+            .collect();
+        let n = data.len();
+        let mut body = json!({"meta": {"sent": Utc::now().to_rfc3339(), "result_count": n}});
+        if n > 0
+            && let Some(o) = body.as_object_mut()
+        {
+            o.insert("data".into(), Value::Array(data));
+        }
+        json_response(StatusCode::OK, &body)
+    } else if method == Method::POST {
+        let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Invalid Request",
+                "body is not JSON",
+                "https://api.twitter.com/2/problems/invalid-request",
+            );
+        };
+        let mut created = 0;
+        let mut deleted = 0;
+        let mut added = Vec::new();
+        if let Some(adds) = req["add"].as_array() {
+            for a in adds {
+                let Some(value) = a["value"].as_str() else {
+                    continue;
+                };
+                st.stream.next_rule_id += 1;
+                let id = (1_800_000_000_000_000_000u64 + st.stream.next_rule_id).to_string();
+                let tag = a["tag"].as_str().map(str::to_owned);
+                added.push(json!({"id": id, "value": value, "tag": tag}));
+                st.stream.rules.push(StreamRule {
+                    id,
+                    value: value.to_owned(),
+                    tag,
+                });
+                created += 1;
+            }
+        }
+        if let Some(ids) = req["delete"]["ids"].as_array() {
+            let ids: HashSet<&str> = ids.iter().filter_map(Value::as_str).collect();
+            let before = st.stream.rules.len();
+            st.stream.rules.retain(|r| !ids.contains(r.id.as_str()));
+            deleted = before - st.stream.rules.len();
+        }
+        let mut summary =
+            json!({"created": created, "not_created": 0, "valid": created, "invalid": 0});
+        if deleted > 0 || req.get("delete").is_some() {
+            summary = json!({"deleted": deleted, "not_deleted": 0});
+        }
+        let status = if created > 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let mut body = json!({"meta": {"sent": Utc::now().to_rfc3339(), "summary": summary}});
+        if !added.is_empty()
+            && let Some(o) = body.as_object_mut()
+        {
+            o.insert("data".into(), Value::Array(added));
+        }
+        json_response(status, &body)
+    } else {
+        problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "Method Not Allowed",
+            "about:blank",
+        )
+    };
+    record(&mut st, &method, &uri, resp.status().as_u16());
+    resp
+}
+
+async fn stream_connect(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let (rx, keepalive) = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(r) = bearer_only(&st, &headers) {
+            record(&mut st, &method, &uri, r.status().as_u16());
+            return *r;
+        }
+        if let Some(s) = st.stream.connect_faults.pop_front() {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let reason = status.canonical_reason().unwrap_or("Error");
+            record(&mut st, &method, &uri, s);
+            return problem(status, reason, reason, "about:blank");
+        }
+        record(&mut st, &method, &uri, 200);
+        st.stream.open += 1;
+        st.stream.opened += 1;
+        (
+            st.stream.sender().subscribe(),
+            st.stream.keepalive.unwrap_or(Duration::from_secs(2)),
+        )
+    };
+    let fields: Vec<String> = parse_query(uri.query())
+        .into_iter()
+        .find(|(k, _)| k == "tweet.fields")
+        .map(|(_, v)| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    struct Conn {
+        rx: tokio::sync::broadcast::Receiver<StreamMsg>,
+        state: Arc<Mutex<ServerState>>,
+        keepalive: Duration,
+        fields: Vec<String>,
+        stalled: bool,
+        _guard: OpenGuard,
+    }
+    let conn = Conn {
+        rx,
+        state: state.clone(),
+        keepalive,
+        fields,
+        stalled: false,
+        _guard: OpenGuard(state),
+    };
+    let body = futures::stream::unfold(conn, |mut c| async move {
+        loop {
+            if c.stalled {
+                // Silent but open, until the client gives up and hangs up.
+                std::future::pending::<()>().await;
+            }
+            let msg = tokio::select! {
+                m = c.rx.recv() => m,
+                _ = tokio::time::sleep(c.keepalive) => {
+                    return Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"\r\n")), c));
+                }
+            };
+            match msg {
+                Ok(StreamMsg::Tweet(t)) => {
+                    let rules: Vec<Value> = {
+                        let st = c.state.lock().unwrap_or_else(|e| e.into_inner());
+                        st.stream
+                            .rules
+                            .iter()
+                            .filter(|r| matches(&r.value, &t))
+                            .map(|r| json!({"id": r.id, "tag": r.tag}))
+                            .collect()
+                    };
+                    if rules.is_empty() {
+                        continue;
+                    }
+                    let fields: Vec<&str> = c.fields.iter().map(String::as_str).collect();
+                    let line = json!({"data": project(&t, &fields), "matching_rules": rules});
+                    let mut bytes = line.to_string().into_bytes();
+                    bytes.extend_from_slice(b"\r\n");
+                    return Some((Ok(axum::body::Bytes::from(bytes)), c));
+                }
+                Ok(StreamMsg::Disconnect)
+                | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return None;
+                }
+                Ok(StreamMsg::Stall) => c.stalled = true,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(body));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
 }

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Producer throughput benchmark (not a timed test), one command:
+#
+#   bash tests/bench/producer.sh              # 500,000 synthetic tweets
+#   bash tests/bench/producer.sh 1000000
+#
+# Starts the test environment if needed (tests/env/up), builds the release
+# producer, writes N synthetic tweets with the producer's own generator
+# (`twitterstream-producer dump-synthetic`, seed 1) to a key<TAB>value file,
+# then, against the same broker in the same run and into fresh 3-partition
+# topics:
+#   1. kcat -P -b $KAFKA_BROKERS -t <topic> -K '\t' -l <file>   (librdkafka defaults)
+#   2. twitterstream-producer --source synthetic --synthetic-rate 0
+#      --synthetic-count N (generation, idempotent transactional producer,
+#      acks=all, lz4, 50k-record transactions, resume read-back at start)
+# and prints tweets/s and MB/s of both and their ratio (target >= 0.9x).
+# Both topics are counted afterwards (the producer's with read_committed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+count=${1:-500000}
+partitions=3
+eval "$(tests/env/up)"
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p twitterstream-workers --bin twitterstream-producer
+bin="$target/release/twitterstream-producer"
+command -v kcat >/dev/null || { echo "kcat is missing (tests/env/build installs it)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Topics are created with Kafka's own Admin client (the broker has
+# auto-creation off and ships no CLI scripts here).
+libs=$(ls -d "$HOME"/.cache/twitterstream-operator/kafka/*/libs | head -n1)
+cat >"$work/CreateTopics.java" <<'EOF'
+import java.util.*;
+import org.apache.kafka.clients.admin.*;
+public class CreateTopics {
+    public static void main(String[] a) throws Exception {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", a[0]);
+        try (Admin admin = Admin.create(p)) {
+            List<NewTopic> ts = new ArrayList<>();
+            for (int i = 2; i < a.length; i++) ts.add(new NewTopic(a[i], Integer.parseInt(a[1]), (short) 1));
+            admin.createTopics(ts).all().get();
+        }
+    }
+}
+EOF
+suffix="$$-$(date +%s)"
+t_kcat="bench-kcat-$suffix"
+t_prod="bench-producer-$suffix"
+java -cp "$libs/*" "$work/CreateTopics.java" "$KAFKA_BROKERS" "$partitions" "$t_kcat" "$t_prod" 2>/dev/null
+
+echo "generating $count tweets ..." >&2
+"$bin" dump-synthetic --seed 1 --count "$count" >"$work/tweets.tsv"
+bytes=$(stat -c %s "$work/tweets.tsv")
+
+now() { date +%s.%N; }
+
+echo "kcat ..." >&2
+s=$(now)
+kcat -P -b "$KAFKA_BROKERS" -t "$t_kcat" -K $'\t' -l "$work/tweets.tsv"
+kcat_s=$(echo "$(now) - $s" | bc -l)
+
+echo "twitterstream-producer ..." >&2
+s=$(now)
+RUST_LOG=warn "$bin" --source synthetic --seed 1 --synthetic-rate 0 --synthetic-count "$count" \
+    --brokers "$KAFKA_BROKERS" --topic "$t_prod" --stream-name bench \
+    --http-addr 127.0.0.1:0
+prod_s=$(echo "$(now) - $s" | bc -l)
+
+n_kcat=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_kcat" -e -q -f '\n' | wc -l)
+n_prod=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_prod" -e -q -X isolation.level=read_committed -f '\n' | wc -l)
+
+awk -v n="$count" -v b="$bytes" -v k="$kcat_s" -v p="$prod_s" -v nk="$n_kcat" -v np="$n_prod" 'BEGIN {
+    printf "records: %d (%.1f MB as key<TAB>value lines, avg %.0f B)\n", n, b / 1e6, b / n
+    printf "kcat -P:                %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d)\n", k, n / k, b / 1e6 / k, nk
+    printf "twitterstream-producer: %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d, read_committed)\n", p, n / p, b / 1e6 / p, np
+    printf "ratio producer/kcat:    %.2fx (target >= 0.9x)\n", k / p
+}'
