@@ -574,3 +574,110 @@ async fn delete_topic_on_delete_uses_a_finalizer() {
     })
     .await;
 }
+
+/// Kwok leaves pods annotated `kwok.x-k8s.io/status: custom` alone, so this
+/// test can report what a real kubelet reports for a missing or incomplete
+/// credentials Secret, and check that the operator passes the pod's own words on.
+#[tokio::test]
+async fn credentials_problems_show_the_pods_own_reason() {
+    let s = setup("op-secret").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let mut tws = example("nosecret");
+    tws.spec.pod_template = Some(
+        serde_json::from_value(json!({ "annotations": { "kwok.x-k8s.io/status": "custom" } }))
+            .unwrap(),
+    );
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let selector = "app.kubernetes.io/instance=nosecret,app.kubernetes.io/component=producer";
+    let pod = eventually("producer pod scheduled", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        }
+    })
+    .await;
+    let pod_name = pod.name_any();
+
+    // The Secret does not exist: the kubelet cannot mount the volume, the
+    // container waits in ContainerCreating, and the reason is in an Event.
+    let creating = json!({ "status": {
+        "phase": "Pending",
+        "conditions": [{ "type": "Ready", "status": "False", "reason": "ContainersNotReady" }],
+        "containerStatuses": [{
+            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ContainerCreating" } }
+        }]
+    }});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&creating))
+        .await
+        .expect("pod status");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "name": format!("{pod_name}.failedmount") },
+        "involvedObject": { "kind": "Pod", "name": pod_name, "namespace": s.ns.name, "uid": pod.uid(), "apiVersion": "v1" },
+        "reason": "FailedMount",
+        "message": "MountVolume.SetUp failed for volume \"x-api-credentials\" : secret \"x-api\" not found",
+        "type": "Warning",
+        "source": { "component": "kubelet", "host": "kwok-node-0" },
+        "firstTimestamp": now.to_string(),
+        "lastTimestamp": now.to_string(),
+        "count": 1
+    }))
+    .unwrap();
+    Api::<Event>::namespaced(s.client.clone(), &s.ns.name)
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("kubelet Event");
+    let t = wait_status(
+        &s.streams,
+        "nosecret",
+        "ProducerReady=False FailedMount",
+        |t| {
+            condition(t, "ProducerReady")
+                .is_some_and(|(s, r, _)| s == "False" && r == "FailedMount")
+        },
+    )
+    .await;
+    let (_, _, message) = condition(&t, "ProducerReady").unwrap();
+    assert!(message.contains("secret \"x-api\" not found"), "{message}");
+
+    // The Secret appears but lacks a key: the producer exits with its error,
+    // which the kubelet keeps as the termination message, and backs off.
+    let crashing = json!({ "status": {
+        "phase": "Running",
+        "containerStatuses": [{
+            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 3,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=producer" } },
+            "lastState": { "terminated": { "exitCode": 2, "reason": "Error",
+                "message": "error: credentials in /var/run/secrets/twitterstream.io/x-api are incomplete: missing accessTokenSecret\n" } }
+        }]
+    }});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&crashing))
+        .await
+        .expect("pod status");
+    let t = wait_status(
+        &s.streams,
+        "nosecret",
+        "ProducerReady=False CrashLoopBackOff",
+        |t| {
+            condition(t, "ProducerReady")
+                .is_some_and(|(s, r, _)| s == "False" && r == "CrashLoopBackOff")
+        },
+    )
+    .await;
+    let (_, _, message) = condition(&t, "ProducerReady").unwrap();
+    assert!(message.contains("missing accessTokenSecret"), "{message}");
+    assert!(message.contains("exited with code 2"), "{message}");
+    let (_, ready_reason, _) = condition(&t, "Ready").unwrap();
+    assert_eq!(ready_reason, "CrashLoopBackOff");
+}

@@ -7,11 +7,13 @@ use crate::render::{self, Component, FIELD_MANAGER, RenderConfig};
 use crate::topic::{TopicChange, TopicError, TopicRequest, Topics};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
@@ -408,59 +410,105 @@ async fn pod_problem(
     let ns = d.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let list = pods.list(&ListParams::default().labels(selector)).await?;
+    let mut starting = Vec::new();
     for pod in &list.items {
         let Some(ps) = &pod.status else { continue };
-        for cs in ps
-            .container_statuses
-            .iter()
-            .flatten()
-            .chain(ps.init_container_statuses.iter().flatten())
-        {
-            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
-                && let Some(reason) = &w.reason
-                && reason != "ContainerCreating"
-            {
-                let msg = w.message.clone().unwrap_or_default();
-                return Ok(Some((
-                    reason.clone(),
-                    format!("pod {}: {msg}", pod.name_any()),
-                )));
-            }
-            if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref())
-                && !cs.ready
-            {
-                return Ok(Some((
-                    t.reason
-                        .clone()
-                        .unwrap_or_else(|| "ContainerTerminated".to_string()),
-                    format!(
-                        "pod {}: container exited with code {}{}",
-                        pod.name_any(),
-                        t.exit_code,
-                        t.message
-                            .as_deref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default()
-                    ),
-                )));
-            }
+        if let Some(problem) = problem_in_status(&pod.name_any(), ps) {
+            return Ok(Some(problem));
         }
-        for c in ps.conditions.iter().flatten() {
-            if c.type_ == "PodScheduled" && c.status == "False" {
-                return Ok(Some((
-                    c.reason
-                        .clone()
-                        .unwrap_or_else(|| "Unschedulable".to_string()),
-                    format!(
-                        "pod {}: {}",
-                        pod.name_any(),
-                        c.message.clone().unwrap_or_default()
-                    ),
-                )));
-            }
+        let creating = ps.container_statuses.as_ref().is_none_or(|cs| {
+            cs.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .is_some_and(|w| w.reason.as_deref() == Some("ContainerCreating"))
+            })
+        });
+        if creating {
+            starting.push(pod.name_any());
+        }
+    }
+    // A pod stuck before its containers exist (a missing Secret or ConfigMap
+    // volume) has its reason only in the kubelet's Warning Events.
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    for name in starting {
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name},type=Warning");
+        let mut warnings = events
+            .list(&ListParams::default().fields(&fields))
+            .await?
+            .items;
+        warnings.sort_by_key(|e| {
+            e.last_timestamp
+                .clone()
+                .or(e.event_time.clone().map(|t| Time(t.0)))
+        });
+        if let Some(e) = warnings.last() {
+            return Ok(Some((
+                e.reason.clone().unwrap_or_else(|| "PodWarning".to_string()),
+                format!("pod {name}: {}", e.message.clone().unwrap_or_default()),
+            )));
         }
     }
     Ok(None)
+}
+
+/// What the kubelet says is wrong with a pod, from its status alone.
+pub fn problem_in_status(pod: &str, ps: &PodStatus) -> Option<(String, String)> {
+    for cs in ps
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(ps.container_statuses.iter().flatten())
+    {
+        let last_exit = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = &w.reason
+            && reason != "ContainerCreating"
+        {
+            // A crash loop's own message only says it is backing off; the
+            // container's last words (its termination message) say why.
+            let message = match (reason.as_str(), last_exit) {
+                ("CrashLoopBackOff", Some(t)) => format!(
+                    "exited with code {}{}",
+                    t.exit_code,
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                ),
+                _ => w.message.clone().unwrap_or_default(),
+            };
+            return Some((reason.clone(), format!("pod {pod}: {message}")));
+        }
+        if let Some(t) = last_exit
+            && !cs.ready
+        {
+            return Some((
+                t.reason
+                    .clone()
+                    .unwrap_or_else(|| "ContainerTerminated".to_string()),
+                format!(
+                    "pod {pod}: exited with code {}{}",
+                    t.exit_code,
+                    t.message
+                        .as_deref()
+                        .map(|m| format!(": {}", m.trim()))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for c in ps.conditions.iter().flatten() {
+        if c.type_ == "PodScheduled" && c.status == "False" {
+            return Some((
+                c.reason
+                    .clone()
+                    .unwrap_or_else(|| "Unschedulable".to_string()),
+                format!("pod {pod}: {}", c.message.clone().unwrap_or_default()),
+            ));
+        }
+    }
+    None
 }
 
 /// Adds or removes the topic finalizer to match `kafka.deleteTopicOnDelete`.
@@ -549,9 +597,28 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
+        // Pods are grandchildren, so `owns` cannot map them back; their labels
+        // can. Metadata-only: any status change still arrives as an event, at
+        // a fraction of the memory of full pod objects.
+        let pods: Api<PartialObjectMeta<Pod>> = match &ns {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        let pod_events = watcher::watcher(pods, children_cfg.clone()).touched_objects();
         let controller =
             Controller::new(streams.clone(), watcher::Config::default().any_semantic())
                 .owns(deployments, children_cfg.clone())
+                .watches_stream(pod_events, |pod| {
+                    let name = pod.labels().get("app.kubernetes.io/instance").cloned();
+                    let ns = pod.namespace();
+                    name.into_iter().map(move |n| {
+                        let r = ObjectRef::new(&n);
+                        match &ns {
+                            Some(ns) => r.within(ns),
+                            None => r,
+                        }
+                    })
+                })
                 .shutdown_on_signal();
         let store = controller.store();
         let ctx = ctx.clone();

@@ -301,6 +301,9 @@ fn container(
             protocol: Some("TCP".to_string()),
             ..Default::default()
         }]),
+        // The workers' last error line becomes the pod's termination message,
+        // which the operator surfaces in the ProducerReady/ConsumerReady condition.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
