@@ -296,10 +296,11 @@ struct Tables {
     /// Single-character emoji; the crate looks characters up one at a time,
     /// so its multi-character sequences never match.
     emoji: FastMap<char, &'static str>,
-    boosters: AhoCorasick,
-    booster_values: Vec<f64>,
-    idioms: AhoCorasick,
-    idiom_values: Vec<f64>,
+    /// Boosters and idioms, matched as substrings of joined tokens.
+    boosters: Vec<Phrase>,
+    idioms: Vec<Phrase>,
+    /// The space-separated pieces of all phrases, ASCII case-insensitive.
+    pieces: AhoCorasick,
     all_caps: Regex,
 }
 
@@ -311,8 +312,15 @@ static TABLES: LazyLock<Option<Tables>> = LazyLock::new(|| {
     t
 });
 
-// Boosters found in a text are collected as bits of a u128.
-const _: () = assert!(BOOSTERS_UP.len() + BOOSTERS_DOWN.len() <= 128);
+/// A booster or idiom. The crate looks for it as a substring of the text of
+/// neighbouring tokens joined by spaces; it can only be there if each of its
+/// space-separated pieces is a substring of the whole text.
+struct Phrase {
+    text: &'static str,
+    value: f64,
+    /// Bits of its pieces in `Tables::pieces`.
+    needs: u128,
+}
 
 fn fold(s: &str) -> Cow<'_, str> {
     if s.is_ascii() {
@@ -357,14 +365,40 @@ impl Tables {
                 }
             })
             .collect();
+        let mut pieces: Vec<&str> = Vec::new();
+        let mut phrase = |(text, value): (&'static str, f64)| {
+            let mut needs = 0u128;
+            for piece in text.split(' ') {
+                let k = match pieces.iter().position(|p| *p == piece) {
+                    Some(k) => k,
+                    None => {
+                        pieces.push(piece);
+                        pieces.len() - 1
+                    }
+                };
+                needs |= 1u128.checked_shl(u32::try_from(k).ok()?)?;
+            }
+            Some(Phrase { text, value, needs })
+        };
+        let boosters = boosters
+            .into_iter()
+            .map(&mut phrase)
+            .collect::<Option<Vec<_>>>()?;
+        let idioms = IDIOMS
+            .iter()
+            .copied()
+            .map(&mut phrase)
+            .collect::<Option<Vec<_>>>()?;
         Some(Tables {
             words,
             longest,
             emoji,
-            boosters: AhoCorasick::new(boosters.iter().map(|b| b.0)).ok()?,
-            booster_values: boosters.iter().map(|b| b.1).collect(),
-            idioms: AhoCorasick::new(IDIOMS.iter().map(|i| i.0)).ok()?,
-            idiom_values: IDIOMS.iter().map(|i| i.1).collect(),
+            boosters,
+            idioms,
+            pieces: AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&pieces)
+                .ok()?,
             all_caps: Regex::new(r"^[A-Z\W]+$").ok()?,
         })
     }
@@ -474,6 +508,7 @@ fn score(t: &Tables, text: &str) -> f64 {
         return 0.0;
     }
     let mixed_caps = tokens.iter().any(|k| k.caps) && tokens.iter().any(|k| !k.caps);
+    let candidates = Candidates::of(t, &text);
     let mut scratch = String::new();
     let mut sentiments: Vec<f64> = Vec::with_capacity(tokens.len());
     for (i, token) in tokens.iter().enumerate() {
@@ -483,7 +518,7 @@ fn score(t: &Tables, text: &str) -> f64 {
         {
             0.0
         } else {
-            valence(t, &tokens, i, mixed_caps, &mut scratch)
+            valence(&candidates, &tokens, i, mixed_caps, &mut scratch)
         };
         sentiments.push(s);
     }
@@ -521,7 +556,7 @@ fn punctuation_emphasis(text: &str) -> f64 {
 
 /// The crate's `sentiment_valence` for token `i`.
 fn valence(
-    t: &Tables,
+    candidates: &Candidates<'_>,
     tokens: &[Token<'_>],
     i: usize,
     mixed_caps: bool,
@@ -568,7 +603,7 @@ fn valence(
         valence += s;
         valence = negation(valence, tokens, start_i, i);
         if start_i == 2 {
-            valence = idioms(t, valence, tokens, i, scratch);
+            valence = idioms(candidates, valence, tokens, i, scratch);
         }
     }
     if i > 0 && tokens[i - 1].word.tag == Tag::Least {
@@ -631,44 +666,70 @@ fn joined_lower<'s>(tokens: &[Token<'_>], scratch: &'s mut String) -> &'s str {
     scratch
 }
 
+/// The phrases that may occur in a text: usually none, which spares the
+/// per-word idiom check its string building.
+struct Candidates<'t> {
+    boosters: Vec<&'t Phrase>,
+    idioms: Vec<&'t Phrase>,
+}
+
+impl<'t> Candidates<'t> {
+    fn of(t: &'t Tables, text: &str) -> Candidates<'t> {
+        // Lower-casing non-ASCII text can make ASCII ("K", the Kelvin sign,
+        // becomes "k"), so only ASCII text is filtered.
+        let present = if text.is_ascii() {
+            let mut present = 0u128;
+            for m in t.pieces.find_overlapping_iter(text) {
+                present |= 1 << m.pattern().as_usize();
+            }
+            present
+        } else {
+            u128::MAX
+        };
+        let possible = |phrases: &'t [Phrase]| {
+            phrases
+                .iter()
+                .filter(|p| p.needs & present == p.needs)
+                .collect()
+        };
+        Candidates {
+            boosters: possible(&t.boosters),
+            idioms: possible(&t.idioms),
+        }
+    }
+}
+
 /// The crate's `special_idioms_check` (i > 2): an idiom anywhere in the
 /// window replaces the valence, and every booster phrase contained in the
 /// three previous tokens' text (as a substring) adds its value.
 fn idioms(
-    t: &Tables,
+    candidates: &Candidates<'_>,
     mut valence: f64,
     tokens: &[Token<'_>],
     i: usize,
     scratch: &mut String,
 ) -> f64 {
-    let end = if tokens.len() - 1 > i {
-        (i + 3).min(tokens.len())
-    } else {
-        i + 1
-    };
-    let window = joined_lower(&tokens[i - 3..end], scratch);
-    // With several idioms in one window the crate takes whichever its hash
-    // map yields first, which varies per process; the earliest in the table
-    // is as good and stable.
-    if let Some(m) = t
-        .idioms
-        .find_overlapping_iter(window)
-        .map(|m| m.pattern().as_usize())
-        .min()
-    {
-        valence = t.idiom_values[m];
+    if !candidates.idioms.is_empty() {
+        let end = if tokens.len() - 1 > i {
+            (i + 3).min(tokens.len())
+        } else {
+            i + 1
+        };
+        let window = joined_lower(&tokens[i - 3..end], scratch);
+        // With several idioms in one window the crate takes whichever its
+        // hash map yields first, which varies per process; the first in the
+        // table is as good and stable.
+        if let Some(idiom) = candidates.idioms.iter().find(|p| window.contains(p.text)) {
+            valence = idiom.value;
+        }
     }
-    let prev_three = joined_lower(&tokens[i - 3..i], scratch);
-    // Each booster counts once however often it occurs. 84 boosters fit in
-    // a u128.
-    let mut seen = 0u128;
-    for m in t.boosters.find_overlapping_iter(prev_three) {
-        seen |= 1 << m.pattern().as_usize();
-    }
-    while seen != 0 {
-        let k = seen.trailing_zeros() as usize;
-        seen &= seen - 1;
-        valence += t.booster_values[k];
+    if !candidates.boosters.is_empty() {
+        let prev_three = joined_lower(&tokens[i - 3..i], scratch);
+        for b in &candidates.boosters {
+            if prev_three.contains(b.text) {
+                valence += b.value;
+            }
+        }
     }
     valence
 }
