@@ -83,9 +83,10 @@ const MAX_QMARK: usize = 3;
 const MAX_QMARK_INCR: f64 = 0.96;
 const NORMALIZATION_ALPHA: f64 = 15.0;
 
-// The crate keeps its rule words private, so they are copied here verbatim
-// from its source (lib.rs of vader_sentiment 0.1.1); a test checks scores of
-// every one of them against the crate.
+// The rule word lists below (negations, boosters, idioms) are VADER's
+// (C.J. Hutto and E. Gilbert, MIT License), reproduced as published in the
+// `vader_sentiment` 0.1.1 crate (MIT License), which keeps them private: the
+// scores must match the crate's to the last digit, and tests check they do.
 const NEGATIONS: &[&str] = &[
     "aint",
     "arent",
