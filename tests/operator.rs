@@ -9,6 +9,7 @@ use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 use twitterstream_operator::crd::{TwitterStream, TwitterStreamSpec};
+use twitterstream_tests::examples::superbowl_spec;
 use twitterstream_tests::k8s::{TestNamespace, admin_client};
 use twitterstream_tests::operator::{Operator, TEST_WORKER_IMAGE, install_crd};
 use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
@@ -18,28 +19,10 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The README's example, pointed at the test broker with unique topic names.
 fn example(name: &str) -> TwitterStream {
     let topic = unique_name("raw-twitter");
-    let spec: TwitterStreamSpec = serde_json::from_value(json!({
-        "keyword": "superbowl",
-        "language": "en",
-        "startTime": "2020-01-01T00:00:00Z",
-        "endTime": "2020-03-03T00:00:00Z",
-        "minFaves": 60000,
-        "source": "x-search",
-        "pollIntervalSeconds": 10,
-        "credentialsSecret": "x-api",
-        "kafka": {
-            "brokers": kafka_brokers().split(',').collect::<Vec<_>>(),
-            "topic": topic,
-            "partitions": 3,
-            "replicationFactor": 1,
-            "outputTopic": format!("{topic}-windows")
-        },
-        "window": { "seconds": 10, "slideSeconds": 10, "allowedLatenessSeconds": 5 },
-        "producer": { "replicas": 1 },
-        "consumer": { "replicas": 2 },
-        "suspend": false
-    }))
-    .expect("example spec");
+    let brokers = kafka_brokers();
+    let brokers: Vec<&str> = brokers.split(',').collect();
+    let spec: TwitterStreamSpec =
+        serde_json::from_value(superbowl_spec(&brokers, &topic)).expect("example spec");
     TwitterStream::new(name, spec)
 }
 

@@ -6,6 +6,7 @@ use kube::Api;
 use kube::api::{DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
+use twitterstream_tests::examples::superbowl_spec;
 use twitterstream_tests::k8s::{TestNamespace, admin_client};
 use twitterstream_tests::operator::install_crd;
 
@@ -14,27 +15,10 @@ fn valid() -> Value {
         "apiVersion": "twitterstream.io/v1alpha1",
         "kind": "TwitterStream",
         "metadata": { "name": "superbowl" },
-        "spec": {
-            "keyword": "superbowl",
-            "language": "en",
-            "startTime": "2020-01-01T00:00:00Z",
-            "endTime": "2020-03-03T00:00:00Z",
-            "minFaves": 60000,
-            "source": "x-search",
-            "pollIntervalSeconds": 10,
-            "credentialsSecret": "x-api",
-            "kafka": {
-                "brokers": ["kafka-0.kafka:9092", "kafka-1.kafka:9092", "kafka-2.kafka:9092"],
-                "topic": "raw-twitter",
-                "partitions": 3,
-                "replicationFactor": 1,
-                "outputTopic": "superbowl-windows"
-            },
-            "window": { "seconds": 10, "slideSeconds": 10, "allowedLatenessSeconds": 5 },
-            "producer": { "replicas": 1 },
-            "consumer": { "replicas": 2 },
-            "suspend": false
-        }
+        "spec": superbowl_spec(
+            &["kafka-0.kafka:9092", "kafka-1.kafka:9092", "kafka-2.kafka:9092"],
+            "raw-twitter",
+        ),
     })
 }
 

@@ -11,15 +11,16 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 use tracing::{Instrument, field, info, info_span, warn};
 
 /// Finalizer that holds a deletion until the topics are deleted; only present
@@ -55,7 +56,15 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Watch caches of the children, per watched scope (None = all namespaces).
+    deployment_caches: RwLock<Vec<(Option<String>, Store<Deployment>)>>,
+    /// When each topic was last found as the spec asks: Kafka is asked again
+    /// only after TOPIC_RECHECK, not on every pod event.
+    topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
 }
+
+/// How long a successful topic check is trusted.
+const TOPIC_RECHECK: Duration = Duration::from_secs(60);
 
 impl Context {
     pub fn new(
@@ -76,6 +85,8 @@ impl Context {
             topics,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            deployment_caches: RwLock::new(Vec::new()),
+            topics_checked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,9 +121,50 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &tws.object_ref(&())).await {
-            // Events are best effort: failing to record one must not fail the reconcile.
-            warn!(error = %e, reason, "could not publish Event");
+        let recorder = self.recorder.clone();
+        let reference = tws.object_ref(&());
+        let reason = reason.to_string();
+        // Off the reconcile's path: an Event is a record, not a step the
+        // pipeline waits for. Best effort: a lost Event must not fail anything.
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(error = %e, reason, "could not publish Event");
+            }
+        });
+    }
+
+    fn cached_deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        let caches = self
+            .deployment_caches
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = ObjectRef::<Deployment>::new(name).within(ns);
+        caches
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns))
+            .and_then(|(_, store)| store.get(&key))
+            .map(|d| (*d).clone())
+    }
+
+    fn topic_recently_checked(&self, req: &TopicRequest) -> bool {
+        let checked = self
+            .topics_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        checked
+            .get(req)
+            .is_some_and(|t| t.elapsed() < TOPIC_RECHECK)
+    }
+
+    fn topic_checked(&self, req: &TopicRequest, ok: bool) {
+        let mut checked = self
+            .topics_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ok {
+            checked.insert(req.clone(), Instant::now());
+        } else {
+            checked.remove(req);
         }
     }
 }
@@ -201,14 +253,28 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
         } else {
             Component::Consumer
         };
-        let before = deployments.get_opt(&name).await?;
-        let applied = deployments
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await?;
+        // The watch cache answers "does it exist, and is it as rendered?"
+        // without a request; only a child it has not seen yet costs a GET.
+        let before = match ctx.cached_deployment(&ns, &name) {
+            Some(d) => Some(d),
+            None => deployments.get_opt(&name).await?,
+        };
+        let unchanged = before.as_ref().is_some_and(|b| {
+            b.metadata.deletion_timestamp.is_none()
+                && render::render_hash(b) == render::render_hash(&desired)
+        });
+        let applied = match before.clone() {
+            Some(b) if unchanged => b,
+            _ => {
+                deployments
+                    .patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&desired),
+                    )
+                    .await?
+            }
+        };
         match &before {
             None => {
                 ctx.event(
@@ -283,7 +349,15 @@ async fn ensure_topics(tws: &TwitterStream, ctx: &Context) -> (Observation, Opti
     let brokers = brokers(tws);
     let mut main_status = None;
     for req in topic_requests(tws) {
-        match ctx.topics.ensure(&brokers, &req).await {
+        if ctx.topic_recently_checked(&req) {
+            if req.name == tws.spec.kafka.topic {
+                main_status = tws.status.as_ref().and_then(|s| s.topic.clone());
+            }
+            continue;
+        }
+        let result = ctx.topics.ensure(&brokers, &req).await;
+        ctx.topic_checked(&req, result.is_ok());
+        match result {
             Ok((state, change)) => {
                 match change {
                     TopicChange::Created => {
@@ -518,17 +592,26 @@ async fn sync_finalizer(tws: &TwitterStream, api: &Api<TwitterStream>) -> Result
     if has == want {
         return Ok(());
     }
+    set_topic_finalizer(tws, api, want).await
+}
+
+/// Writes the finalizer list with ours present or absent. The resourceVersion
+/// makes this a compare-and-swap: a list someone else changed meanwhile is
+/// never overwritten (the conflict retries the reconcile).
+async fn set_topic_finalizer(
+    tws: &TwitterStream,
+    api: &Api<TwitterStream>,
+    present: bool,
+) -> Result<(), Error> {
     let mut finalizers: Vec<String> = tws
         .finalizers()
         .iter()
         .filter(|f| *f != TOPIC_FINALIZER)
         .cloned()
         .collect();
-    if want {
+    if present {
         finalizers.push(TOPIC_FINALIZER.to_string());
     }
-    // The resourceVersion makes this a compare-and-swap: no finalizer list
-    // written by someone else is overwritten.
     let patch = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": tws.resource_version() }
     });
@@ -561,21 +644,7 @@ async fn finalize(
         )
         .await;
     }
-    let finalizers: Vec<String> = tws
-        .finalizers()
-        .iter()
-        .filter(|f| *f != TOPIC_FINALIZER)
-        .cloned()
-        .collect();
-    let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": tws.resource_version() }
-    });
-    api.patch(
-        &tws.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    set_topic_finalizer(tws, api, false).await?;
     Ok(Action::await_change())
 }
 
@@ -605,9 +674,23 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             None => Api::all(ctx.client.clone()),
         };
         let pod_events = watcher::watcher(pods, children_cfg.clone()).touched_objects();
+        let (cache, cache_writer) = reflector::store::<Deployment>();
+        ctx.deployment_caches
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ns.clone(), cache));
+        let deployment_events = reflector::reflector(
+            cache_writer,
+            watcher::watcher(deployments, children_cfg.clone()),
+        )
+        .touched_objects();
+        // Pod status changes arrive in bursts (scheduled, running, ready):
+        // one reconcile per burst is enough.
+        let config = controller::Config::default().debounce(Duration::from_millis(500));
         let controller =
             Controller::new(streams.clone(), watcher::Config::default().any_semantic())
-                .owns(deployments, children_cfg.clone())
+                .with_config(config)
+                .owns_stream(deployment_events)
                 .watches_stream(pod_events, |pod| {
                     let name = pod.labels().get("app.kubernetes.io/instance").cloned();
                     let ns = pod.namespace();

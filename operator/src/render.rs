@@ -26,6 +26,9 @@ pub const FIELD_MANAGER: &str = "twitterstream-operator";
 /// Annotation on the pod template that changes whenever the pods' behaviour
 /// should: a spec change rolls the pods, a replica change does not.
 pub const SPEC_HASH_ANNOTATION: &str = "twitterstream.io/spec-hash";
+/// Annotation on each child: a hash of the whole rendered object, so the
+/// reconciler can tell from its watch cache that an apply would change nothing.
+pub const RENDER_HASH_ANNOTATION: &str = "twitterstream.io/render-hash";
 /// Where the credentials Secret is mounted in producer pods.
 pub const CREDENTIALS_DIR: &str = "/var/run/secrets/twitterstream.io/x-api";
 /// Where the replay ConfigMap is mounted in producer pods.
@@ -442,12 +445,33 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
     }
 }
 
-/// Both children, producer first.
+/// Both children, producer first, each stamped with its render hash.
 pub fn deployments(tws: &TwitterStream, cfg: &RenderConfig) -> [Deployment; 2] {
     [
-        deployment(tws, Component::Producer, cfg),
-        deployment(tws, Component::Consumer, cfg),
+        stamped(deployment(tws, Component::Producer, cfg)),
+        stamped(deployment(tws, Component::Consumer, cfg)),
     ]
+}
+
+/// Adds the render-hash annotation (of the object without it).
+fn stamped(mut d: Deployment) -> Deployment {
+    let bytes = serde_json::to_vec(&d).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    d.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(RENDER_HASH_ANNOTATION.to_string(), hash);
+    d
+}
+
+/// The render hash an existing child carries, if any.
+pub fn render_hash(d: &Deployment) -> Option<&str> {
+    d.metadata
+        .annotations
+        .as_ref()?
+        .get(RENDER_HASH_ANNOTATION)
+        .map(String::as_str)
 }
 
 #[cfg(test)]

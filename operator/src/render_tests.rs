@@ -300,3 +300,29 @@ fn search_producers_are_replaced_not_surged() {
     tws.spec.source = crate::crd::Source::Synthetic;
     assert_eq!(strategy(&tws), None);
 }
+
+#[test]
+fn render_hash_changes_with_the_object_only() {
+    let mut tws = superbowl();
+    let [p1, c1] = deployments(&tws, &cfg());
+    let [p2, c2] = deployments(&tws, &cfg());
+    assert_eq!(
+        render_hash(&p1),
+        render_hash(&p2),
+        "rendering is deterministic"
+    );
+    assert_ne!(render_hash(&p1), render_hash(&c1));
+    assert_eq!(render_hash(&c1), render_hash(&c2));
+    tws.spec.consumer.replicas = 3;
+    let [p3, c3] = deployments(&tws, &cfg());
+    assert_eq!(
+        render_hash(&p1),
+        render_hash(&p3),
+        "the producer did not change"
+    );
+    assert_ne!(
+        render_hash(&c1),
+        render_hash(&c3),
+        "a replica change is a change to apply"
+    );
+}
