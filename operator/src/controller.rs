@@ -63,6 +63,9 @@ pub struct Context {
     topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
 }
 
+/// Reconciles running at once, at most, per watched scope.
+const MAX_CONCURRENT_RECONCILES: u16 = 32;
+
 /// How long a successful topic check is trusted.
 const TOPIC_RECHECK: Duration = Duration::from_secs(60);
 
@@ -681,12 +684,19 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             .push((ns.clone(), cache));
         let deployment_events = reflector::reflector(
             cache_writer,
-            watcher::watcher(deployments, children_cfg.clone()),
+            // managedFields are most of a cached object's size and never read here.
+            watcher::watcher(deployments, children_cfg.clone())
+                .modify(|d| d.managed_fields_mut().clear()),
         )
         .touched_objects();
         // Pod status changes arrive in bursts (scheduled, running, ready):
         // one reconcile per burst is enough.
-        let config = controller::Config::default().debounce(Duration::from_millis(500));
+        // Bounded concurrency keeps memory flat with thousands of streams (each
+        // reconcile may hold a blocking Kafka metadata call) without slowing
+        // convergence: the apiserver, not the operator, is the bottleneck.
+        let config = controller::Config::default()
+            .debounce(Duration::from_millis(500))
+            .concurrency(MAX_CONCURRENT_RECONCILES);
         let controller =
             Controller::new(streams.clone(), watcher::Config::default().any_semantic())
                 .with_config(config)
