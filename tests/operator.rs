@@ -664,3 +664,64 @@ async fn credentials_problems_show_the_pods_own_reason() {
     let (_, ready_reason, _) = condition(&t, "Ready").unwrap();
     assert_eq!(ready_reason, "CrashLoopBackOff");
 }
+
+/// Two replicas with leader election: one holds the Lease and reconciles; when
+/// it dies, the other takes the Lease over and carries on.
+#[tokio::test]
+async fn leader_election_hands_over_when_the_leader_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let s = setup("op-leader").await;
+    let elect = |id: &'static str| {
+        Operator::start(
+            &s.ns.name,
+            None,
+            &[
+                "--leader-elect",
+                "--lease-name",
+                "tws-test",
+                "--lease-namespace",
+                &s.ns.name,
+                "--identity",
+                id,
+            ],
+        )
+    };
+    let mut first = elect("replica-a");
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let holder = |leases: Api<Lease>| async move {
+        let l = leases.get_opt("tws-test").await.ok().flatten()?;
+        l.spec?.holder_identity
+    };
+    let leader = eventually("replica-a holds the Lease", WAIT, || {
+        let leases = leases.clone();
+        async move { holder(leases).await.filter(|h| h == "replica-a") }
+    })
+    .await;
+    assert_eq!(leader, "replica-a");
+    let second = elect("replica-b");
+    s.streams
+        .create(&PostParams::default(), &example("one"))
+        .await
+        .expect("create");
+    wait_status(&s.streams, "one", "Ready under replica-a", is_ready).await;
+    // The standby is live but not ready, and does not take the Lease while the leader renews it.
+    assert_eq!(second.get("/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(holder(leases.clone()).await.as_deref(), Some("replica-a"));
+
+    first.process.kill();
+    let leader = eventually(
+        "replica-b takes over the Lease",
+        Duration::from_secs(60),
+        || {
+            let leases = leases.clone();
+            async move { holder(leases).await.filter(|h| h == "replica-b") }
+        },
+    )
+    .await;
+    assert_eq!(leader, "replica-b");
+    s.streams
+        .create(&PostParams::default(), &example("two"))
+        .await
+        .expect("create");
+    wait_status(&s.streams, "two", "Ready under replica-b", is_ready).await;
+}
