@@ -29,3 +29,31 @@ pub fn install_tls_provider() {
     // Err only means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// What both binaries do before starting: an invalid configuration exits 2
+/// with its reason, `--print-config` prints the configuration as JSON and
+/// exits 0. `None` means: go on and run.
+pub fn preflight<T: serde::Serialize, E: std::fmt::Display>(
+    args: &T,
+    valid: Result<(), E>,
+    print_config: bool,
+) -> Option<std::process::ExitCode> {
+    use std::process::ExitCode;
+    if let Err(e) = valid {
+        eprintln!("error: {e}");
+        return Some(ExitCode::from(2));
+    }
+    if !print_config {
+        return None;
+    }
+    Some(match serde_json::to_string_pretty(args) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}

@@ -55,19 +55,10 @@ fn main() -> ExitCode {
         };
     }
     let args = ProducerArgs::parse();
-    if let Err(e) = args.validate() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    if args.print_config {
-        match serde_json::to_string_pretty(&args) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        return ExitCode::SUCCESS;
+    if let Some(code) =
+        twitterstream_workers::common::preflight(&args, args.validate(), args.print_config)
+    {
+        return code;
     }
     twitterstream_workers::common::init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
