@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
@@ -25,37 +24,12 @@ const TWEETS: usize = 100_000;
 const STEP_MS: i64 = 3;
 const SOURCE_PARTITIONS: i32 = 3;
 
-/// Builds the consumer binary once (the tests crate cannot name another
-/// crate's binary) and returns its path.
-fn consumer_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "twitterstream-workers",
-                "--bin",
-                "twitterstream-consumer",
-                "--message-format=json",
-            ])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build");
-        assert!(out.status.success(), "cargo build of the consumer failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "twitterstream-consumer")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no consumer executable")
-    })
+fn consumer_binary() -> PathBuf {
+    twitterstream_tests::process::binary("twitterstream-workers", "twitterstream-consumer")
 }
 
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local addr")
+    SocketAddr::from(([127, 0, 0, 1], twitterstream_tests::process::free_port()))
 }
 
 /// A consumer replica process; killed when dropped.

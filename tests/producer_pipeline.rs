@@ -20,9 +20,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 use twitterstream_tests::kafka::create_topic;
+use twitterstream_tests::process::free_port;
 use twitterstream_tests::xapi::{Fault, SeenAuth, TweetSpec, UserKeys, XApiServer};
 use twitterstream_tests::{eventually, kafka_brokers, unique_name};
 use twitterstream_workers::producer::synthetic::{ManualClock, SyntheticGenerator};
@@ -34,49 +34,14 @@ const AT: &str = "4242-pp-access-token-Ly0p";
 const ATS: &str = "pp-access-token-secret-Wv93q";
 const BEARER: &str = "AAAApp-bearer-token-Tn55m";
 
-/// The producer binary, built on first use. `cargo test` does not build
-/// another package's binaries, so this runs `cargo build` for it (a no-op
-/// when it is current) in the target directory this test runs from;
-/// `TWS_PRODUCER_BIN` overrides.
+/// The producer binary (built on first use); `TWS_PRODUCER_BIN` overrides.
 fn producer_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("TWS_PRODUCER_BIN") {
-            return PathBuf::from(p);
+    match std::env::var("TWS_PRODUCER_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => {
+            twitterstream_tests::process::binary("twitterstream-workers", "twitterstream-producer")
         }
-        let exe = std::env::current_exe().unwrap();
-        // <target>/<profile>/deps/<test binary>
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "twitterstream-workers",
-            "--bin",
-            "twitterstream-producer",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build for the producer");
-        assert!(status.success(), "building twitterstream-producer failed");
-        let bin = profile_dir.join("twitterstream-producer");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    }
 }
 
 /// A running producer process; killed when dropped.
