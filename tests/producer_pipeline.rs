@@ -864,3 +864,47 @@ async fn filtered_stream_syncs_its_rule_filters_and_reconnects() {
             >= 1.0
     );
 }
+
+/// Incomplete credentials are a configuration error: the producer exits 2 and
+/// writes the reason, naming the missing key and no secret, to the
+/// termination log, which Kubernetes shows as the container's termination
+/// message (and the operator as ProducerReady=False CrashLoopBackOff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_credentials_exit_2_with_a_termination_message() {
+    let s = server().await;
+    let topic = unique_name("pp-incomplete");
+    create_topic(&topic, 1, 1).await;
+    let logs = log_dir();
+    let creds = logs.join("creds");
+    write_credentials(&creds, CS);
+    std::fs::remove_file(creds.join("accessTokenSecret")).unwrap();
+    let termination = logs.join("termination-log");
+    let base = s.base_url();
+    let args = search_args(&topic, "incomplete", &base, creds.to_str().unwrap());
+    let mut p = Producer::start(
+        &args,
+        &[("TWS_TERMINATION_LOG", termination.to_str().unwrap())],
+        &logs,
+        "incomplete",
+    );
+    let code = p.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(
+        code,
+        2,
+        "log:\n{}",
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
+    let message = std::fs::read_to_string(&termination).expect("termination log written");
+    assert!(message.starts_with("producer failed: "), "{message}");
+    assert!(message.contains("accessTokenSecret"), "{message}");
+    for secret in [CS, AT] {
+        assert!(
+            !message.contains(secret),
+            "a secret in the termination message: {message}"
+        );
+    }
+    assert!(
+        s.requests().is_empty(),
+        "no request without complete credentials"
+    );
+}

@@ -57,3 +57,22 @@ pub fn preflight<T: serde::Serialize, E: std::fmt::Display>(
         }
     })
 }
+
+/// Where Kubernetes reads a container's termination message by default
+/// (`terminationMessagePath`); `TWS_TERMINATION_LOG` overrides it.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Reports a fatal error and returns the exit code: logged, and written
+/// plainly to the termination log when there is one, so that `kubectl
+/// describe pod` and the operator's status show why a worker is crash looping
+/// rather than the last JSON log line.
+pub fn fatal(component: &str, error: &dyn std::fmt::Display, code: u8) -> std::process::ExitCode {
+    let message = format!("{component} failed: {error}");
+    tracing::error!(error = %error, "{component} failed");
+    let path = std::env::var("TWS_TERMINATION_LOG").unwrap_or_else(|_| TERMINATION_LOG.into());
+    // Outside Kubernetes the file does not exist; never create /dev entries.
+    if std::path::Path::new(&path).exists() || std::env::var_os("TWS_TERMINATION_LOG").is_some() {
+        let _ = std::fs::write(&path, message.as_bytes());
+    }
+    std::process::ExitCode::from(code)
+}

@@ -23,9 +23,6 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(twitterstream_workers::consumer::pipeline::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "consumer failed");
-            ExitCode::FAILURE
-        }
+        Err(e) => twitterstream_workers::common::fatal("consumer", &e, 1),
     }
 }

@@ -3,7 +3,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twitterstream_workers::producer::config::ProducerArgs;
-use twitterstream_workers::producer::run::{run, shutdown_on_signals};
+use twitterstream_workers::producer::run::{RunError, run, shutdown_on_signals};
 use twitterstream_workers::producer::search::{Clock, SystemClock};
 use twitterstream_workers::producer::synthetic::{ManualClock, SyntheticGenerator};
 
@@ -81,8 +81,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = %e, "producer failed");
-            ExitCode::FAILURE
+            // Missing or incomplete credentials are a configuration error
+            // (exit 2, like an invalid flag); the rest are runtime failures.
+            let code = if matches!(e, RunError::Credentials(_)) {
+                2
+            } else {
+                1
+            };
+            twitterstream_workers::common::fatal("producer", &e, code)
         }
     }
 }
