@@ -31,7 +31,7 @@ work=$(mktemp -d)
 ns_ref=bench-ref-$$ ns_op=bench-op-$$
 op_pid=
 cleanup() {
-  [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null || true
+  if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; fi
   kubectl delete namespace "$ns_ref" "$ns_op" --wait=false >/dev/null 2>&1 || true
   rm -rf "$work"
 }

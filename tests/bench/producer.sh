@@ -30,7 +30,8 @@ trap 'rm -rf "$work"' EXIT
 
 # Topics are created with Kafka's own Admin client (the broker has
 # auto-creation off and ships no CLI scripts here).
-libs=$(ls -d "$HOME"/.cache/twitterstream-operator/kafka/*/libs | head -n1)
+source tests/env/lib.sh
+libs=$(kafka_lib_dir) # the jars of the broker tests/env/up runs
 cat >"$work/CreateTopics.java" <<'EOF'
 import java.util.*;
 import org.apache.kafka.clients.admin.*;

@@ -4,6 +4,7 @@
 # of these (or the Go/Maven build files next to this script) makes `build`
 # produce a new cache entry; old ones can be deleted by hand.
 K8S_VERSION=v1.33.13
+# shellcheck disable=SC2034 # used by build, which sources this file
 ETCD_VERSION=v3.5.21 # the etcd that k8s.io/kubernetes $K8S_VERSION requires
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.0
@@ -76,13 +77,13 @@ start_daemon() {
 }
 
 stop_daemon() {
-  local name=$1 f pid i
+  local name=$1 f pid
   f=$(pid_file "$name")
   [ -f "$f" ] || return 0
   if is_running "$name"; then
     pid=$(cat "$f")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
       [ -e "/proc/$pid" ] || break
       sleep 0.1
     done
