@@ -4,6 +4,7 @@
 //! Integration tests never fake these components. When the environment is not
 //! running they fail with a message that says how to start it.
 
+pub mod chart;
 pub mod examples;
 pub mod k8s;
 pub mod kafka;

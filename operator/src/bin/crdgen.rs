@@ -1,6 +1,7 @@
 //! Writes the TwitterStream CRD to `crds/twitterstream.io_twitterstreams.yaml`
-//! (or to stdout with `-`, or to one given path), so the checked-in file is
-//! always generated.
+//! and to the Helm chart's copy in `charts/twitterstream-operator/crds/` (or
+//! to stdout with `-`, or to one given path), so the checked-in files are
+//! always generated and identical.
 //!
 //! `crdgen --reference` instead rewrites the field reference between the
 //! `crd-reference` markers of README.md (`crdgen --reference -` prints it).
@@ -10,8 +11,12 @@ use kube::CustomResourceExt;
 use std::path::PathBuf;
 use twitterstream_operator::reference;
 
-/// Where the CRD is checked in, relative to the workspace root.
-const CHECKED_IN: [&str; 1] = ["crds/twitterstream.io_twitterstreams.yaml"];
+/// Where the CRD is checked in, relative to the workspace root: the plain
+/// manifests and the chart (Helm installs `crds/` only from inside a chart).
+const CHECKED_IN: [&str; 2] = [
+    "crds/twitterstream.io_twitterstreams.yaml",
+    "charts/twitterstream-operator/crds/twitterstream.io_twitterstreams.yaml",
+];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
