@@ -248,6 +248,11 @@ async fn run_search(
 
     let mut poll_ok = true;
     let mut poll_tweets = 0u64;
+    // The API pages newest first; consumers window by event time, so a poll
+    // is published oldest first, or every tweet after the newest would land
+    // behind the watermark and count as late.
+    let mut pending: Vec<TweetRecord> = Vec::new();
+    let mut pending_bytes = 0usize;
     loop {
         let batch = tokio::select! {
             b = poller.next_batch() => b?,
@@ -257,29 +262,34 @@ async fn run_search(
         metrics.tweets_fetched.inc_by(batch.tweets.len() as u64);
         metrics.tweets_filtered.inc_by(batch.filtered as u64);
         metrics.tweets_malformed.inc_by(batch.malformed as u64);
-        if !batch.tweets.is_empty() && poll_ok {
-            if !publisher.in_transaction() {
-                publisher.begin()?;
-            }
-            let ingested_at = now_rfc3339();
+        if poll_ok {
             for t in &batch.tweets {
-                let record = TweetRecord {
+                pending_bytes += t.raw_json().len();
+                pending.push(TweetRecord {
                     key: t.id().to_owned(),
                     value: t.raw_json().to_owned(),
                     seq: None,
-                };
-                if let Err(e) = publisher.send_record(&record, &ingested_at) {
-                    metrics.publish_errors.inc();
-                    tracing::warn!(error = %e, "send failed; this poll will be aborted and fetched again");
-                    poll_ok = false;
-                    break;
-                }
+                });
             }
             poll_tweets += batch.tweets.len() as u64;
+            // A huge backfill is sent in chunks, each oldest first, to
+            // bound memory; only such a poll's chunk boundaries are out of order.
+            if batch.end_of_poll || pending_bytes > POLL_BUFFER_BYTES {
+                if pending_bytes > POLL_BUFFER_BYTES && !batch.end_of_poll {
+                    tracing::warn!(
+                        bytes = pending_bytes,
+                        "a poll larger than the buffer is published in chunks; windows may count some of it as late"
+                    );
+                }
+                poll_ok = send_oldest_first(publisher, &mut pending, metrics)?;
+                pending_bytes = 0;
+            }
         }
         if !batch.end_of_poll {
             continue;
         }
+        pending.clear();
+        pending_bytes = 0;
         let committed = if !publisher.in_transaction() {
             poll_ok
         } else if poll_ok {
@@ -315,6 +325,35 @@ async fn run_search(
     // A poll cut short by shutdown is aborted (in `run`): its cursor was not
     // committed, so the next process fetches it whole.
     Ok(())
+}
+
+/// How much of one poll is held to publish it oldest first.
+const POLL_BUFFER_BYTES: usize = 64 << 20;
+
+/// Sends the buffered tweets (newest first, as fetched) oldest first in the
+/// poll's transaction. False when a send failed: the poll is then aborted and
+/// fetched again.
+fn send_oldest_first(
+    publisher: &mut Publisher,
+    pending: &mut Vec<TweetRecord>,
+    metrics: &Metrics,
+) -> Result<bool, RunError> {
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    if !publisher.in_transaction() {
+        publisher.begin()?;
+    }
+    let ingested_at = now_rfc3339();
+    for record in pending.drain(..).rev() {
+        if let Err(e) = publisher.send_record(&record, &ingested_at) {
+            metrics.publish_errors.inc();
+            tracing::warn!(error = %e, "send failed; this poll will be aborted and fetched again");
+            // Dropping the drain empties the rest of the buffer.
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Sends `records` in the open transaction and commits, re-sending in new
