@@ -88,3 +88,50 @@ pub async fn token_client(token: &str) -> Client {
     };
     Client::try_from(config).expect("building a token client")
 }
+
+/// Writes a kubeconfig that reaches the same apiserver as `$KUBECONFIG`
+/// (server and CA) but authenticates with `token` only, as a pod's mounted
+/// ServiceAccount token would.
+pub fn write_token_kubeconfig(
+    path: &std::path::Path,
+    token: &str,
+    namespace: &str,
+) -> Result<(), String> {
+    let admin =
+        kube::config::Kubeconfig::read().map_err(|e| format!("reading $KUBECONFIG: {e}"))?;
+    let context = admin
+        .current_context
+        .as_ref()
+        .and_then(|c| admin.contexts.iter().find(|n| &n.name == c))
+        .and_then(|c| c.context.clone())
+        .ok_or("$KUBECONFIG has no current context")?;
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.clone())
+        .ok_or("$KUBECONFIG has no cluster for its current context")?;
+    let server = cluster.server.ok_or("cluster has no server")?;
+    let ca = match (
+        cluster.certificate_authority_data,
+        cluster.certificate_authority,
+    ) {
+        (Some(data), _) => data,
+        (None, Some(file)) => {
+            use base64::Engine;
+            let pem = std::fs::read(&file).map_err(|e| format!("reading CA {file}: {e}"))?;
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        }
+        (None, None) => return Err("cluster has no CA".into()),
+    };
+    let yaml = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": { "server": server, "certificate-authority-data": ca } }],
+        "users": [{ "name": "sa", "user": { "token": token } }],
+        "contexts": [{ "name": "sa", "context": { "cluster": "local", "user": "sa", "namespace": namespace } }],
+        "current-context": "sa",
+    });
+    let text = serde_yaml::to_string(&yaml).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}

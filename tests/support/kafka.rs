@@ -70,3 +70,64 @@ pub async fn describe_topic(name: &str) -> Option<usize> {
     .await
     .expect("metadata task")
 }
+
+/// Every committed record (key, value) of every partition of `topic`, read
+/// from the beginning to the current end with `isolation.level=read_committed`,
+/// as a downstream reader of window results would. Empty when the topic does
+/// not exist yet.
+pub async fn read_committed(topic: &str) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::Message;
+    use rdkafka::consumer::BaseConsumer;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", crate::kafka_brokers())
+            .set("group.id", crate::unique_name("reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("reader");
+        let Ok(md) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) else {
+            return Vec::new();
+        };
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&topic, *p, rdkafka::Offset::Beginning)
+                .expect("partition list");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut at_end = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while at_end.len() < partitions.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not reach the end of {topic} within 30 s"
+            );
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => out.push((
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    m.payload().unwrap_or_default().to_vec(),
+                )),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    })
+    .await
+    .expect("reader thread")
+}

@@ -8,6 +8,7 @@ pub mod chart;
 pub mod examples;
 pub mod k8s;
 pub mod kafka;
+pub mod local_pods;
 pub mod operator;
 pub mod process;
 pub mod xapi;

@@ -10,13 +10,15 @@ use std::sync::Mutex;
 /// package for that package's own integration tests, so this crate asks cargo.
 pub fn binary(package: &str, name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    // target/<profile>/deps/<test exe> -> target/<profile>
+    // target/<profile>/deps/<test exe> or target/<profile>/<bin> -> target/<profile>
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
+    let mut profile_dir = exe
         .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps")
+        .expect("executable lives in target/<profile>")
         .to_path_buf();
+    if profile_dir.file_name().is_some_and(|d| d == "deps") {
+        profile_dir.pop();
+    }
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !built.iter().any(|b| b == name) {
@@ -50,8 +52,8 @@ impl ChildProcess {
         let dir = PathBuf::from(crate::env_var("TWS_ENV_DIR"))
             .join("logs")
             .join("tests");
-        std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{log_name}.log"));
+        std::fs::create_dir_all(log.parent().unwrap_or(&dir)).expect("log dir");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
