@@ -8,6 +8,7 @@ K8S_VERSION=v1.33.13
 ETCD_VERSION=v3.5.21 # the etcd that k8s.io/kubernetes $K8S_VERSION requires
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.0
+HELM_K8S_MINOR=34   # Helm v3.19.0 is built with client-go v0.34
 KAFKA_VERSION=4.1.1 # keep in step with tests/env/kafka/pom.xml
 
 ENV_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +31,7 @@ recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
 
 k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/build")"; }
 kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
-helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION/helm"; }
+helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION-k8s1.$HELM_K8S_MINOR/helm"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
 
 # Prints N distinct free TCP ports on 127.0.0.1, one per line. The sockets are
