@@ -1,0 +1,296 @@
+//! Every file in `examples/` applied to the real control plane with the
+//! operator running and the rendered Deployments run as local processes
+//! (`LocalPods`). Each example is changed only where this machine differs from
+//! a cluster: the brokers, topic names of its own (the broker is shared), and
+//! for the X API sources the base URL of the test suite's X API v2 server.
+//! `examples/superbowl.yaml` is applied by the end-to-end test (tests/e2e.rs).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use twitterstream_tests::k8s::{TestNamespace, admin_client};
+use twitterstream_tests::local_pods::LocalPods;
+use twitterstream_tests::operator::{Operator, install_crd};
+use twitterstream_tests::xapi::{TweetSpec, XApiServer};
+use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
+use twitterstream_workers::consumer::aggregate::WindowResult;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn report(line: &str) {
+    // Straight to stderr: libtest captures println! of passing tests.
+    let _ = writeln!(std::io::stderr(), "[examples] {line}");
+}
+
+/// The example's documents, the TwitterStream adapted to this machine.
+/// Returns the YAML to apply and the (topic, outputTopic) it uses.
+fn adapt(file: &str, env: &[(&str, &str)]) -> (String, String, Option<String>) {
+    let text = std::fs::read_to_string(format!("{ROOT}/examples/{file}"))
+        .unwrap_or_else(|e| panic!("reading examples/{file}: {e}"));
+    let suffix = unique_name("x");
+    let mut out = Vec::new();
+    let mut topics = (String::new(), None);
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("example YAML");
+        if v["kind"] == "TwitterStream" {
+            let kafka = &mut v["spec"]["kafka"];
+            kafka["brokers"] = kafka_brokers()
+                .split(',')
+                .map(|b| serde_yaml::Value::from(b.to_string()))
+                .collect::<Vec<_>>()
+                .into();
+            let topic = format!("{}-{suffix}", kafka["topic"].as_str().expect("topic"));
+            kafka["topic"] = topic.clone().into();
+            let output = kafka["outputTopic"]
+                .as_str()
+                .map(|o| format!("{o}-{suffix}"));
+            if let Some(o) = &output {
+                kafka["outputTopic"] = o.clone().into();
+            }
+            for (k, val) in env {
+                v["spec"]["producer"]["env"][*k] = (*val).into();
+            }
+            topics = (topic, output);
+        }
+        out.push(serde_yaml::to_string(&v).expect("YAML"));
+    }
+    assert!(!topics.0.is_empty(), "examples/{file} has no TwitterStream");
+    (out.join("---\n"), topics.0, topics.1)
+}
+
+fn kubectl_apply(ns: &str, yaml: &str) {
+    let mut child = Command::new("kubectl")
+        .args(["-n", ns, "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("writing manifest");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `status/reason/message` of a condition.
+fn condition(ns: &str, name: &str, ty: &str) -> Option<(String, String, String)> {
+    let path = format!(
+        "jsonpath={{.status.conditions[?(@.type==\"{ty}\")].status}}|{{.status.conditions[?(@.type==\"{ty}\")].reason}}|{{.status.conditions[?(@.type==\"{ty}\")].message}}"
+    );
+    let out = Command::new("kubectl")
+        .args(["-n", ns, "get", "tws", name, "-o", &path])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.splitn(3, '|');
+    let (s, r, m) = (parts.next()?, parts.next()?, parts.next()?);
+    (!s.is_empty()).then(|| (s.to_string(), r.to_string(), m.to_string()))
+}
+
+async fn wait_ready(ns: &str, name: &str) {
+    eventually(
+        &format!("tws/{name} Ready=True"),
+        Duration::from_secs(120),
+        || {
+            std::future::ready(
+                condition(ns, name, "Ready")
+                    .filter(|c| c.0 == "True")
+                    .map(|_| ()),
+            )
+        },
+    )
+    .await;
+}
+
+async fn windows(topic: &str, n: usize) -> Vec<WindowResult> {
+    eventually(
+        &format!("{n} windows on {topic}"),
+        Duration::from_secs(120),
+        || async move {
+            let w: Vec<WindowResult> = kafka::read_committed(topic)
+                .await
+                .iter()
+                .map(|(_, v)| serde_json::from_slice(v).expect("window JSON"))
+                .collect();
+            (w.len() >= n).then_some(w)
+        },
+    )
+    .await
+}
+
+/// Operator, namespace and local pods for one example.
+async fn setup(prefix: &str) -> (TestNamespace, Operator, LocalPods) {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, prefix).await;
+    let operator = Operator::start(&ns.name, None, &[]);
+    let pods = LocalPods::start(client, &ns.name, None);
+    (ns, operator, pods)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_example_publishes_windows() {
+    let (ns, _operator, pods) = setup("ex-synthetic").await;
+    let (yaml, _, output) = adapt("synthetic.yaml", &[]);
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "synthetic").await;
+    let w = windows(&output.expect("outputTopic"), 2).await;
+    for r in &w {
+        assert!(
+            r.count > 0 && !r.hashtags.is_empty() && !r.languages.is_empty(),
+            "{r:?}"
+        );
+        report(&format!(
+            "synthetic.yaml: window {} count {} authors {} languages {:?}",
+            r.window_start, r.count, r.unique_authors, r.languages
+        ));
+    }
+    assert!(pods.errors().is_empty(), "{:?}", pods.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_example_publishes_its_recorded_tweets() {
+    let (ns, _operator, pods) = setup("ex-replay").await;
+    let (yaml, topic, output) = adapt("replay.yaml", &[]);
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "superbowl-replay").await;
+    // Four recorded tweets (three v2, one v1.1), 10 s apart; the newest one's
+    // window stays open (no later tweet moves the watermark past it).
+    let raw = eventually("4 tweets in the topic", Duration::from_secs(60), || {
+        let topic = topic.clone();
+        async move {
+            let r = kafka::read_committed(&topic).await;
+            (r.len() >= 4).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(raw.len(), 4, "each recorded tweet once");
+    let mut w = windows(&output.expect("outputTopic"), 3).await;
+    w.sort_by(|a, b| a.window_start.cmp(&b.window_start));
+    let got: Vec<(String, u64, Vec<String>)> = w
+        .iter()
+        .map(|r| {
+            (
+                r.window_start.clone(),
+                r.count,
+                r.hashtags.iter().map(|t| t.tag.clone()).collect(),
+            )
+        })
+        .collect();
+    let mut first_tags = got[0].2.clone();
+    first_tags.sort();
+    assert_eq!(got[0].0, "2020-02-03T01:05:10Z");
+    assert_eq!(first_tags, ["pepsihalftime", "sbliv"]);
+    assert_eq!(
+        (got[1].0.as_str(), &got[1].2[..]),
+        ("2020-02-03T01:05:20Z", &["sbliv".to_string()][..])
+    );
+    assert_eq!(w[1].mentions[0].tag.to_lowercase(), "chiefs");
+    assert_eq!(
+        (got[2].0.as_str(), &got[2].2[..]),
+        ("2020-02-03T01:05:30Z", &["superbowl".to_string()][..])
+    );
+    assert_eq!(w[2].languages.get("es"), Some(&1));
+    assert!(got.iter().all(|g| g.1 == 1), "{got:?}");
+    report(&format!(
+        "replay.yaml: 4 recorded tweets published; windows {got:?}"
+    ));
+    assert!(pods.errors().is_empty(), "{:?}", pods.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_example_syncs_its_rule_and_publishes_streamed_tweets() {
+    let (ns, _operator, pods) = setup("ex-stream").await;
+    let xapi = XApiServer::start().await;
+    let bearer = "AAAA-examples-bearer-token";
+    xapi.set_bearer(Some(bearer));
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "x-api-bearer"},
+        "stringData": {"bearerToken": bearer},
+    }))
+    .expect("Secret");
+    Api::<Secret>::namespaced(admin_client().await, &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the bearer Secret");
+    let base = xapi.base_url();
+    let (yaml, topic, _) = adapt("stream.yaml", &[("TWS_X_API_BASE_URL", &base)]);
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "worldcup-live").await;
+    eventually(
+        "the rule synced and a stream connected",
+        Duration::from_secs(60),
+        || {
+            let rules = xapi.stream_rules();
+            let connected = xapi.stream_connections().0 >= 1;
+            std::future::ready(
+                (connected && rules.iter().any(|r| r.1.contains("worldcup"))).then_some(()),
+            )
+        },
+    )
+    .await;
+    let rule = xapi.stream_rules()[0].1.clone();
+    let now = chrono::Utc::now();
+    let posted = xapi.post_to_stream(
+        (0..5u16).map(|i| TweetSpec::new(now, i, format!("#WorldCup worldcup goal {i}"))),
+    );
+    let raw = eventually(
+        "5 streamed tweets in the topic",
+        Duration::from_secs(60),
+        || {
+            let topic = topic.clone();
+            async move {
+                let r = kafka::read_committed(&topic).await;
+                (r.len() >= 5).then_some(r)
+            }
+        },
+    )
+    .await;
+    let mut keys: Vec<String> = raw.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort();
+    let mut want = posted.clone();
+    want.sort();
+    assert_eq!(keys, want, "each streamed tweet once");
+    report(&format!(
+        "stream.yaml: rule {rule:?} synced; {} streamed tweets published",
+        keys.len()
+    ));
+    assert!(pods.errors().is_empty(), "{:?}", pods.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_broker_example_needs_three_brokers() {
+    let (ns, _operator, _pods) = setup("ex-multi").await;
+    let (yaml, _, _) = adapt("multi-broker.yaml", &[]);
+    kubectl_apply(&ns.name, &yaml);
+    let brokers = kafka_brokers().split(',').count();
+    if brokers >= 3 {
+        wait_ready(&ns.name, "multi-broker").await;
+        report("multi-broker.yaml: Ready with replication factor 3");
+    } else {
+        // On the default 1-broker environment the broker itself refuses RF 3,
+        // and the operator says so (`tests/env/up --brokers 3` runs it Ready).
+        let c = eventually("TopicReady=False", Duration::from_secs(60), || {
+            std::future::ready(
+                condition(&ns.name, "multi-broker", "TopicReady").filter(|c| c.0 == "False"),
+            )
+        })
+        .await;
+        assert!(c.2.to_lowercase().contains("replication factor"), "{c:?}");
+        report(&format!(
+            "multi-broker.yaml on {brokers} broker(s): TopicReady=False {}: {}",
+            c.1, c.2
+        ));
+    }
+}
