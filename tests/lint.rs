@@ -20,10 +20,6 @@ use twitterstream_operator::crd::TwitterStream;
 use twitterstream_operator::render::{self, Component, RenderConfig};
 use twitterstream_tests::examples::superbowl_spec;
 
-/// Scripts not linted yet. tests/demo is being rewritten (it will join the
-/// list once that lands).
-const SHELLCHECK_EXCLUDED: &[&str] = &["tests/demo"];
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -172,7 +168,6 @@ fn shell_scripts() -> Vec<String> {
             }
         }
     }
-    scripts.retain(|s| !SHELLCHECK_EXCLUDED.contains(&s.as_str()));
     scripts.sort();
     scripts
 }
