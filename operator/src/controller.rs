@@ -684,9 +684,15 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             .push((ns.clone(), cache));
         let deployment_events = reflector::reflector(
             cache_writer,
-            // managedFields are most of a cached object's size and never read here.
-            watcher::watcher(deployments, children_cfg.clone())
-                .modify(|d| d.managed_fields_mut().clear()),
+            // managedFields and the pod template are most of a cached
+            // Deployment's size; only metadata, spec.replicas and status are
+            // read here (applies are decided by the render-hash annotation).
+            watcher::watcher(deployments, children_cfg.clone()).modify(|d| {
+                d.managed_fields_mut().clear();
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            }),
         )
         .touched_objects();
         // Pod status changes arrive in bursts (scheduled, running, ready):
@@ -697,22 +703,36 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
         let config = controller::Config::default()
             .debounce(Duration::from_millis(500))
             .concurrency(MAX_CONCURRENT_RECONCILES);
-        let controller =
-            Controller::new(streams.clone(), watcher::Config::default().any_semantic())
-                .with_config(config)
-                .owns_stream(deployment_events)
-                .watches_stream(pod_events, |pod| {
-                    let name = pod.labels().get("app.kubernetes.io/instance").cloned();
-                    let ns = pod.namespace();
-                    name.into_iter().map(move |n| {
-                        let r = ObjectRef::new(&n);
-                        match &ns {
-                            Some(ns) => r.within(ns),
-                            None => r,
-                        }
-                    })
+        // The controller's own cache of TwitterStreams, without managedFields
+        // (as for Deployments): at thousands of streams they are most of it.
+        // The reconciler reads spec, status and metadata, never these.
+        let (stream_cache, stream_writer) = reflector::store::<TwitterStream>();
+        let stream_events =
+            watcher::watcher(streams.clone(), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(|t| {
+                    t.managed_fields_mut().clear();
+                    // A client-side `kubectl apply` copies the whole spec here.
+                    t.annotations_mut()
+                        .remove("kubectl.kubernetes.io/last-applied-configuration");
                 })
-                .shutdown_on_signal();
+                .reflect(stream_writer)
+                .touched_objects();
+        let controller = Controller::for_stream(stream_events, stream_cache)
+            .with_config(config)
+            .owns_stream(deployment_events)
+            .watches_stream(pod_events, |pod| {
+                let name = pod.labels().get("app.kubernetes.io/instance").cloned();
+                let ns = pod.namespace();
+                name.into_iter().map(move |n| {
+                    let r = ObjectRef::new(&n);
+                    match &ns {
+                        Some(ns) => r.within(ns),
+                        None => r,
+                    }
+                })
+            })
+            .shutdown_on_signal();
         let store = controller.store();
         let ctx = ctx.clone();
         let ready = ready.clone();
