@@ -7,7 +7,7 @@ use crate::render::{self, Component, FIELD_MANAGER, RenderConfig};
 use crate::topic::{TopicChange, TopicError, TopicRequest, Topics};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -53,7 +53,8 @@ pub struct Context {
     pub render: RenderConfig,
     pub topics: Topics,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Events waiting for the publisher task (see [`publish_events`]).
+    events: tokio::sync::mpsc::Sender<(Event, ObjectReference)>,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Watch caches of the children, per watched scope (None = all namespaces).
@@ -63,8 +64,32 @@ pub struct Context {
     topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
 }
 
+/// Publishes queued Events, a few at a time, until the Context is dropped.
+async fn publish_events(
+    recorder: Recorder,
+    queue: tokio::sync::mpsc::Receiver<(Event, ObjectReference)>,
+) {
+    futures::stream::unfold(queue, |mut q| async move { q.recv().await.map(|e| (e, q)) })
+        .for_each_concurrent(EVENT_CONCURRENCY, |(ev, reference)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(e) = recorder.publish(&ev, &reference).await {
+                    warn!(error = %e, reason = %ev.reason, "could not publish Event");
+                }
+            }
+        })
+        .await;
+}
+
 /// Reconciles running at once, at most, per watched scope.
 const MAX_CONCURRENT_RECONCILES: u16 = 32;
+
+/// Events queued for publishing, at most; beyond that they are dropped (and
+/// logged): an Event is a record, never worth blocking a reconcile for.
+const EVENT_QUEUE: usize = 10_000;
+/// Events published at once: a task per Event would let thousands of
+/// requests pile up when thousands of streams are created together.
+const EVENT_CONCURRENCY: usize = 4;
 
 /// How long a successful topic check is trusted.
 const TOPIC_RECHECK: Duration = Duration::from_secs(60);
@@ -81,8 +106,13 @@ impl Context {
             controller: FIELD_MANAGER.to_string(),
             instance: Some(instance),
         };
+        let (events, queue) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(publish_events(
+            Recorder::new(client.clone(), reporter),
+            queue,
+        ));
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events,
             client,
             render,
             topics,
@@ -124,16 +154,11 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        let recorder = self.recorder.clone();
-        let reference = tws.object_ref(&());
-        let reason = reason.to_string();
         // Off the reconcile's path: an Event is a record, not a step the
         // pipeline waits for. Best effort: a lost Event must not fail anything.
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(error = %e, reason, "could not publish Event");
-            }
-        });
+        if let Err(e) = self.events.try_send((ev, tws.object_ref(&()))) {
+            warn!(reason, error = %e, "Event not queued");
+        }
     }
 
     fn cached_deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
