@@ -65,20 +65,74 @@ pub struct Context {
 }
 
 /// Publishes queued Events, a few at a time, until the Context is dropped.
+///
+/// Warnings go through kube's `Recorder`, which folds repeats into one Event
+/// with a series count (a failing reconcile retries). Normal Events (Created,
+/// Updated, TopicCreated) happen once per change, so they are created
+/// directly: the Recorder keeps every Event it published for 6 minutes to
+/// spot repeats, which at 1,000 new streams is megabytes held for nothing.
 async fn publish_events(
-    recorder: Recorder,
+    client: Client,
+    reporter: Reporter,
     queue: tokio::sync::mpsc::Receiver<(Event, ObjectReference)>,
 ) {
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     futures::stream::unfold(queue, |mut q| async move { q.recv().await.map(|e| (e, q)) })
         .for_each_concurrent(EVENT_CONCURRENCY, |(ev, reference)| {
             let recorder = recorder.clone();
+            let (client, reporter) = (client.clone(), reporter.clone());
             async move {
-                if let Err(e) = recorder.publish(&ev, &reference).await {
+                let published = match ev.type_ {
+                    EventType::Warning => recorder.publish(&ev, &reference).await,
+                    EventType::Normal => create_event(client, &reporter, &ev, reference).await,
+                };
+                if let Err(e) = published {
                     warn!(error = %e, reason = %ev.reason, "could not publish Event");
                 }
             }
         })
         .await;
+}
+
+/// An events.k8s.io/v1 Event, as the Recorder would first create it.
+async fn create_event(
+    client: Client,
+    reporter: &Reporter,
+    ev: &Event,
+    regarding: ObjectReference,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let ns = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event = K8sEvent {
+        metadata: ObjectMeta {
+            // As the Recorder names them: the object, then the time in hex.
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.clone().unwrap_or_default(),
+                now.as_nanosecond()
+            )),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        action: Some(ev.action.clone()),
+        reason: Some(ev.reason.clone()),
+        note: ev.note.clone(),
+        type_: Some("Normal".into()),
+        event_time: Some(MicroTime(now)),
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: reporter.instance.clone(),
+        regarding: Some(regarding),
+        ..Default::default()
+    };
+    Api::<K8sEvent>::namespaced(client, &ns)
+        .create(&Default::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 /// Reconciles running at once, at most, per watched scope.
@@ -107,10 +161,7 @@ impl Context {
             instance: Some(instance),
         };
         let (events, queue) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(publish_events(
-            Recorder::new(client.clone(), reporter),
-            queue,
-        ));
+        tokio::spawn(publish_events(client.clone(), reporter, queue));
         Self {
             events,
             client,
