@@ -11,7 +11,8 @@
 # their ratio (target >= 0.8x) and the window-close-to-emit latency p50/p99.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-eval "$(tests/env/up)"
+env_exports=$(tests/env/up) # an assignment, so a failed start stops the script (eval "$(...)" would not)
+eval "$env_exports"
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -p twitterstream-workers --bin twitterstream-consumer
 cargo build --release -p twitterstream-tests --bin consumer-bench

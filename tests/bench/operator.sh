@@ -21,7 +21,8 @@ while [ $# -gt 0 ]; do
   *) echo "usage: $0 [--count N]" >&2; exit 2 ;;
   esac
 done
-eval "$(tests/env/up)"
+env_exports=$(tests/env/up) # an assignment, so a failed start stops the script (eval "$(...)" would not)
+eval "$env_exports"
 export KUBECONFIG
 target=${CARGO_TARGET_DIR:-target}
 cargo build --quiet --release -p twitterstream-operator --bin twitterstream-operator

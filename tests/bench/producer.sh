@@ -21,7 +21,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 count=${1:-500000}
 partitions=3
-eval "$(tests/env/up)"
+env_exports=$(tests/env/up) # an assignment, so a failed start stops the script (eval "$(...)" would not)
+eval "$env_exports"
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p twitterstream-workers --bin twitterstream-producer
 bin="$target/release/twitterstream-producer"

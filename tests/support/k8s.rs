@@ -62,6 +62,17 @@ impl Drop for TestNamespace {
 
 /// Issues a short-lived token for a ServiceAccount through the TokenRequest API.
 pub async fn service_account_token(client: &Client, namespace: &str, sa: &str) -> String {
+    try_service_account_token(client, namespace, sa)
+        .await
+        .expect("TokenRequest for the ServiceAccount")
+}
+
+/// [`service_account_token`], returning the error.
+pub async fn try_service_account_token(
+    client: &Client,
+    namespace: &str,
+    sa: &str,
+) -> Result<String, String> {
     let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let req = TokenRequest {
         spec: TokenRequestSpec {
@@ -74,8 +85,10 @@ pub async fn service_account_token(client: &Client, namespace: &str, sa: &str) -
     let resp: TokenRequest = api
         .create_token_request(sa, &PostParams::default(), &req)
         .await
-        .expect("TokenRequest for the ServiceAccount");
-    resp.status.expect("token in TokenRequest status").token
+        .map_err(|e| format!("TokenRequest for ServiceAccount {namespace}/{sa}: {e}"))?;
+    resp.status
+        .map(|s| s.token)
+        .ok_or_else(|| "no token in the TokenRequest status".to_string())
 }
 
 /// A client that authenticates with a bearer token only: the same server and

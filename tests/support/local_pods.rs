@@ -93,9 +93,15 @@ impl LocalPods {
         let ns = namespace.to_string();
         let st = state.clone();
         let task = tokio::spawn(async move {
+            let mut client = client;
             loop {
                 if let Err(e) = sync(&client, &ns, filter.as_deref(), &st).await {
                     lock(&st).errors.push(e);
+                    // A kube Client whose connection worker died answers
+                    // every call with `Service(Closed)`: start afresh.
+                    if let Ok(fresh) = fresh_client().await {
+                        client = fresh;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -138,7 +144,8 @@ impl LocalPods {
         lock(&self.state).started
     }
 
-    /// Errors met while materialising pods (e.g. a Secret that does not exist).
+    /// Errors met while syncing (e.g. a Secret that does not exist), each
+    /// retried on the next sync; for diagnostics.
     pub fn errors(&self) -> Vec<String> {
         lock(&self.state).errors.clone()
     }
@@ -159,6 +166,11 @@ impl Drop for LocalPods {
         // ChildProcess kills on drop.
         lock(&self.state).pods.clear();
     }
+}
+
+async fn fresh_client() -> Result<Client, String> {
+    let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -424,7 +436,7 @@ async fn materialise(
             .service_account_name
             .clone()
             .unwrap_or_else(|| "default".into());
-        let token = crate::k8s::service_account_token(client, ns, &sa).await;
+        let token = crate::k8s::try_service_account_token(client, ns, &sa).await?;
         let kubeconfig = root.join("kubeconfig");
         crate::k8s::write_token_kubeconfig(&kubeconfig, &token, ns)?;
         cmd.env("KUBECONFIG", &kubeconfig);
