@@ -89,6 +89,20 @@ impl LocalPods {
     /// Starts syncing the Deployments in `namespace` accepted by `filter`
     /// (`None`: all of them), every 500 ms.
     pub fn start(client: Client, namespace: &str, filter: Option<Filter>) -> Self {
+        // Build the binaries now (cargo, on first use): a cold build takes
+        // minutes, and inside the sync loop it would stall the runtime (and
+        // time out the kube Client's connection) while nothing runs.
+        tokio::task::block_in_place(|| {
+            for command in [
+                "twitterstream-operator",
+                "twitterstream-producer",
+                "twitterstream-consumer",
+            ] {
+                if let Some(package) = package_of(command) {
+                    binary(package, command);
+                }
+            }
+        });
         let state = Arc::new(Mutex::new(State::default()));
         let ns = namespace.to_string();
         let st = state.clone();
