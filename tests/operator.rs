@@ -666,33 +666,42 @@ async fn credentials_problems_show_the_pods_own_reason() {
     assert_eq!(ready_reason, "CrashLoopBackOff");
 }
 
+/// An operator replica competing for the Lease `lease` in `ns`.
+fn elected(ns: &str, lease: &str, id: &str) -> Operator {
+    Operator::start(
+        ns,
+        None,
+        &[
+            "--leader-elect",
+            "--lease-name",
+            lease,
+            "--lease-namespace",
+            ns,
+            "--identity",
+            id,
+        ],
+    )
+}
+
+/// Who holds the Lease now, if anyone.
+async fn lease_holder(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: &'static str,
+) -> Option<String> {
+    let l = leases.get_opt(name).await.ok().flatten()?;
+    l.spec?.holder_identity
+}
+
 /// Two replicas with leader election: one holds the Lease and reconciles; when
 /// it dies, the other takes the Lease over and carries on.
 #[tokio::test]
 async fn leader_election_hands_over_when_the_leader_dies() {
     use k8s_openapi::api::coordination::v1::Lease;
     let s = setup("op-leader").await;
-    let elect = |id: &'static str| {
-        Operator::start(
-            &s.ns.name,
-            None,
-            &[
-                "--leader-elect",
-                "--lease-name",
-                "tws-test",
-                "--lease-namespace",
-                &s.ns.name,
-                "--identity",
-                id,
-            ],
-        )
-    };
+    let elect = |id: &'static str| elected(&s.ns.name, "tws-test", id);
     let mut first = elect("replica-a");
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns.name);
-    let holder = |leases: Api<Lease>| async move {
-        let l = leases.get_opt("tws-test").await.ok().flatten()?;
-        l.spec?.holder_identity
-    };
+    let holder = |leases: Api<Lease>| lease_holder(leases, "tws-test");
     let leader = eventually("replica-a holds the Lease", WAIT, || {
         let leases = leases.clone();
         async move { holder(leases).await.filter(|h| h == "replica-a") }
@@ -734,26 +743,9 @@ async fn leader_election_hands_over_when_the_leader_dies() {
 async fn sigterm_releases_the_lease_and_exits_cleanly() {
     use k8s_openapi::api::coordination::v1::Lease;
     let s = setup("op-sigterm").await;
-    let elect = |id: &'static str| {
-        Operator::start(
-            &s.ns.name,
-            None,
-            &[
-                "--leader-elect",
-                "--lease-name",
-                "tws-term",
-                "--lease-namespace",
-                &s.ns.name,
-                "--identity",
-                id,
-            ],
-        )
-    };
+    let elect = |id: &'static str| elected(&s.ns.name, "tws-term", id);
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns.name);
-    let holder = |leases: Api<Lease>| async move {
-        let l = leases.get_opt("tws-term").await.ok().flatten()?;
-        l.spec?.holder_identity
-    };
+    let holder = |leases: Api<Lease>| lease_holder(leases, "tws-term");
     let mut first = elect("term-a");
     eventually("term-a holds the Lease", WAIT, || {
         let leases = leases.clone();

@@ -37,23 +37,9 @@ fn package_of(command: &str) -> Option<&'static str> {
 }
 
 /// One local "pod": a process started from a Deployment's pod template.
-pub struct LocalPod {
-    pub name: String,
-    pub deployment: String,
-    /// Hash of the pod template it was started from.
-    pub template: String,
-    /// The command line it was started with (after the two translations).
-    pub argv: Vec<String>,
-    /// Loopback ports standing in for the container ports, by container port.
-    pub ports: BTreeMap<i32, u16>,
-    pub restarts: u32,
+struct LocalPod {
+    info: PodInfo,
     process: ChildProcess,
-}
-
-impl LocalPod {
-    pub fn log_text(&self) -> String {
-        self.process.log_text()
-    }
 }
 
 #[derive(Default)]
@@ -63,13 +49,16 @@ struct State {
     errors: Vec<String>,
 }
 
-/// A view of one running process, for assertions.
+/// One running process, for assertions.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
     pub name: String,
     pub deployment: String,
+    /// Hash of the pod template it was started from.
     pub template: String,
+    /// The command line it was started with (after the two translations).
     pub argv: Vec<String>,
+    /// Loopback ports standing in for the container ports, by container port.
     pub ports: BTreeMap<i32, u16>,
     pub restarts: u32,
     pub log: PathBuf,
@@ -133,15 +122,7 @@ impl LocalPods {
             .pods
             .values()
             .flatten()
-            .map(|p| PodInfo {
-                name: p.name.clone(),
-                deployment: p.deployment.clone(),
-                template: p.template.clone(),
-                argv: p.argv.clone(),
-                ports: p.ports.clone(),
-                restarts: p.restarts,
-                log: p.process.log.clone(),
-            })
+            .map(|p| p.info.clone())
             .collect()
     }
 
@@ -249,7 +230,7 @@ async fn sync(
                 .unwrap_or_default();
             let (keep, stop): (Vec<_>, Vec<_>) = match desired.get(&name) {
                 None => (Vec::new(), pods),
-                Some((hash, _, _)) => pods.into_iter().partition(|p| &p.template == hash),
+                Some((hash, _, _)) => pods.into_iter().partition(|p| &p.info.template == hash),
             };
             to_stop.extend(stop);
             let want = desired.get(&name).map_or(0, |(_, r, _)| *r).max(0) as usize;
@@ -277,7 +258,7 @@ async fn sync(
             let mut exited = Vec::new();
             pods.retain_mut(|p| match p.process.child.try_wait() {
                 Ok(Some(status)) => {
-                    exited.push((p.name.clone(), p.restarts, status));
+                    exited.push((p.info.name.clone(), p.info.restarts, status));
                     false
                 }
                 _ => true,
@@ -291,8 +272,8 @@ async fn sync(
             let mut pod = materialise(client, ns, d, &pod_name)
                 .await
                 .map_err(|e| format!("pod {pod_name} of {name}: {e}"))?;
-            pod.template = hash.clone();
-            pod.restarts = restarts.pop().unwrap_or(0);
+            pod.info.template = hash.clone();
+            pod.info.restarts = restarts.pop().unwrap_or(0);
             let mut st = lock(state);
             st.started += 1;
             st.pods.entry(name.clone()).or_default().push(pod);
@@ -460,12 +441,15 @@ async fn materialise(
     argv.extend(args);
     let process = ChildProcess::spawn(cmd, &format!("local-pods/{pod_name}"));
     Ok(LocalPod {
-        name: pod_name.to_string(),
-        deployment: d.name_any(),
-        template: String::new(),
-        argv,
-        ports,
-        restarts: 0,
+        info: PodInfo {
+            name: pod_name.to_string(),
+            deployment: d.name_any(),
+            template: String::new(),
+            argv,
+            ports,
+            restarts: 0,
+            log: process.log.clone(),
+        },
         process,
     })
 }
