@@ -4,3 +4,4 @@
 pub mod common;
 pub mod consumer;
 pub mod producer;
+pub mod transaction;

@@ -478,7 +478,7 @@ impl<P: Processor> Driver<P> {
         }
         self.kafka(
             "committing the transaction",
-            producer.commit_transaction(KAFKA_TIMEOUT),
+            crate::transaction::commit(producer, KAFKA_TIMEOUT),
         )
     }
 
