@@ -100,12 +100,18 @@ impl Processor for MergeStage {
         }
     }
 
-    fn record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, _now_ms: i64) {
+    type Prepared<'a> = Result<InternalRecord, serde_json::Error>;
+
+    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_> {
+        serde_json::from_slice(payload.unwrap_or_default())
+    }
+
+    fn record(&mut self, partition: i32, offset: i64, record: Self::Prepared<'_>, _now_ms: i64) {
         let Some(part) = self.parts.get_mut(&partition) else {
             return;
         };
         part.next = part.next.max(offset + 1);
-        let record: InternalRecord = match serde_json::from_slice(payload.unwrap_or_default()) {
+        let record = match record {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.records_malformed.inc();

@@ -33,6 +33,8 @@ pub enum PipelineError {
     },
     #[error("starting a stage thread: {0}")]
     Thread(std::io::Error),
+    #[error("starting the worker pool: {0}")]
+    Pool(rayon::ThreadPoolBuildError),
     #[error("a stage thread panicked")]
     Panicked,
 }
@@ -177,6 +179,13 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     );
     health.kafka_ok(chrono::Utc::now().timestamp_millis());
 
+    // Both stages prepare records (parse, score) on one pool, a thread per
+    // core the process may use.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("prepare-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(PipelineError::Pool)?;
     let instance = instance_name();
     let partials_topic = partials::topic_name(&group);
     let commit_interval = Duration::from_millis(100);
@@ -198,6 +207,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             topology.partials_partitions,
             metrics.clone(),
         )?,
+        pool.clone(),
         metrics.clone(),
         health.clone(),
         stop.clone(),
@@ -225,6 +235,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             args.prints(),
             metrics.clone(),
         ),
+        pool,
         metrics.clone(),
         health.clone(),
         stop.clone(),

@@ -17,7 +17,7 @@ use crate::consumer::metrics::Metrics;
 use crate::consumer::offsets::{self, DONE, OffsetTracker};
 use crate::consumer::partials::{self, InternalRecord};
 use crate::consumer::stage::{Batch, Committed, OutRecord, Processor};
-use crate::consumer::tweet::ParsedTweet;
+use crate::consumer::tweet::{ParsedTweet, TweetError};
 use crate::consumer::window::{WindowEngine, WindowError, WindowSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,15 +92,15 @@ impl Processor for AggregateStage {
         }
     }
 
-    fn record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, now_ms: i64) {
+    type Prepared<'a> = Result<ParsedTweet<'a>, TweetError>;
+
+    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_> {
+        ParsedTweet::parse(payload.unwrap_or_default())
+    }
+
+    fn record(&mut self, partition: i32, offset: i64, tweet: Self::Prepared<'_>, now_ms: i64) {
         self.metrics.records_consumed.inc();
-        let done_at = match ingest(
-            &mut self.engine,
-            self.mode,
-            partition,
-            payload.unwrap_or_default(),
-            now_ms,
-        ) {
+        let done_at = match ingest(&mut self.engine, self.mode, partition, tweet, now_ms) {
             Ok(ingested) => {
                 if ingested.late > 0 {
                     self.metrics.tweets_late.inc_by(u64::from(ingested.late));
@@ -237,7 +237,7 @@ impl Processor for AggregateStage {
 #[derive(Debug, thiserror::Error)]
 enum RecordError {
     #[error(transparent)]
-    Tweet(#[from] crate::consumer::tweet::TweetError),
+    Tweet(#[from] TweetError),
     #[error(transparent)]
     Window(#[from] WindowError),
 }
@@ -246,10 +246,10 @@ fn ingest(
     engine: &mut WindowEngine,
     mode: TimeMode,
     partition: i32,
-    payload: &[u8],
+    tweet: Result<ParsedTweet<'_>, TweetError>,
     now_ms: i64,
 ) -> Result<crate::consumer::window::Ingested, RecordError> {
-    let tweet = ParsedTweet::parse(payload)?;
+    let tweet = tweet?;
     let t = match mode {
         TimeMode::Event => tweet.event_time_ms()?,
         TimeMode::Processing => now_ms,

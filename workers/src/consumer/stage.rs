@@ -13,9 +13,11 @@ use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +26,9 @@ use std::time::{Duration, Instant};
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records handled between two checks for a due commit.
 const MAX_BATCH: usize = 5_000;
+/// Records prepared per pool task: small enough that the serial fold starts
+/// early and the cores finish a poll together.
+const PREPARE_CHUNK: usize = 128;
 
 /// Where a partition's consumption (and commit position) starts, and what
 /// its last commit said.
@@ -62,9 +67,15 @@ impl Batch {
 
 /// The stage-specific part: state built from records, rebuilt on rebalance.
 pub trait Processor {
+    /// A record's payload made ready for [`Processor::record`] (parsed,
+    /// scored). Preparing is pure, so the driver prepares a poll's records
+    /// on the worker pool, many at once, while `record` folds earlier ones
+    /// into the state in order.
+    type Prepared<'a>: Send;
+    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_>;
     /// Drops all state and starts over from these committed positions.
     fn reset(&mut self, assigned: &[Committed], now_ms: i64);
-    fn record(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, now_ms: i64);
+    fn record(&mut self, partition: i32, offset: i64, prepared: Self::Prepared<'_>, now_ms: i64);
     /// What to publish now; empty when nothing changed.
     fn cycle(&mut self, now_ms: i64) -> Batch;
     /// The last batch from `cycle` was committed.
@@ -151,6 +162,7 @@ fn now_ms() -> i64 {
 pub struct Driver<P> {
     cfg: StageConfig,
     processor: P,
+    pool: Arc<rayon::ThreadPool>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: Arc<AtomicBool>,
@@ -160,6 +172,7 @@ impl<P: Processor> Driver<P> {
     pub fn new(
         cfg: StageConfig,
         processor: P,
+        pool: Arc<rayon::ThreadPool>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         shutdown: Arc<AtomicBool>,
@@ -167,10 +180,52 @@ impl<P: Processor> Driver<P> {
         Driver {
             cfg,
             processor,
+            pool,
             metrics,
             health,
             shutdown,
         }
+    }
+
+    /// Hands a poll's records to the processor in order. Chunks are prepared
+    /// on the pool while this thread folds in the ones already prepared, so
+    /// parsing uses every core and only the (cheap) folding is serial.
+    fn handle(&mut self, polled: &[BorrowedMessage<'_>]) {
+        let now = now_ms();
+        if polled.len() <= PREPARE_CHUNK {
+            for m in polled {
+                let prepared = P::prepare(m.payload());
+                self.processor
+                    .record(m.partition(), m.offset(), prepared, now);
+            }
+            return;
+        }
+        let processor = &mut self.processor;
+        self.pool.in_place_scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for (k, chunk) in polled.chunks(PREPARE_CHUNK).enumerate() {
+                let tx = tx.clone();
+                scope.spawn(move |_| {
+                    let prepared: Vec<_> = chunk.iter().map(|m| P::prepare(m.payload())).collect();
+                    // The receiver outlives the scope's tasks.
+                    let _ = tx.send((k, prepared));
+                });
+            }
+            drop(tx);
+            let mut chunks = polled.chunks(PREPARE_CHUNK);
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for (k, prepared) in rx {
+                waiting.insert(k, prepared);
+                while let Some(prepared) = waiting.remove(&next) {
+                    let Some(chunk) = chunks.next() else { break };
+                    for (m, p) in chunk.iter().zip(prepared) {
+                        processor.record(m.partition(), m.offset(), p, now);
+                    }
+                    next += 1;
+                }
+            }
+        });
     }
 
     fn labels(&self) -> StageLabels {
@@ -283,23 +338,22 @@ impl<P: Processor> Driver<P> {
                 self.commit(&consumer, producer.as_ref())?;
                 return Ok(());
             }
-            let mut handled = 0;
+            let mut polled = Vec::new();
             let mut wait = Duration::from_millis(100);
-            while handled < MAX_BATCH {
-                let polled = consumer.poll(wait);
+            while polled.len() < MAX_BATCH {
+                let next = consumer.poll(wait);
                 wait = Duration::ZERO;
                 let epoch = consumer.context().epoch.load(Ordering::SeqCst);
                 if epoch != seen_epoch {
                     seen_epoch = epoch;
+                    // Polled before the rebalance: the rebuilt state starts
+                    // over from the committed offsets, before these.
+                    polled.clear();
                     self.rebuild(&consumer)?;
                 }
-                match polled {
+                match next {
                     None => break,
-                    Some(Ok(m)) => {
-                        handled += 1;
-                        self.processor
-                            .record(m.partition(), m.offset(), m.payload(), now_ms());
-                    }
+                    Some(Ok(m)) => polled.push(m),
                     Some(Err(e)) => {
                         self.metrics
                             .kafka_errors
@@ -310,7 +364,9 @@ impl<P: Processor> Driver<P> {
                     }
                 }
             }
-            if handled > 0 {
+            if !polled.is_empty() {
+                self.handle(&polled);
+                drop(polled);
                 self.health.kafka_ok(now_ms());
             }
             if Instant::now() >= next_cycle {
