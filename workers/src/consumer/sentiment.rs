@@ -289,9 +289,10 @@ struct Word {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 struct Tables {
-    /// Keyed by Unicode case folding, which is how the crate's `UniCase`
-    /// keys compare.
-    words: FastMap<Box<str>, Word>,
+    /// Keyed by the UTF-8 of the Unicode case folding, which is how the
+    /// crate's `UniCase` keys compare (bytes, so that an ASCII token lowered
+    /// in a stack buffer needs no UTF-8 check to be looked up).
+    words: FastMap<Box<[u8]>, Word>,
     /// The longest key of `words`, in bytes: longer tokens need no lookup.
     longest: usize,
     /// Single-character emoji; the crate looks characters up one at a time,
@@ -314,12 +315,14 @@ static TABLES: LazyLock<Option<Tables>> = LazyLock::new(|| {
 });
 
 /// A booster or idiom. The crate looks for it as a substring of the text of
-/// neighbouring tokens joined by spaces; it can only be there if each of its
-/// space-separated pieces is a substring of the whole text.
+/// neighbouring tokens joined by spaces; it can only be there if its longest
+/// space-separated piece is a substring of the whole text. (Only the longest
+/// is searched for: short pieces like "the" or "of" match nearly every text,
+/// and each match costs the scan a step.)
 struct Phrase {
     text: &'static str,
     value: f64,
-    /// Bits of its pieces in `Tables::pieces`.
+    /// The bit of its longest piece in `Tables::pieces`.
     needs: u128,
 }
 
@@ -337,9 +340,10 @@ fn fold(s: &str) -> Cow<'_, str> {
 
 impl Tables {
     fn build() -> Option<Tables> {
-        let mut words: FastMap<Box<str>, Word> = FastMap::default();
+        let mut words: FastMap<Box<[u8]>, Word> = FastMap::default();
+        let key = |w: &str| -> Box<[u8]> { fold(w).as_bytes().into() };
         for (k, v) in vader_sentiment::LEXICON.iter() {
-            words.entry(fold(k.as_ref()).into()).or_default().valence = Some(*v);
+            words.entry(key(k.as_ref())).or_default().valence = Some(*v);
         }
         let boosters: Vec<(&str, f64)> = BOOSTERS_UP
             .iter()
@@ -347,13 +351,13 @@ impl Tables {
             .chain(BOOSTERS_DOWN.iter().map(|w| (*w, B_DECR)))
             .collect();
         for (w, v) in &boosters {
-            words.entry(fold(w).into()).or_default().booster = Some(*v);
+            words.entry(key(w)).or_default().booster = Some(*v);
         }
         for w in NEGATIONS {
-            words.entry(fold(w).into()).or_default().negation = true;
+            words.entry(key(w)).or_default().negation = true;
         }
         for (w, tag) in TAGS {
-            words.entry(fold(w).into()).or_default().tag = *tag;
+            words.entry(key(w)).or_default().tag = *tag;
         }
         let longest = words.keys().map(|k| k.len()).max().unwrap_or(0);
         let emoji = vader_sentiment::EMOJI_LEXICON
@@ -368,17 +372,15 @@ impl Tables {
             .collect();
         let mut pieces: Vec<&str> = Vec::new();
         let mut phrase = |(text, value): (&'static str, f64)| {
-            let mut needs = 0u128;
-            for piece in text.split(' ') {
-                let k = match pieces.iter().position(|p| *p == piece) {
-                    Some(k) => k,
-                    None => {
-                        pieces.push(piece);
-                        pieces.len() - 1
-                    }
-                };
-                needs |= 1u128.checked_shl(u32::try_from(k).ok()?)?;
-            }
+            let piece = text.split(' ').max_by_key(|p| p.len())?;
+            let k = match pieces.iter().position(|p| *p == piece) {
+                Some(k) => k,
+                None => {
+                    pieces.push(piece);
+                    pieces.len() - 1
+                }
+            };
+            let needs = 1u128.checked_shl(u32::try_from(k).ok()?)?;
             Some(Phrase { text, value, needs })
         };
         let boosters = boosters
@@ -398,6 +400,8 @@ impl Tables {
             idioms,
             pieces: AhoCorasick::builder()
                 .ascii_case_insensitive(true)
+                // A full DFA: the fastest scan, and small for ~100 pieces.
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(&pieces)
                 .ok()?,
             all_caps: Regex::new(r"^[A-Z\W]+$").ok()?,
@@ -416,16 +420,11 @@ impl Tables {
                 let lower = &mut buf[..token.len()];
                 lower.copy_from_slice(token.as_bytes());
                 lower.make_ascii_lowercase();
-                // ASCII lower-casing keeps it ASCII, hence UTF-8.
-                return std::str::from_utf8(lower)
-                    .ok()
-                    .and_then(|k| self.words.get(k))
-                    .copied()
-                    .unwrap_or_default();
+                return self.words.get(&*lower).copied().unwrap_or_default();
             }
         }
         self.words
-            .get(fold(token).as_ref())
+            .get(fold(token).as_bytes())
             .copied()
             .unwrap_or_default()
     }
@@ -450,11 +449,24 @@ struct Token<'a> {
     text: &'a str,
     word: Word,
     caps: bool,
+    /// A negation word, or anything with "n't" in it. Known per token once,
+    /// as the rules ask it up to three times per sentiment word.
+    negated: bool,
 }
 
-impl Token<'_> {
+impl<'a> Token<'a> {
+    fn new(t: &Tables, text: &'a str) -> Self {
+        let word = t.word(text);
+        Token {
+            text,
+            word,
+            caps: t.is_all_caps(text),
+            negated: word.negation || text.as_bytes().windows(3).any(|w| w == b"n't"),
+        }
+    }
+
     fn negated(&self) -> bool {
-        self.word.negation || self.text.contains("n't")
+        self.negated
     }
 }
 
@@ -487,24 +499,54 @@ fn with_emoji<'a>(t: &Tables, text: &'a str) -> Cow<'a, str> {
 /// The crate's `strip_punc_if_word`: its punctuation set is exactly ASCII
 /// punctuation.
 fn strip_punctuation(token: &str) -> &str {
-    let stripped = token.trim_matches(|c: char| c.is_ascii_punctuation());
+    // Bytewise: an ASCII byte is never part of a multi-byte character, so
+    // this trims exactly what a `char` trim would, and cuts on boundaries.
+    let b = token.as_bytes();
+    let kept = |c: &u8| !c.is_ascii_punctuation();
+    let stripped = match (b.iter().position(kept), b.iter().rposition(kept)) {
+        (Some(start), Some(end)) => token.get(start..=end).unwrap_or(token),
+        _ => "",
+    };
     if stripped.len() <= 1 { token } else { stripped }
+}
+
+/// `str::split_whitespace`, bytewise when the text is ASCII (the common case,
+/// and there Unicode's White_Space is exactly tab to carriage return, and
+/// space).
+fn for_each_word<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
+    if !text.is_ascii() {
+        text.split_whitespace().for_each(f);
+        return;
+    }
+    let is_space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    let bytes = text.as_bytes();
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match (is_space(b), start) {
+            (true, Some(s)) => {
+                // ASCII text: every byte index is a char boundary.
+                if let Some(w) = text.get(s..i) {
+                    f(w);
+                }
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(w) = start.and_then(|s| text.get(s..)) {
+        f(w);
+    }
 }
 
 fn score(t: &Tables, text: &str) -> f64 {
     let text = with_emoji(t, text);
-    let tokens: Vec<Token<'_>> = text
-        .split_whitespace()
-        .filter(|s| s.len() > 1)
-        .map(|s| {
-            let s = strip_punctuation(s);
-            Token {
-                text: s,
-                word: t.word(s),
-                caps: t.is_all_caps(s),
-            }
-        })
-        .collect();
+    let mut tokens: Vec<Token<'_>> = Vec::with_capacity(text.len() / 4);
+    for_each_word(&text, |s| {
+        if s.len() > 1 {
+            tokens.push(Token::new(t, strip_punctuation(s)));
+        }
+    });
     if tokens.is_empty() {
         return 0.0;
     }
@@ -815,6 +857,12 @@ mod tests {
             "don't like it?? really?!? WON'T love it",
             "kind of great, sort of bad, just enough good",
             "great!!!!!!?????",
+            // ASCII whitespace other than spaces, including the vertical tab
+            // and form feed that `u8::is_ascii_whitespace` leaves out.
+            "not\x0bgood\x0cat\tall\r\nyet   great\x1fbad",
+            "((great)) ...bad... !!! a? isn'tgood WON'T kind-of good",
+            "the classic pass of the bombastic shitstorm: so good, to die for",
+            "it can't be kiss-of-death bad; kinda sorta great",
         ] {
             assert_matches_crate(text);
         }

@@ -290,6 +290,10 @@ impl<P: Processor> Driver<P> {
                     "latest"
                 },
             )
+            // When the prefetch queue is full, librdkafka pauses fetching
+            // for this long (default 1 s). A stage drains a full queue in
+            // well under that, and then sat idle for the rest of the pause.
+            .set("fetch.queue.backoff.ms", "20")
             // A killed replica's partitions move on after this long.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
