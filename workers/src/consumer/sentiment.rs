@@ -461,7 +461,8 @@ impl<'a> Token<'a> {
             text,
             word,
             caps: t.is_all_caps(text),
-            negated: word.negation || text.as_bytes().windows(3).any(|w| w == b"n't"),
+            negated: word.negation
+                || (text.len() >= 3 && text.as_bytes().contains(&b'\'') && text.contains("n't")),
         }
     }
 
@@ -502,6 +503,13 @@ fn strip_punctuation(token: &str) -> &str {
     // Bytewise: an ASCII byte is never part of a multi-byte character, so
     // this trims exactly what a `char` trim would, and cuts on boundaries.
     let b = token.as_bytes();
+    if let (Some(first), Some(last)) = (b.first(), b.last())
+        && !first.is_ascii_punctuation()
+        && !last.is_ascii_punctuation()
+    {
+        // Nothing to trim: most words.
+        return token;
+    }
     let kept = |c: &u8| !c.is_ascii_punctuation();
     let stripped = match (b.iter().position(kept), b.iter().rposition(kept)) {
         (Some(start), Some(end)) => token.get(start..=end).unwrap_or(token),
