@@ -408,13 +408,14 @@ impl Tables {
         })
     }
 
-    fn word(&self, token: &str) -> Word {
+    /// `ascii`: the token is known to be ASCII (it comes from ASCII text).
+    fn word(&self, token: &str, ascii: bool) -> Word {
         if token.len() > self.longest * 3 {
             // Case folding shrinks UTF-8 at most threefold (e.g. the Kelvin
             // sign to "k"), so nothing can match.
             return Word::default();
         }
-        if token.is_ascii() {
+        if ascii || token.is_ascii() {
             let mut buf = [0u8; 64];
             if token.len() <= buf.len() {
                 let lower = &mut buf[..token.len()];
@@ -430,11 +431,11 @@ impl Tables {
     }
 
     /// The crate's `^[A-Z\W]+$` (Unicode `\W`) and longer than one byte.
-    fn is_all_caps(&self, token: &str) -> bool {
+    fn is_all_caps(&self, token: &str, ascii: bool) -> bool {
         if token.len() <= 1 {
             return false;
         }
-        if token.is_ascii() {
+        if ascii || token.is_ascii() {
             // In ASCII, \w is exactly [A-Za-z0-9_].
             token
                 .bytes()
@@ -454,15 +455,21 @@ struct Token<'a> {
     negated: bool,
 }
 
+/// What is known of a whole text, to spare each token the same checks.
+#[derive(Clone, Copy)]
+struct TextFacts {
+    ascii: bool,
+    apostrophe: bool,
+}
+
 impl<'a> Token<'a> {
-    fn new(t: &Tables, text: &'a str) -> Self {
-        let word = t.word(text);
+    fn new(t: &Tables, text: &'a str, facts: TextFacts) -> Self {
+        let word = t.word(text, facts.ascii);
         Token {
             text,
             word,
-            caps: t.is_all_caps(text),
-            negated: word.negation
-                || (text.len() >= 3 && text.as_bytes().contains(&b'\'') && text.contains("n't")),
+            caps: t.is_all_caps(text, facts.ascii),
+            negated: word.negation || (facts.apostrophe && text.contains("n't")),
         }
     }
 
@@ -528,31 +535,34 @@ fn for_each_word<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
     }
     let is_space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
     let bytes = text.as_bytes();
-    let mut start = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        match (is_space(b), start) {
-            (true, Some(s)) => {
-                // ASCII text: every byte index is a char boundary.
-                if let Some(w) = text.get(s..i) {
-                    f(w);
-                }
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && is_space(bytes[i]) {
+            i += 1;
         }
-    }
-    if let Some(w) = start.and_then(|s| text.get(s..)) {
-        f(w);
+        let start = i;
+        while i < bytes.len() && !is_space(bytes[i]) {
+            i += 1;
+        }
+        // ASCII text: every byte index is a char boundary.
+        if i > start
+            && let Some(w) = text.get(start..i)
+        {
+            f(w);
+        }
     }
 }
 
 fn score(t: &Tables, text: &str) -> f64 {
     let text = with_emoji(t, text);
+    let facts = TextFacts {
+        ascii: text.is_ascii(),
+        apostrophe: text.contains('\''),
+    };
     let mut tokens: Vec<Token<'_>> = Vec::with_capacity(text.len() / 4);
     for_each_word(&text, |s| {
         if s.len() > 1 {
-            tokens.push(Token::new(t, strip_punctuation(s)));
+            tokens.push(Token::new(t, strip_punctuation(s), facts));
         }
     });
     if tokens.is_empty() {
@@ -594,8 +604,12 @@ fn score(t: &Tables, text: &str) -> f64 {
 }
 
 fn punctuation_emphasis(text: &str) -> f64 {
-    let emarks = text.bytes().filter(|b| *b == b'!').count();
-    let qmarks = text.bytes().filter(|b| *b == b'?').count();
+    // One pass for both counts.
+    let (mut emarks, mut qmarks) = (0usize, 0usize);
+    for b in text.bytes() {
+        emarks += usize::from(b == b'!');
+        qmarks += usize::from(b == b'?');
+    }
     let emark_emph = emarks.min(MAX_EMARK) as f64 * EMARK_INCR;
     let qmark_emph = if qmarks > MAX_QMARK {
         MAX_QMARK_INCR
