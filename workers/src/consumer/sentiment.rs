@@ -306,6 +306,14 @@ struct Tables {
     all_caps: Regex,
 }
 
+/// Distinct lower-cased tokens remembered per thread (a few MB at most).
+const SEEN_CAPACITY: usize = 1 << 16;
+
+thread_local! {
+    static SEEN: std::cell::RefCell<FastMap<Box<[u8]>, (Word, u128)>> =
+        std::cell::RefCell::new(FastMap::default());
+}
+
 static TABLES: LazyLock<Option<Tables>> = LazyLock::new(|| {
     let t = Tables::build();
     if t.is_none() {
@@ -408,6 +416,43 @@ impl Tables {
         })
     }
 
+    /// The bits of the phrase pieces that occur in `token`.
+    fn pieces_in(&self, token: &[u8]) -> u128 {
+        let mut present = 0u128;
+        for m in self.pieces.find_overlapping_iter(token) {
+            present |= 1 << m.pattern().as_usize();
+        }
+        present
+    }
+
+    /// What the rules know of an ASCII token, and the phrase pieces in it,
+    /// remembered per thread: tweets repeat their vocabulary, so most tokens
+    /// cost one lookup instead of a lexicon lookup and a phrase-piece scan.
+    fn ascii_word(&self, token: &str) -> (Word, u128) {
+        let mut buf = [0u8; 64];
+        let Some(lower) = buf.get_mut(..token.len()) else {
+            // Longer than any lexicon word: only phrase pieces can be in it.
+            return (Word::default(), self.pieces_in(token.as_bytes()));
+        };
+        lower.copy_from_slice(token.as_bytes());
+        lower.make_ascii_lowercase();
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            if let Some(known) = seen.get(&*lower) {
+                return *known;
+            }
+            let known = (
+                self.words.get(&*lower).copied().unwrap_or_default(),
+                self.pieces_in(lower),
+            );
+            if seen.len() >= SEEN_CAPACITY {
+                seen.clear();
+            }
+            seen.insert(lower.into(), known);
+            known
+        })
+    }
+
     /// `ascii`: the token is known to be ASCII (it comes from ASCII text).
     fn word(&self, token: &str, ascii: bool) -> Word {
         if token.len() > self.longest * 3 {
@@ -453,6 +498,9 @@ struct Token<'a> {
     /// A negation word, or anything with "n't" in it. Known per token once,
     /// as the rules ask it up to three times per sentiment word.
     negated: bool,
+    /// Bits of the phrase pieces in it (all set for non-ASCII text, where
+    /// lower-casing can make ASCII: "K", the Kelvin sign, becomes "k").
+    pieces: u128,
 }
 
 /// What is known of a whole text, to spare each token the same checks.
@@ -464,12 +512,17 @@ struct TextFacts {
 
 impl<'a> Token<'a> {
     fn new(t: &Tables, text: &'a str, facts: TextFacts) -> Self {
-        let word = t.word(text, facts.ascii);
+        let (word, pieces) = if facts.ascii {
+            t.ascii_word(text)
+        } else {
+            (t.word(text, false), u128::MAX)
+        };
         Token {
             text,
             word,
             caps: t.is_all_caps(text, facts.ascii),
             negated: word.negation || (facts.apostrophe && text.contains("n't")),
+            pieces,
         }
     }
 
@@ -569,7 +622,7 @@ fn score(t: &Tables, text: &str) -> f64 {
         return 0.0;
     }
     let mixed_caps = tokens.iter().any(|k| k.caps) && tokens.iter().any(|k| !k.caps);
-    let candidates = Candidates::of(t, &text);
+    let candidates = Candidates::of(t, tokens.iter().fold(0, |all, k| all | k.pieces));
     let mut scratch = String::new();
     let mut sentiments: Vec<f64> = Vec::with_capacity(tokens.len());
     for (i, token) in tokens.iter().enumerate() {
@@ -604,12 +657,9 @@ fn score(t: &Tables, text: &str) -> f64 {
 }
 
 fn punctuation_emphasis(text: &str) -> f64 {
-    // One pass for both counts.
-    let (mut emarks, mut qmarks) = (0usize, 0usize);
-    for b in text.bytes() {
-        emarks += usize::from(b == b'!');
-        qmarks += usize::from(b == b'?');
-    }
+    // memchr's vector search: most texts hold none or few.
+    let emarks = memchr::memchr_iter(b'!', text.as_bytes()).count();
+    let qmarks = memchr::memchr_iter(b'?', text.as_bytes()).count();
     let emark_emph = emarks.min(MAX_EMARK) as f64 * EMARK_INCR;
     let qmark_emph = if qmarks > MAX_QMARK {
         MAX_QMARK_INCR
@@ -739,18 +789,10 @@ struct Candidates<'t> {
 }
 
 impl<'t> Candidates<'t> {
-    fn of(t: &'t Tables, text: &str) -> Candidates<'t> {
-        // Lower-casing non-ASCII text can make ASCII ("K", the Kelvin sign,
-        // becomes "k"), so only ASCII text is filtered.
-        let present = if text.is_ascii() {
-            let mut present = 0u128;
-            for m in t.pieces.find_overlapping_iter(text) {
-                present |= 1 << m.pattern().as_usize();
-            }
-            present
-        } else {
-            u128::MAX
-        };
+    /// `present`: the pieces in the tokens. A phrase is searched for in
+    /// tokens joined by spaces, and its pieces hold no space, so its longest
+    /// piece must be inside one token for it to match.
+    fn of(t: &'t Tables, present: u128) -> Candidates<'t> {
         let possible = |phrases: &'t [Phrase]| {
             phrases
                 .iter()
