@@ -309,9 +309,11 @@ struct Tables {
 /// Distinct lower-cased tokens remembered per thread (a few MB at most).
 const SEEN_CAPACITY: usize = 1 << 16;
 
+/// Lower-cased token → its lexicon entry and the phrase pieces in it.
+type Seen = FastMap<Box<[u8]>, (Word, u128)>;
+
 thread_local! {
-    static SEEN: std::cell::RefCell<FastMap<Box<[u8]>, (Word, u128)>> =
-        std::cell::RefCell::new(FastMap::default());
+    static SEEN: std::cell::RefCell<Seen> = std::cell::RefCell::new(Seen::default());
 }
 
 static TABLES: LazyLock<Option<Tables>> = LazyLock::new(|| {
