@@ -151,6 +151,44 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// Polls up to [`MAX_BATCH`] records into `out`, waiting up to `wait` for
+/// the first. True when a rebalance happened meanwhile: what was polled
+/// before it is dropped (the rebuilt state starts over from the committed
+/// offsets, before those records), what came after it is kept.
+fn poll_batch<'c>(
+    consumer: &'c BaseConsumer<Ctx>,
+    stage: &'static str,
+    metrics: &Metrics,
+    out: &mut Vec<BorrowedMessage<'c>>,
+    mut wait: Duration,
+    seen_epoch: &mut u64,
+) -> bool {
+    let mut rebalanced = false;
+    while out.len() < MAX_BATCH {
+        let next = consumer.poll(wait);
+        wait = Duration::ZERO;
+        let epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        if epoch != *seen_epoch {
+            *seen_epoch = epoch;
+            out.clear();
+            rebalanced = true;
+        }
+        match next {
+            None => break,
+            Some(Ok(m)) => out.push(m),
+            Some(Err(e)) => {
+                metrics
+                    .kafka_errors
+                    .get_or_create(&StageLabels { stage })
+                    .inc();
+                tracing::warn!(stage, error = %e, "consume error");
+                break;
+            }
+        }
+    }
+    rebalanced
+}
+
 fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
@@ -187,10 +225,19 @@ impl<P: Processor> Driver<P> {
         }
     }
 
-    /// Hands a poll's records to the processor in order. Chunks are prepared
-    /// on the pool while this thread folds in the ones already prepared, so
-    /// parsing uses every core and only the (cheap) folding is serial.
-    fn handle(&mut self, polled: &[BorrowedMessage<'_>]) {
+    /// Hands polled records to the processor in order, and polls the next
+    /// ones into `next` meanwhile. Chunks are prepared on the pool while this
+    /// thread polls and then folds in the chunks already prepared, so parsing
+    /// uses every core and only the (cheap) folding and polling are serial.
+    /// True when a rebalance happened while polling: `next` then holds only
+    /// records of the new assignment, and the state needs rebuilding.
+    fn handle<'c>(
+        &mut self,
+        consumer: &'c BaseConsumer<Ctx>,
+        polled: &[BorrowedMessage<'c>],
+        next: &mut Vec<BorrowedMessage<'c>>,
+        seen_epoch: &mut u64,
+    ) -> bool {
         let now = now_ms();
         if polled.len() <= PREPARE_CHUNK {
             for m in polled {
@@ -198,10 +245,11 @@ impl<P: Processor> Driver<P> {
                 self.processor
                     .record(m.partition(), m.offset(), prepared, now);
             }
-            return;
+            return false;
         }
-        let processor = &mut self.processor;
-        self.pool.in_place_scope(|scope| {
+        let pool = self.pool.clone();
+        let (stage, metrics, processor) = (self.cfg.stage, &self.metrics, &mut self.processor);
+        pool.in_place_scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel();
             for (k, chunk) in polled.chunks(PREPARE_CHUNK).enumerate() {
                 let tx = tx.clone();
@@ -212,20 +260,22 @@ impl<P: Processor> Driver<P> {
                 });
             }
             drop(tx);
+            let rebalanced = poll_batch(consumer, stage, metrics, next, Duration::ZERO, seen_epoch);
             let mut chunks = polled.chunks(PREPARE_CHUNK);
             let mut waiting = BTreeMap::new();
-            let mut next = 0;
+            let mut due = 0;
             for (k, prepared) in rx {
                 waiting.insert(k, prepared);
-                while let Some(prepared) = waiting.remove(&next) {
+                while let Some(prepared) = waiting.remove(&due) {
                     let Some(chunk) = chunks.next() else { break };
                     for (m, p) in chunk.iter().zip(prepared) {
                         processor.record(m.partition(), m.offset(), p, now);
                     }
-                    next += 1;
+                    due += 1;
                 }
             }
-        });
+            rebalanced
+        })
     }
 
     fn labels(&self) -> StageLabels {
@@ -335,6 +385,8 @@ impl<P: Processor> Driver<P> {
         let consumer = self.consumer()?;
         self.kafka("subscribing", consumer.subscribe(&[&self.cfg.topic]))?;
         let mut seen_epoch = 0;
+        // Polled, not yet handed to the processor (nor committed).
+        let mut ready = Vec::new();
         let mut next_cycle = Instant::now() + self.cfg.commit_interval;
         let mut next_lag = Instant::now();
         loop {
@@ -344,35 +396,25 @@ impl<P: Processor> Driver<P> {
                 self.commit(&consumer, producer.as_ref())?;
                 return Ok(());
             }
-            let mut polled = Vec::new();
-            let mut wait = Duration::from_millis(100);
-            while polled.len() < MAX_BATCH {
-                let next = consumer.poll(wait);
-                wait = Duration::ZERO;
-                let epoch = consumer.context().epoch.load(Ordering::SeqCst);
-                if epoch != seen_epoch {
-                    seen_epoch = epoch;
-                    // Polled before the rebalance: the rebuilt state starts
-                    // over from the committed offsets, before these.
-                    polled.clear();
+            if ready.is_empty()
+                && poll_batch(
+                    &consumer,
+                    self.cfg.stage,
+                    &self.metrics,
+                    &mut ready,
+                    Duration::from_millis(100),
+                    &mut seen_epoch,
+                )
+            {
+                self.rebuild(&consumer)?;
+            }
+            if !ready.is_empty() {
+                let mut next = Vec::new();
+                let rebalanced = self.handle(&consumer, &ready, &mut next, &mut seen_epoch);
+                ready = next;
+                if rebalanced {
                     self.rebuild(&consumer)?;
                 }
-                match next {
-                    None => break,
-                    Some(Ok(m)) => polled.push(m),
-                    Some(Err(e)) => {
-                        self.metrics
-                            .kafka_errors
-                            .get_or_create(&self.labels())
-                            .inc();
-                        tracing::warn!(stage = self.cfg.stage, error = %e, "consume error");
-                        break;
-                    }
-                }
-            }
-            if !polled.is_empty() {
-                self.handle(&polled);
-                drop(polled);
                 self.health.kafka_ok(now_ms());
             }
             if Instant::now() >= next_cycle {
