@@ -73,6 +73,10 @@ pub struct ConsumerArgs {
     /// Print a line per window on stdout (default: on when there is no output topic).
     #[arg(long, env = "TWS_PRINT", num_args = 0..=1, default_missing_value = "true")]
     pub print: Option<bool>,
+    /// Threads that parse and score tweets (0: one per CPU the process may
+    /// use, which follows the container's CPU limit).
+    #[arg(long, env = "TWS_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Address of the health and metrics server (/healthz, /readyz, /metrics).
     #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -156,7 +160,9 @@ mod tests {
         assert_eq!(a.time_mode, TimeMode::Event);
         assert_eq!(a.group(), "s");
         assert!(a.prints());
+        assert_eq!(a.threads, 0, "one thread per available CPU");
         assert_eq!(a.validate(), Ok(()));
+        assert_eq!(parse(&["--threads", "3"]).threads, 3);
     }
 
     #[test]

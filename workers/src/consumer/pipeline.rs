@@ -179,9 +179,10 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     );
     health.kafka_ok(chrono::Utc::now().timestamp_millis());
 
-    // Both stages prepare records (parse, score) on one pool, a thread per
-    // core the process may use.
+    // Both stages prepare records (parse, score) on one pool; rayon's
+    // default size (threads = 0) is a thread per CPU the process may use.
     let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
         .thread_name(|i| format!("prepare-{i}"))
         .build()
         .map(Arc::new)
