@@ -13,8 +13,13 @@
 #   1b. the same with the producer's delivery settings: lz4, idempotence, acks=all
 #      (the fair reference: same compression and guarantees, minus transactions)
 #   2. twitterstream-producer --source synthetic --synthetic-rate 0
-#      --synthetic-count N (generation, idempotent transactional producer,
-#      acks=all, lz4, 50k-record transactions, resume read-back at start)
+#      --synthetic-count N, timed from process start to exit: connecting,
+#      init_transactions (fencing), the resume read-back of the topic,
+#      generating the tweets (on their own thread) and publishing them with
+#      an idempotent transactional producer (acks=all, lz4, five headers per
+#      record, unpaced transactions of up to 500k records / 5 s, each
+#      committed), and exit.
+#      kcat sends no headers and has no transactions or start-up read-back.
 # and prints tweets/s and MB/s of both and their ratio (target >= 0.9x).
 # Both topics are counted afterwards (the producer's with read_committed).
 set -euo pipefail

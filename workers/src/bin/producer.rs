@@ -5,7 +5,7 @@ use std::sync::Arc;
 use twitterstream_workers::producer::config::ProducerArgs;
 use twitterstream_workers::producer::run::{RunError, run, shutdown_on_signals};
 use twitterstream_workers::producer::search::{Clock, SystemClock};
-use twitterstream_workers::producer::synthetic::{ManualClock, SyntheticGenerator};
+use twitterstream_workers::producer::synthetic::{ManualClock, Scratch, SyntheticGenerator};
 
 /// Writes synthetic tweets as `key<TAB>value` lines (what `kcat -K '\t'`
 /// reads), for benchmarks that compare the producer with kcat on the same
@@ -33,9 +33,12 @@ fn dump(args: &DumpArgs) -> std::io::Result<()> {
     let mut generator = SyntheticGenerator::new(args.seed, clock);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut scratch = Scratch::default();
+    let mut json = String::with_capacity(1024);
     for _ in 0..args.count {
-        let t = generator.next_tweet();
-        writeln!(out, "{}\t{}", t.id, t.json)?;
+        json.clear();
+        let (_, id) = generator.next_into(&mut scratch, &mut json);
+        writeln!(out, "{id}\t{json}")?;
         if let Some(m) = &manual {
             m.advance(std::time::Duration::from_millis(1));
         }

@@ -10,14 +10,15 @@
 //! predecessor (a zombie that is still running, or the open transaction a
 //! killed process left behind) in `init_transactions`.
 
+use super::synthetic::decimal;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Record headers stamped on every tweet.
@@ -36,6 +37,14 @@ pub const HEADER_SEQ: &str = "seq";
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bounds commit/abort/init calls, which block on broker round trips.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the polling thread waits for librdkafka events per call.
+/// Delivery reports are failures only, so the thread is idle almost always;
+/// rdkafka's poll spins through the last millisecond of each call, so
+/// shorter intervals cost CPU.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often [`Publisher::commit`] checks whether librdkafka has delivered
+/// every record of the transaction.
+const DRAIN_CHECK: Duration = Duration::from_millis(1);
 
 /// The transactional id of a stream's producer: stable across restarts, so
 /// the restarted process fences the old one.
@@ -180,7 +189,13 @@ impl PublisherConfig {
             .set("linger.ms", "20")
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
+            // 64 MB keeps librdkafka's sender busy (five requests of three
+            // 1 MB batches in flight, and as much again queued) while the
+            // records it copies and compresses are still in cache. With 1 GB
+            // an unpaced source queued a second or more of records ahead:
+            // every commit waited for that backlog, and the sender copied
+            // records long out of cache.
+            .set("queue.buffering.max.kbytes", "65536")
             // A report per delivered record costs the polling thread a
             // sixth of the producer's CPU and tells nothing the commit does
             // not: a transaction commits only if every record was delivered.
@@ -199,11 +214,26 @@ pub struct TweetRecord {
 }
 
 /// A transactional producer for one stream's topic.
+///
+/// A `BaseProducer` with its own polling thread rather than rdkafka's
+/// `ThreadedProducer`, whose drop joins that thread, which polls in 100 ms
+/// slices: every exit waited up to that long.
 pub struct Publisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: Arc<BaseProducer<DeliveryContext>>,
+    stop_polling: Arc<AtomicBool>,
     config: PublisherConfig,
     stats: Arc<DeliveryStats>,
     in_transaction: bool,
+}
+
+impl Drop for Publisher {
+    /// Stops the polling thread without waiting for it: it ends within a
+    /// poll interval and releases the producer then (librdkafka's teardown
+    /// runs there, or not at all if the process exits first, which loses
+    /// nothing: records are only ever acknowledged by committing).
+    fn drop(&mut self) {
+        self.stop_polling.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Publisher {
@@ -234,17 +264,34 @@ fn retriable(e: &KafkaError) -> bool {
 impl Publisher {
     pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
         let stats = Arc::new(DeliveryStats::default());
-        let producer = config
-            .client_config()
-            .create_with_context(DeliveryContext {
-                stats: stats.clone(),
-            })
-            .map_err(|source| PublishError::Create {
-                brokers: config.brokers.join(","),
-                source,
-            })?;
+        let producer: Arc<BaseProducer<DeliveryContext>> = Arc::new(
+            config
+                .client_config()
+                .create_with_context(DeliveryContext {
+                    stats: stats.clone(),
+                })
+                .map_err(|source| PublishError::Create {
+                    brokers: config.brokers.join(","),
+                    source,
+                })?,
+        );
+        // Serves librdkafka's event queue: delivery failures, client errors.
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let producer = producer.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kafka-poll".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.poll(POLL_INTERVAL);
+                    }
+                })
+                .map_err(|e| PublishError::Join(format!("cannot start the polling thread: {e}")))?;
+        }
         Ok(Self {
             producer,
+            stop_polling: stop,
             config,
             stats,
             in_transaction: false,
@@ -293,7 +340,7 @@ impl Publisher {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&ThreadedProducer<DeliveryContext>) -> T + Send + 'static,
+        f: impl FnOnce(&BaseProducer<DeliveryContext>) -> T + Send + 'static,
     ) -> Result<T, PublishError> {
         let p = self.producer.clone();
         tokio::task::spawn_blocking(move || f(&p))
@@ -305,6 +352,21 @@ impl Publisher {
     /// earlier producer with the same id and aborting its open transaction.
     /// Retries retriable errors (e.g. the coordinator is still loading).
     pub async fn init_transactions(&self) -> Result<(), PublishError> {
+        // Connect to the cluster first. The first metadata answer comes over
+        // the bootstrap connection, which librdkafka then retires; the second
+        // makes it connect to the broker proper. Without a usable broker,
+        // init_transactions waits for a 500 ms retry timer, which was most of
+        // a short run's start-up. Failures here are not errors: the
+        // transactional calls below retry and report them.
+        for _ in 0..2 {
+            let topic = self.config.topic.clone();
+            self.blocking(move |p| {
+                p.client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .is_ok()
+            })
+            .await?;
+        }
         let mut delay = Duration::from_millis(200);
         loop {
             match self
@@ -347,7 +409,7 @@ impl Publisher {
         seq: Option<u64>,
         ingested_at: &str,
     ) -> Result<(), PublishError> {
-        let seq_text;
+        let mut seq_digits = [0u8; 20];
         let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: HEADER_STREAM,
@@ -366,10 +428,9 @@ impl Publisher {
                 value: Some(ingested_at),
             });
         if let Some(seq) = seq {
-            seq_text = seq.to_string();
             headers = headers.insert(Header {
                 key: HEADER_SEQ,
-                value: Some(seq_text.as_str()),
+                value: Some(decimal(seq, &mut seq_digits)),
             });
         }
         let mut r = BaseRecord::to(&self.config.topic)
@@ -399,6 +460,15 @@ impl Publisher {
     /// none of its records are visible, the caller sends them again.
     pub async fn commit(&mut self) -> Result<(), PublishError> {
         let mut attempts = 0;
+        // rdkafka's commit_transaction flushes first, polling in 100 ms
+        // slices: every commit took at least 100 ms, mostly idle. Waiting
+        // here until librdkafka holds no record lets that flush return at
+        // once; librdkafka's own flush inside the commit still guarantees
+        // delivery (or reports the failure).
+        let deadline = tokio::time::Instant::now() + TXN_CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_CHECK).await;
+        }
         loop {
             attempts += 1;
             let r = self

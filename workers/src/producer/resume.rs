@@ -103,6 +103,24 @@ pub fn newest_position_blocking(q: &ResumeQuery) -> Result<Option<u128>, ResumeE
             brokers: q.brokers.join(","),
             source: Box::new(source),
         })?;
+    let result = read_back(&consumer, q, deadline);
+    // Closing the reader can wait on librdkafka's internal timers (100 ms
+    // and more); nothing depends on it, so the producer does not wait.
+    let closer = std::thread::Builder::new()
+        .name("resume-close".into())
+        .spawn(move || drop(consumer));
+    if let Err(e) = closer {
+        // The closure, and the reader with it, was dropped here.
+        tracing::debug!(error = %e, "closed the resume reader inline");
+    }
+    result
+}
+
+fn read_back(
+    consumer: &BaseConsumer,
+    q: &ResumeQuery,
+    deadline: Instant,
+) -> Result<Option<u128>, ResumeError> {
     let kafka = |what: &str, source| ResumeError::Kafka {
         topic: q.topic.clone(),
         what: what.to_owned(),
@@ -134,7 +152,7 @@ pub fn newest_position_blocking(q: &ResumeQuery) -> Result<Option<u128>, ResumeE
         let mut span = INITIAL_SPAN;
         loop {
             let start = (high - span).max(low);
-            let values = read_window(&consumer, q, p, start, high, deadline)?;
+            let values = read_window(consumer, q, p, start, high, deadline)?;
             let found = match q.position {
                 // Sequence numbers rise within a transaction too.
                 Position::Seq if !values.is_empty() => Some(values.iter().copied().max()),

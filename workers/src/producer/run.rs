@@ -25,7 +25,7 @@ use super::replay::{self, Pacer};
 use super::resume::{self, Position, ResumeError, ResumeQuery};
 use super::search::{SearchConfig, SearchError, SearchPoller, SystemClock};
 use super::stream::{self, StreamError};
-use super::synthetic::SyntheticGenerator;
+use super::synthetic::{Scratch, SyntheticGenerator, decimal};
 use super::xapi::{XApiClient, XApiError};
 use chrono::{SecondsFormat, Utc};
 use std::sync::Arc;
@@ -43,6 +43,11 @@ pub const BATCH_AGE: Duration = Duration::from_secs(1);
 /// Synthetic batches are regenerated rather than kept for a re-send, so
 /// they can be larger; [`BATCH_AGE`] bounds them in practice.
 pub const SYNTHETIC_BATCH: u64 = 500_000;
+/// The age bound of an unpaced synthetic batch (`--synthetic-rate 0`, a
+/// bulk load). Each commit idles librdkafka's sender for the last
+/// acknowledgements and two coordinator round trips, so bulk loads commit
+/// less often; [`SYNTHETIC_BATCH`] bounds them in practice.
+pub const UNPACED_BATCH_AGE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -405,6 +410,131 @@ async fn commit_batch(
     }
 }
 
+/// Tweets per chunk the generator thread hands to the sender (unpaced).
+const CHUNK_TWEETS: usize = 2_048;
+/// How many chunks the generator may run ahead of the sender: enough to
+/// keep generating through a commit (~100 ms at a few hundred thousand
+/// tweets/s) while holding ~16 MB at most.
+const CHUNKS_AHEAD: usize = 16;
+
+/// Consecutive synthetic tweets, generated ahead of sending.
+struct Chunk {
+    /// The generator before this chunk's first tweet: a transaction that
+    /// began with this chunk and failed is generated again from here.
+    snapshot: SyntheticGenerator,
+    /// Position of the first tweet.
+    start: u64,
+    /// The tweets' JSON objects, back to back.
+    json: String,
+    /// Per tweet: its id and where its JSON ends in `json`.
+    tweets: Vec<(u64, usize)>,
+}
+
+/// Generation on its own thread, so it overlaps the sending, librdkafka's
+/// batching and compression, and the waits on commits. Dropping it stops
+/// the thread (at its next chunk).
+struct ChunkSource {
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    recycle: std::sync::mpsc::Sender<Chunk>,
+}
+
+/// Pacing of a rate-limited synthetic source: tweet `i` is due at
+/// `from + (i - first) / rate`.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    from: Instant,
+    first: u64,
+    rate: f64,
+}
+
+impl ChunkSource {
+    fn start(
+        generator: SyntheticGenerator,
+        total: u64,
+        pace: Option<Pace>,
+    ) -> Result<Self, RunError> {
+        // A paced chunk holds ~10 ms of tweets, so slow rates are not held
+        // back waiting for a chunk to fill.
+        let chunk_len = match pace {
+            Some(p) => (p.rate / 100.0).clamp(1.0, CHUNK_TWEETS as f64) as usize,
+            None => CHUNK_TWEETS,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let (recycle, recycled) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("synthetic-gen".into())
+            .spawn(move || generate_chunks(generator, total, pace, chunk_len, &tx, &recycled))
+            .map_err(|e| RunError::Config(format!("cannot start the generator thread: {e}")))?;
+        Ok(Self { rx, recycle })
+    }
+
+    /// Hands a sent chunk's buffers back for reuse.
+    fn recycle(&self, chunk: Chunk) {
+        // Fails only once the thread has finished: then it is simply freed.
+        let _ = self.recycle.send(chunk);
+    }
+}
+
+fn generate_chunks(
+    mut generator: SyntheticGenerator,
+    total: u64,
+    pace: Option<Pace>,
+    chunk_len: usize,
+    tx: &tokio::sync::mpsc::Sender<Chunk>,
+    recycled: &std::sync::mpsc::Receiver<Chunk>,
+) {
+    let mut scratch = Scratch::default();
+    while generator.position() < total {
+        let mut chunk = match recycled.try_recv() {
+            Ok(mut c) => {
+                c.snapshot = generator.clone();
+                c.json.clear();
+                c.tweets.clear();
+                c
+            }
+            Err(_) => Chunk {
+                snapshot: generator.clone(),
+                start: 0,
+                json: String::with_capacity(chunk_len * 512),
+                tweets: Vec::with_capacity(chunk_len),
+            },
+        };
+        chunk.start = generator.position();
+        while chunk.tweets.len() < chunk_len && generator.position() < total {
+            if let Some(p) = pace {
+                let due = p.from
+                    + Duration::from_secs_f64((generator.position() - p.first) as f64 / p.rate);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            let (_, id) = generator.next_into(&mut scratch, &mut chunk.json);
+            chunk.tweets.push((id, chunk.json.len()));
+        }
+        if tx.blocking_send(chunk).is_err() {
+            return; // the sender stopped (shutdown, or a batch to regenerate)
+        }
+    }
+}
+
+/// Sends a chunk's tweets in the open transaction; false if a send failed.
+fn send_chunk(publisher: &Publisher, chunk: &Chunk, ingested_at: &str, metrics: &Metrics) -> bool {
+    let mut key = [0u8; 20];
+    let mut from = 0;
+    for (i, &(id, end)) in chunk.tweets.iter().enumerate() {
+        let json = &chunk.json[from..end];
+        from = end;
+        let seq = chunk.start + i as u64;
+        if let Err(e) = publisher.send(decimal(id, &mut key), json, Some(seq), ingested_at) {
+            metrics.publish_errors.inc();
+            tracing::warn!(error = %e, "send failed; the batch will be generated and sent again");
+            return false;
+        }
+    }
+    true
+}
+
 async fn run_synthetic(
     args: &ProducerArgs,
     after: Option<u128>,
@@ -423,50 +553,61 @@ async fn run_synthetic(
     }
     let mut generator = SyntheticGenerator::new(args.seed, Arc::new(SystemClock));
     // The continuation must be the same sequence as an uninterrupted run.
+    let mut scratch = Scratch::default();
+    let mut skipped = String::new();
     while generator.position() < start {
-        generator.next_tweet();
+        skipped.clear();
+        generator.next_into(&mut scratch, &mut skipped);
     }
-    let rate = if args.synthetic_rate.is_finite() && args.synthetic_rate > 0.0 {
-        Some(args.synthetic_rate)
+    let pace = (args.synthetic_rate.is_finite() && args.synthetic_rate > 0.0).then(|| Pace {
+        from: Instant::now(),
+        first: start,
+        rate: args.synthetic_rate,
+    });
+    let max_age = if pace.is_some() {
+        BATCH_AGE
     } else {
-        None
+        UNPACED_BATCH_AGE
     };
-    let paced_from = Instant::now();
-    let mut index = start;
+    let mut source = ChunkSource::start(generator, total, pace)?;
+    let mut published = start;
     let mut delay = Duration::from_millis(200);
-    while index < total && !shutdown.requested() {
+    while !shutdown.requested() {
+        let first = tokio::select! {
+            c = source.rx.recv() => c,
+            _ = shutdown.wait() => None,
+        };
+        // None: the generator reached the count (or shutdown).
+        let Some(first) = first else { break };
         // Records are not kept for a re-send: a failed batch is generated
         // again from this snapshot (same tweets, fresh created_at), which
         // spares holding and freeing a batch's worth of copies.
-        let snapshot = generator.clone();
-        let batch_start = index;
+        let snapshot = first.snapshot.clone();
+        let batch_start = first.start;
         publisher.begin()?;
         let ingested_at = now_rfc3339();
         let opened = Instant::now();
+        let mut n = 0u64;
         let mut sent = true;
-        while index < total && index - batch_start < SYNTHETIC_BATCH && opened.elapsed() < BATCH_AGE
-        {
-            if let Some(rate) = rate {
-                let due = paced_from + Duration::from_secs_f64((index - start) as f64 / rate);
-                let now = Instant::now();
-                if due > now && !shutdown.sleep(due - now).await {
-                    break;
-                }
-            } else if (index - batch_start).is_multiple_of(4096) && shutdown.requested() {
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            sent = send_chunk(publisher, &chunk, &ingested_at, metrics);
+            n += chunk.tweets.len() as u64;
+            source.recycle(chunk);
+            let left = max_age.saturating_sub(opened.elapsed());
+            if !sent || n >= SYNTHETIC_BATCH || left.is_zero() || shutdown.requested() {
                 break;
             }
-            let t = generator.next_tweet();
-            if let Err(e) = publisher.send(&t.id.to_string(), &t.json, Some(t.index), &ingested_at)
-            {
-                metrics.publish_errors.inc();
-                tracing::warn!(error = %e, "send failed; the batch will be generated and sent again");
-                sent = false;
-                index += 1;
-                break;
-            }
-            index += 1;
+            next = match source.rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    c = source.rx.recv() => c,
+                    _ = tokio::time::sleep(left) => None,
+                    _ = shutdown.wait() => None,
+                },
+            };
         }
-        let n = index - batch_start;
         let filled = opened.elapsed();
         // On shutdown the partial batch is still committed: its records are
         // complete, and committing is the clean way to finish.
@@ -484,6 +625,7 @@ async fn run_synthetic(
             false
         };
         if committed {
+            published = batch_start + n;
             metrics.transaction("committed");
             metrics.tweets_fetched.inc_by(n);
             metrics.tweets_published.inc_by(n);
@@ -493,16 +635,16 @@ async fn run_synthetic(
         } else {
             metrics.transaction("aborted");
             metrics.publish_errors.inc();
-            generator = snapshot;
-            index = batch_start;
+            // Stop the generator (it ran ahead) and start over at the batch.
+            source = ChunkSource::start(snapshot, total, pace)?;
             if !shutdown.sleep(delay).await {
                 break;
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
-    if index >= total {
-        tracing::info!(published = index, "synthetic count reached");
+    if published >= total {
+        tracing::info!(published, "synthetic count reached");
     }
     Ok(())
 }

@@ -15,7 +15,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::LogNormal;
 use rand_distr::weighted::WeightedAliasIndex;
-use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -264,58 +263,6 @@ impl SyntheticTweet {
     }
 }
 
-#[derive(Serialize)]
-struct JsonTweet<'a> {
-    id: &'a str,
-    text: &'a str,
-    created_at: String,
-    lang: &'a str,
-    author_id: String,
-    edit_history_tweet_ids: [&'a str; 1],
-    public_metrics: JsonMetrics,
-    #[serde(skip_serializing_if = "JsonEntities::is_empty")]
-    entities: JsonEntities<'a>,
-}
-
-#[derive(Serialize)]
-struct JsonMetrics {
-    retweet_count: u64,
-    reply_count: u64,
-    like_count: u64,
-    quote_count: u64,
-    bookmark_count: u64,
-    impression_count: u64,
-}
-
-#[derive(Serialize)]
-struct JsonEntities<'a> {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    hashtags: Vec<JsonTag<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    mentions: Vec<JsonMention<'a>>,
-}
-
-impl JsonEntities<'_> {
-    fn is_empty(&self) -> bool {
-        self.hashtags.is_empty() && self.mentions.is_empty()
-    }
-}
-
-#[derive(Serialize)]
-struct JsonTag<'a> {
-    start: usize,
-    end: usize,
-    tag: &'a str,
-}
-
-#[derive(Serialize)]
-struct JsonMention<'a> {
-    start: usize,
-    end: usize,
-    username: &'a str,
-    id: String,
-}
-
 /// The generator; see the module documentation. A clone continues with the
 /// same sequence (a snapshot to regenerate a batch from).
 #[derive(Clone)]
@@ -329,6 +276,8 @@ pub struct SyntheticGenerator {
     user: Arc<WeightedAliasIndex<f64>>,
     author: Arc<WeightedAliasIndex<f64>>,
     likes: LogNormal<f64>,
+    /// `created_at` of the last tweet as epoch milliseconds and as text.
+    created_text: (Option<i64>, String),
 }
 
 impl std::fmt::Debug for SyntheticGenerator {
@@ -371,6 +320,7 @@ impl SyntheticGenerator {
             user: zipf(USERS, USER_S),
             author: zipf(AUTHORS, AUTHOR_S),
             likes,
+            created_text: (None, String::new()),
         }
     }
 
@@ -388,6 +338,46 @@ impl SyntheticGenerator {
     }
 
     pub fn next_tweet(&mut self) -> SyntheticTweet {
+        let mut scratch = Scratch::default();
+        let mut json = String::with_capacity(512);
+        let d = self.generate(&mut scratch, &mut json);
+        SyntheticTweet {
+            index: d.index,
+            id: d.id,
+            created_at: d.created_at,
+            lang: d.lang,
+            author_id: d.author_id,
+            hashtags: scratch
+                .tags
+                .iter()
+                .map(|&(_, _, rank)| Self::hashtag_name(rank))
+                .collect(),
+            mentions: scratch
+                .mentions
+                .iter()
+                .map(|&(_, _, rank)| format!("user{rank}"))
+                .collect(),
+            text: scratch.text,
+            like_count: d.like_count,
+            retweet_count: d.retweet_count,
+            json,
+        }
+    }
+
+    /// Appends the next tweet's JSON to `json` (exactly what
+    /// [`SyntheticGenerator::next_tweet`] puts in `json`) and returns its
+    /// index and id. The producer's path: no per-tweet allocation once
+    /// `json` and `scratch` have grown, which at hundreds of thousands of
+    /// tweets per second is a large share of generating them.
+    pub fn next_into(&mut self, scratch: &mut Scratch, json: &mut String) -> (u64, u64) {
+        let d = self.generate(scratch, json);
+        (d.index, d.id)
+    }
+
+    /// Draws the next tweet (into `scratch`) and appends its JSON to `json`.
+    /// The order of the random draws is the sequence's definition: changing
+    /// it changes every seed's tweets.
+    fn generate(&mut self, scratch: &mut Scratch, json: &mut String) -> Drawn {
         let index = self.index;
         self.index += 1;
         let (lang, _, words) = LANGUAGES[self.languages.sample(&mut self.rng)];
@@ -408,101 +398,236 @@ impl SyntheticGenerator {
         let like_count = (self.likes.sample(&mut self.rng) as u64).min(5_000_000);
         let retweet_count = like_count / self.rng.random_range(3..12);
 
-        // Mentions lead, as replies do; hashtags trail.
-        let mut text = String::with_capacity(160);
+        // Mentions lead, as replies do; hashtags trail. Spans count
+        // characters, as X's entity offsets do.
+        let Scratch {
+            text,
+            mentions,
+            tags,
+        } = scratch;
+        text.clear();
+        mentions.clear();
+        tags.clear();
         let mut char_len = 0usize;
-        let mut push = |text: &mut String, s: &str| {
+        let sep = |text: &mut String, char_len: &mut usize| {
             if !text.is_empty() {
                 text.push(' ');
-                char_len += 1;
+                *char_len += 1;
             }
-            let start = char_len;
-            text.push_str(s);
-            char_len += s.chars().count();
-            (start, char_len)
         };
-        let mut mentions = Vec::with_capacity(n_mentions);
-        let mut mention_spans = Vec::with_capacity(n_mentions);
+        let mut digits = [0u8; 20];
         for _ in 0..n_mentions {
             let rank = self.user.sample(&mut self.rng) + 1;
-            let name = format!("user{rank}");
-            let span = push(&mut text, &format!("@{name}"));
-            mention_spans.push((span, rank));
-            mentions.push(name);
+            sep(text, &mut char_len);
+            let start = char_len;
+            let before = text.len();
+            text.push_str("@user");
+            text.push_str(decimal(rank as u64, &mut digits));
+            char_len += text.len() - before; // ASCII
+            mentions.push((start, char_len, rank));
         }
         for _ in 0..n_words {
             let w = words[self.rng.random_range(0..words.len())];
-            push(&mut text, w);
+            sep(text, &mut char_len);
+            text.push_str(w);
+            char_len += w.chars().count();
         }
-        let mut hashtags = Vec::with_capacity(n_tags);
-        let mut tag_spans = Vec::with_capacity(n_tags);
         for _ in 0..n_tags {
             let rank = self.hashtag.sample(&mut self.rng) + 1;
-            let tag = Self::hashtag_name(rank);
-            tag_spans.push(push(&mut text, &format!("#{tag}")));
-            hashtags.push(tag);
+            sep(text, &mut char_len);
+            let start = char_len;
+            let before = text.len();
+            text.push('#');
+            push_hashtag_name(text, rank);
+            char_len += text.len() - before; // ASCII
+            tags.push((start, char_len, rank));
         }
 
         let created_at = self.clock.now();
-        let ms = (created_at.timestamp_millis() - TWITTER_EPOCH_MS).max(0) as u64;
+        let ms = created_at.timestamp_millis();
         // Strictly increasing even when the clock stands still, as X's are
         // (ids order like creation times).
-        let id = (ms << 22 | (index & 0xfff)).max(self.last_id + 1);
+        let id = ((ms - TWITTER_EPOCH_MS).max(0) as u64) << 22 | (index & 0xfff);
+        let id = id.max(self.last_id + 1);
         self.last_id = id;
-        let id_str = id.to_string();
-        let json = serde_json::to_string(&JsonTweet {
-            id: &id_str,
-            text: &text,
-            created_at: created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            lang,
-            author_id: author_id.to_string(),
-            edit_history_tweet_ids: [&id_str],
-            public_metrics: JsonMetrics {
-                retweet_count,
-                reply_count: retweet_count / 2,
-                like_count,
-                quote_count: retweet_count / 4,
-                bookmark_count: like_count / 10,
-                impression_count: like_count * 37 + 11,
-            },
-            entities: JsonEntities {
-                hashtags: tag_spans
-                    .iter()
-                    .zip(&hashtags)
-                    .map(|(&(start, end), tag)| JsonTag {
-                        start,
-                        end,
-                        tag: &tag[..],
-                    })
-                    .collect(),
-                mentions: mention_spans
-                    .iter()
-                    .zip(&mentions)
-                    .map(|(&((start, end), rank), username)| JsonMention {
-                        start,
-                        end,
-                        username: &username[..],
-                        id: (2_000_000_000 + rank as u64 * 104_729).to_string(),
-                    })
-                    .collect(),
-            },
-        })
-        // Serialising plain strings and integers cannot fail.
-        .unwrap_or_default();
-        SyntheticTweet {
+        // Consecutive tweets mostly share a millisecond: format it once.
+        if self.created_text.0 != Some(ms) {
+            self.created_text = (
+                Some(ms),
+                created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            );
+        }
+
+        // The v2 object, field by field in the order serde wrote it before
+        // (tests hold that reference): id, text, created_at, lang,
+        // author_id, edit_history_tweet_ids, public_metrics, entities.
+        let mut id_digits = [0u8; 20];
+        let id_str = decimal(id, &mut id_digits);
+        json.push_str("{\"id\":\"");
+        json.push_str(id_str);
+        json.push_str("\",\"text\":");
+        push_json_str(json, text);
+        json.push_str(",\"created_at\":");
+        push_json_str(json, &self.created_text.1);
+        json.push_str(",\"lang\":");
+        push_json_str(json, lang);
+        json.push_str(",\"author_id\":\"");
+        json.push_str(decimal(author_id, &mut digits));
+        json.push_str("\",\"edit_history_tweet_ids\":[\"");
+        json.push_str(id_str);
+        json.push_str("\"],\"public_metrics\":{");
+        let metrics = [
+            ("retweet_count", retweet_count),
+            ("reply_count", retweet_count / 2),
+            ("like_count", like_count),
+            ("quote_count", retweet_count / 4),
+            ("bookmark_count", like_count / 10),
+            ("impression_count", like_count * 37 + 11),
+        ];
+        for (i, (name, v)) in metrics.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push('"');
+            json.push_str(name);
+            json.push_str("\":");
+            json.push_str(decimal(*v, &mut digits));
+        }
+        json.push('}');
+        if !tags.is_empty() || !mentions.is_empty() {
+            json.push_str(",\"entities\":{");
+            if !tags.is_empty() {
+                json.push_str("\"hashtags\":[");
+                for (i, &(start, end, rank)) in tags.iter().enumerate() {
+                    if i > 0 {
+                        json.push(',');
+                    }
+                    json.push_str("{\"start\":");
+                    json.push_str(decimal(start as u64, &mut digits));
+                    json.push_str(",\"end\":");
+                    json.push_str(decimal(end as u64, &mut digits));
+                    // Tag names are ASCII letters and digits: nothing to escape.
+                    json.push_str(",\"tag\":\"");
+                    push_hashtag_name(json, rank);
+                    json.push_str("\"}");
+                }
+                json.push(']');
+            }
+            if !mentions.is_empty() {
+                if !tags.is_empty() {
+                    json.push(',');
+                }
+                json.push_str("\"mentions\":[");
+                for (i, &(start, end, rank)) in mentions.iter().enumerate() {
+                    if i > 0 {
+                        json.push(',');
+                    }
+                    json.push_str("{\"start\":");
+                    json.push_str(decimal(start as u64, &mut digits));
+                    json.push_str(",\"end\":");
+                    json.push_str(decimal(end as u64, &mut digits));
+                    json.push_str(",\"username\":\"user");
+                    json.push_str(decimal(rank as u64, &mut digits));
+                    json.push_str("\",\"id\":\"");
+                    json.push_str(decimal(2_000_000_000 + rank as u64 * 104_729, &mut digits));
+                    json.push_str("\"}");
+                }
+                json.push(']');
+            }
+            json.push('}');
+        }
+        json.push('}');
+        Drawn {
             index,
             id,
             created_at,
             lang,
             author_id,
-            text,
-            hashtags,
-            mentions,
             like_count,
             retweet_count,
-            json,
         }
     }
+}
+
+/// Reusable buffers of [`SyntheticGenerator::next_into`]: the text and the
+/// (start, end, rank) spans of its mentions and hashtags.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    text: String,
+    mentions: Vec<(usize, usize, usize)>,
+    tags: Vec<(usize, usize, usize)>,
+}
+
+/// What [`SyntheticGenerator::generate`] drew besides the text and JSON.
+struct Drawn {
+    index: u64,
+    id: u64,
+    created_at: DateTime<Utc>,
+    lang: &'static str,
+    author_id: u64,
+    like_count: u64,
+    retweet_count: u64,
+}
+
+fn push_hashtag_name(out: &mut String, rank: usize) {
+    match NAMED_TAGS.get(rank.wrapping_sub(1)) {
+        Some(n) => out.push_str(n),
+        None => {
+            out.push_str("topic");
+            out.push_str(decimal(rank as u64, &mut [0u8; 20]));
+        }
+    }
+}
+
+/// `v` in decimal, formatted in `buf` (what `to_string` gives, without the
+/// allocation).
+pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: `"`,
+/// `\` and control characters (short forms where JSON has them), nothing
+/// else.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so these slices end on char boundaries.
+        out.push_str(&s[from..i]);
+        if short.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push_str(short);
+        }
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -562,6 +687,145 @@ mod tests {
             // The id is a snowflake of created_at (or just past it).
             let t_id = crate::producer::xapi::snowflake_time(&t.id_string()).unwrap();
             assert!(t_id >= t.created_at.trunc_subsecs_ms());
+        }
+    }
+
+    /// The serde serialisation the generator used to run through: the
+    /// hand-written JSON must stay byte for byte what it produced.
+    fn reference_json(t: &SyntheticTweet) -> String {
+        #[derive(serde::Serialize)]
+        struct JsonTweet<'a> {
+            id: &'a str,
+            text: &'a str,
+            created_at: String,
+            lang: &'a str,
+            author_id: String,
+            edit_history_tweet_ids: [&'a str; 1],
+            public_metrics: JsonMetrics,
+            #[serde(skip_serializing_if = "JsonEntities::is_empty")]
+            entities: JsonEntities<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct JsonMetrics {
+            retweet_count: u64,
+            reply_count: u64,
+            like_count: u64,
+            quote_count: u64,
+            bookmark_count: u64,
+            impression_count: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct JsonEntities<'a> {
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            hashtags: Vec<JsonTag<'a>>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            mentions: Vec<JsonMention<'a>>,
+        }
+        impl JsonEntities<'_> {
+            fn is_empty(&self) -> bool {
+                self.hashtags.is_empty() && self.mentions.is_empty()
+            }
+        }
+        #[derive(serde::Serialize)]
+        struct JsonTag<'a> {
+            start: usize,
+            end: usize,
+            tag: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct JsonMention<'a> {
+            start: usize,
+            end: usize,
+            username: &'a str,
+            id: String,
+        }
+        // Spans from the text: tokens are space-separated, mentions lead
+        // with '@', hashtags with '#', no word starts with either.
+        let mut tags = Vec::new();
+        let mut mentions = Vec::new();
+        let mut pos = 0;
+        for token in t.text.split(' ') {
+            let len = token.chars().count();
+            if let Some(name) = token.strip_prefix('#') {
+                tags.push(JsonTag {
+                    start: pos,
+                    end: pos + len,
+                    tag: name,
+                });
+            } else if let Some(name) = token.strip_prefix('@') {
+                let rank: u64 = name.trim_start_matches("user").parse().unwrap();
+                mentions.push(JsonMention {
+                    start: pos,
+                    end: pos + len,
+                    username: name,
+                    id: (2_000_000_000 + rank * 104_729).to_string(),
+                });
+            }
+            pos += len + 1;
+        }
+        let id = t.id.to_string();
+        serde_json::to_string(&JsonTweet {
+            id: &id,
+            text: &t.text,
+            created_at: t.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            lang: t.lang,
+            author_id: t.author_id.to_string(),
+            edit_history_tweet_ids: [&id],
+            public_metrics: JsonMetrics {
+                retweet_count: t.retweet_count,
+                reply_count: t.retweet_count / 2,
+                like_count: t.like_count,
+                quote_count: t.retweet_count / 4,
+                bookmark_count: t.like_count / 10,
+                impression_count: t.like_count * 37 + 11,
+            },
+            entities: JsonEntities {
+                hashtags: tags,
+                mentions,
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn json_is_what_serde_wrote_and_next_into_matches_next_tweet() {
+        let clock = clock();
+        let mut a = SyntheticGenerator::new(5, clock.clone());
+        let mut b = a.clone();
+        let mut scratch = Scratch::default();
+        let mut buf = String::new();
+        for i in 0..20_000u64 {
+            let t = a.next_tweet();
+            assert_eq!(t.json, reference_json(&t), "tweet {i}");
+            buf.clear();
+            assert_eq!(b.next_into(&mut scratch, &mut buf), (t.index, t.id));
+            assert_eq!(buf, t.json);
+            // Sometimes the clock moves between tweets, sometimes not.
+            clock.advance(Duration::from_millis(i % 3 / 2));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        for s in [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "controls \u{0}\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}",
+            "non-ASCII: qué 今日 مباراة 🦀 / slash",
+            "\"",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn decimal_is_to_string() {
+        let mut buf = [0u8; 20];
+        for v in [0, 1, 9, 10, 99, 100, 12345, u64::MAX / 3, u64::MAX] {
+            assert_eq!(decimal(v, &mut buf), v.to_string());
         }
     }
 
