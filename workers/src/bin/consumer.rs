@@ -26,3 +26,8 @@ fn main() -> ExitCode {
         Err(e) => twitterstream_workers::common::fatal("consumer", &e, 1),
     }
 }
+
+// Tweets are parsed on the pool's threads and their parts freed on the stage
+// thread; glibc's malloc is slow on such cross-thread frees, mimalloc is not.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
