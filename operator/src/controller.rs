@@ -1,11 +1,12 @@
 //! The reconciler: a `TwitterStream` in, its topic, Deployments and status out.
 
+use crate::child::{self, ChildDeployment};
 use crate::conditions::{self, Observation};
 use crate::crd::{ComponentStatus, TopicStatus, TwitterStream, TwitterStreamStatus};
 use crate::metrics::Metrics;
 use crate::render::{self, Component, FIELD_MANAGER, RenderConfig};
 use crate::topic::{TopicChange, TopicError, TopicRequest, Topics};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -58,7 +59,7 @@ pub struct Context {
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
     /// Watch caches of the children, per watched scope (None = all namespaces).
-    deployment_caches: RwLock<Vec<(Option<String>, Store<Deployment>)>>,
+    deployment_caches: RwLock<Vec<(Option<String>, Store<ChildDeployment>)>>,
     /// When each topic was last found as the spec asks: Kafka is asked again
     /// only after TOPIC_RECHECK, not on every pod event.
     topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
@@ -212,12 +213,12 @@ impl Context {
         }
     }
 
-    fn cached_deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+    fn cached_deployment(&self, ns: &str, name: &str) -> Option<ChildDeployment> {
         let caches = self
             .deployment_caches
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let key = ObjectRef::<Deployment>::new(name).within(ns);
+        let key = ObjectRef::<ChildDeployment>::new(name).within(ns);
         caches
             .iter()
             .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns))
@@ -336,23 +337,22 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
         // without a request; only a child it has not seen yet costs a GET.
         let before = match ctx.cached_deployment(&ns, &name) {
             Some(d) => Some(d),
-            None => deployments.get_opt(&name).await?,
+            None => deployments.get_opt(&name).await?.map(ChildDeployment::from),
         };
         let unchanged = before.as_ref().is_some_and(|b| {
             b.metadata.deletion_timestamp.is_none()
-                && render::render_hash(b) == render::render_hash(&desired)
+                && b.render_hash() == render::render_hash(&desired)
         });
         let applied = match before.clone() {
             Some(b) if unchanged => b,
-            _ => {
-                deployments
-                    .patch(
-                        &name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await?
-            }
+            _ => deployments
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await?
+                .into(),
         };
         match &before {
             None => {
@@ -505,21 +505,20 @@ async fn component_readiness(
     tws: &TwitterStream,
     ctx: &Context,
     component: Component,
-    d: &Deployment,
+    d: &ChildDeployment,
 ) -> Result<(Observation, ComponentStatus), Error> {
     let type_ = match component {
         Component::Producer => conditions::PRODUCER_READY,
         Component::Consumer => conditions::CONSUMER_READY,
     };
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let st = d.status.clone().unwrap_or_default();
+    let want = d.replicas.unwrap_or(0);
     let status = ComponentStatus {
-        replicas: st.replicas.unwrap_or(0),
-        ready_replicas: st.ready_replicas.unwrap_or(0),
-        updated_replicas: st.updated_replicas.unwrap_or(0),
+        replicas: d.status_replicas.unwrap_or(0),
+        ready_replicas: d.ready_replicas.unwrap_or(0),
+        updated_replicas: d.updated_replicas.unwrap_or(0),
         selector: render::selector_string(tws, component),
     };
-    let rolled_out = st.observed_generation >= d.metadata.generation
+    let rolled_out = d.observed_generation >= d.metadata.generation
         && status.updated_replicas >= want
         && status.ready_replicas >= want
         && status.replicas == want;
@@ -557,7 +556,7 @@ async fn component_readiness(
 
 async fn pod_problem(
     ctx: &Context,
-    d: &Deployment,
+    d: &ChildDeployment,
     selector: &str,
 ) -> Result<Option<(String, String)>, Error> {
     let ns = d.namespace().unwrap_or_default();
@@ -753,22 +752,16 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
             None => Api::all(ctx.client.clone()),
         };
         let pod_events = watcher::watcher(pods, children_cfg.clone()).touched_objects();
-        let (cache, cache_writer) = reflector::store::<Deployment>();
+        let (cache, cache_writer) = reflector::store::<ChildDeployment>();
         ctx.deployment_caches
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push((ns.clone(), cache));
         let deployment_events = reflector::reflector(
             cache_writer,
-            // managedFields and the pod template are most of a cached
-            // Deployment's size; only metadata, spec.replicas and status are
-            // read here (applies are decided by the render-hash annotation).
-            watcher::watcher(deployments, children_cfg.clone()).modify(|d| {
-                d.managed_fields_mut().clear();
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template = Default::default();
-                }
-            }),
+            // Only the few fields the reconciler reads (applies are decided
+            // by the render-hash annotation); see `ChildDeployment`.
+            watcher::watcher(deployments, children_cfg.clone()).map_ok(child::summarize),
         )
         .touched_objects();
         // Pod status changes arrive in bursts (scheduled, running, ready):

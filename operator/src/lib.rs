@@ -4,6 +4,7 @@
 //! `main.rs` only parses arguments and calls [`run`]; everything else lives in
 //! this library so tests can drive it.
 
+pub mod child;
 pub mod conditions;
 pub mod config;
 pub mod controller;

@@ -3,10 +3,12 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::RDKafkaType;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,10 +73,32 @@ impl TopicError {
 
 type Admin = Arc<AdminClient<DefaultClientContext>>;
 
-/// Admin clients by broker list, so every pipeline on the same cluster shares
-/// one connection set.
+/// A client for metadata requests, and how many topics it has looked up.
+struct MetadataClient {
+    client: Client<DefaultClientContext>,
+    lookups: AtomicUsize,
+}
+
+/// Topics one metadata client looks up before it is replaced. librdkafka
+/// keeps an object for every topic a client has ever named (its partitions,
+/// queues and cached metadata, a few kilobytes each) until the client is
+/// destroyed, so a long-lived one grows with every pipeline ever reconciled:
+/// megabytes at a thousand streams.
+const LOOKUPS_PER_METADATA_CLIENT: usize = 64;
+
+/// Metadata lookups at once, at most. Each holds a blocking thread (its own
+/// stack and malloc arena) while librdkafka waits for the broker; with every
+/// reconcile looking up at once, thousands of new streams kept dozens of
+/// threads alive for nothing: the broker answers them one after another.
+const CONCURRENT_LOOKUPS: usize = 4;
+
+/// Clients by broker list, so every pipeline on the same cluster shares one
+/// connection set: an admin client for changes, and a metadata client (see
+/// [`LOOKUPS_PER_METADATA_CLIENT`]) for lookups.
 pub struct Topics {
     clients: Mutex<HashMap<String, Admin>>,
+    metadata: Mutex<HashMap<String, Arc<MetadataClient>>>,
+    lookups: tokio::sync::Semaphore,
     timeout: Duration,
 }
 
@@ -82,8 +106,18 @@ impl Topics {
     pub fn new(timeout: Duration) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
+            metadata: Mutex::new(HashMap::new()),
+            lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
             timeout,
         }
+    }
+
+    fn config(&self, brokers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string());
+        config
     }
 
     fn client(&self, brokers: &str) -> Result<Admin, TopicError> {
@@ -91,14 +125,38 @@ impl Topics {
         if let Some(c) = clients.get(brokers) {
             return Ok(c.clone());
         }
-        let c: Admin = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .set("socket.timeout.ms", self.timeout.as_millis().to_string())
-                .create()?,
-        );
+        let c: Admin = Arc::new(self.config(brokers).create()?);
         clients.insert(brokers.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// The metadata client for these brokers, counting one more lookup; a
+    /// client that has done its share is handed out a last time and replaced.
+    /// It is destroyed when its last lookup ends (on a blocking thread, as
+    /// destroying joins librdkafka's threads).
+    fn metadata_client(&self, brokers: &str) -> Result<Arc<MetadataClient>, TopicError> {
+        let mut clients = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match clients.get(brokers) {
+            Some(c) => c.clone(),
+            None => {
+                let config = self.config(brokers);
+                let c = Arc::new(MetadataClient {
+                    client: Client::new(
+                        &config,
+                        config.create_native_config()?,
+                        RDKafkaType::RD_KAFKA_PRODUCER,
+                        DefaultClientContext,
+                    )?,
+                    lookups: AtomicUsize::new(0),
+                });
+                clients.insert(brokers.to_string(), c.clone());
+                c
+            }
+        };
+        if client.lookups.fetch_add(1, Ordering::Relaxed) + 1 >= LOOKUPS_PER_METADATA_CLIENT {
+            clients.remove(brokers);
+        }
+        Ok(client)
     }
 
     /// The topic's state, or `None` when it does not exist.
@@ -107,17 +165,21 @@ impl Topics {
         brokers: &str,
         topic: &str,
     ) -> Result<Option<TopicState>, TopicError> {
-        let admin = self.client(brokers)?;
+        // The semaphore is never closed, so this always gets a permit.
+        let _permit = self.lookups.acquire().await.ok();
+        let metadata = self.metadata_client(brokers)?;
         let name = topic.to_string();
         let timeout = self.timeout;
         // librdkafka's metadata call blocks; keep it off the async workers.
-        let md =
-            tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&name), timeout))
-                .await?
-                .map_err(|source| TopicError::Unreachable {
-                    brokers: brokers.to_string(),
-                    source,
-                })?;
+        // The closure owns the client, so a retired one is destroyed there too.
+        let md = tokio::task::spawn_blocking(move || {
+            metadata.client.fetch_metadata(Some(&name), timeout)
+        })
+        .await?
+        .map_err(|source| TopicError::Unreachable {
+            brokers: brokers.to_string(),
+            source,
+        })?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
