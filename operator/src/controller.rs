@@ -136,8 +136,11 @@ async fn create_event(
         .map(|_| ())
 }
 
-/// Reconciles running at once, at most, per watched scope.
-const MAX_CONCURRENT_RECONCILES: u16 = 32;
+/// Reconciles running at once, at most, per watched scope. Each holds its
+/// API responses (a Deployment, a pod list while pods are not ready) and an
+/// HTTPS connection with its buffers; at 1,000 new streams 16 converge as fast
+/// as 32 (the apiserver is the bottleneck) with less memory in flight.
+const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
 /// Events queued for publishing, at most; beyond that they are dropped (and
 /// logged): an Event is a record, never worth blocking a reconcile for.
