@@ -98,12 +98,26 @@ stop_daemon() {
 
 # wait_for <name> <seconds> <command...>: polls the command until it succeeds;
 # on timeout, or when the component's process has died, fails naming its log.
+# True when the daemon this script just started has died. Not is_running: until
+# the forked child has exec'd, its command line is still this script's, which
+# does not name the state dir (on a loaded machine that window lasted long enough
+# to report a healthy kwok as "exited during start-up").
+has_exited() {
+  local f pid state
+  f=$(pid_file "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 0
+  [ -z "$state" ] || [ "$state" = Z ]
+}
+
 wait_for() {
   local name=$1 secs=$2 deadline
   shift 2
   deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    if [ -f "$(pid_file "$name")" ] && ! is_running "$name"; then
+    if has_exited "$name"; then
       die "$name exited during start-up; see $(log_file "$name") (last line: $(tail -n 1 "$(log_file "$name")" 2>/dev/null))"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
