@@ -108,7 +108,9 @@ has_exited() {
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
   [ -n "$pid" ] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 0
+  # The state follows the command name, which is in parentheses and may hold spaces.
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 0
+  state=${state%% *}
   [ -z "$state" ] || [ "$state" = Z ]
 }
 
