@@ -1,7 +1,7 @@
 //! Kafka transaction helpers both workers share.
 
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{Partitioner, Producer, ProducerContext};
 use std::time::{Duration, Instant};
 
 /// How often the in-flight count is checked while a commit waits for
@@ -12,15 +12,19 @@ const DRAIN_CHECK: Duration = Duration::from_micros(500);
 /// be acknowledged.
 ///
 /// rdkafka's `commit_transaction` flushes first, and its flush polls the
-/// producer's queue for up to 100 ms per round. A `ThreadedProducer`'s own
-/// thread takes the delivery reports that poll waits for, so every commit
-/// with records in flight stalled for the whole 100 ms (a consumer stage that
-/// commits every 100 ms spent half its time there). Once nothing is in
-/// flight that flush returns at once.
-pub fn commit<C: ProducerContext + 'static>(
-    producer: &ThreadedProducer<C>,
-    timeout: Duration,
-) -> KafkaResult<()> {
+/// producer's queue for up to 100 ms per round. When another thread polls the
+/// producer (a `ThreadedProducer`'s own, or the producer worker's), that
+/// thread takes the delivery reports the flush waits for, so every commit with
+/// records in flight stalled for the whole 100 ms (a consumer stage that
+/// commits every 100 ms spent half its time there). Once nothing is in flight
+/// that flush returns at once; it still guarantees delivery or reports the
+/// failure.
+pub fn commit<C, Part, P>(producer: &P, timeout: Duration) -> KafkaResult<()>
+where
+    C: ProducerContext<Part>,
+    Part: Partitioner,
+    P: Producer<C, Part>,
+{
     let deadline = Instant::now() + timeout;
     // A zero-timeout flush only wakes the broker threads so that records
     // waiting out linger.ms go now; its "timed out" is expected.

@@ -42,9 +42,6 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// rdkafka's poll spins through the last millisecond of each call, so
 /// shorter intervals cost CPU.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How often [`Publisher::commit`] checks whether librdkafka has delivered
-/// every record of the transaction.
-const DRAIN_CHECK: Duration = Duration::from_millis(1);
 
 /// The transactional id of a stream's producer: stable across restarts, so
 /// the restarted process fences the old one.
@@ -460,19 +457,10 @@ impl Publisher {
     /// none of its records are visible, the caller sends them again.
     pub async fn commit(&mut self) -> Result<(), PublishError> {
         let mut attempts = 0;
-        // rdkafka's commit_transaction flushes first, polling in 100 ms
-        // slices: every commit took at least 100 ms, mostly idle. Waiting
-        // here until librdkafka holds no record lets that flush return at
-        // once; librdkafka's own flush inside the commit still guarantees
-        // delivery (or reports the failure).
-        let deadline = tokio::time::Instant::now() + TXN_CALL_TIMEOUT;
-        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(DRAIN_CHECK).await;
-        }
         loop {
             attempts += 1;
             let r = self
-                .blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT))
+                .blocking(|p| crate::transaction::commit(p, TXN_CALL_TIMEOUT))
                 .await?;
             match r {
                 Ok(()) => {
