@@ -502,10 +502,7 @@ impl SyntheticGenerator {
                     if i > 0 {
                         json.push(',');
                     }
-                    json.push_str("{\"start\":");
-                    json.push_str(decimal(start as u64, &mut digits));
-                    json.push_str(",\"end\":");
-                    json.push_str(decimal(end as u64, &mut digits));
+                    push_span(json, start, end, &mut digits);
                     // Tag names are ASCII letters and digits: nothing to escape.
                     json.push_str(",\"tag\":\"");
                     push_hashtag_name(json, rank);
@@ -522,10 +519,7 @@ impl SyntheticGenerator {
                     if i > 0 {
                         json.push(',');
                     }
-                    json.push_str("{\"start\":");
-                    json.push_str(decimal(start as u64, &mut digits));
-                    json.push_str(",\"end\":");
-                    json.push_str(decimal(end as u64, &mut digits));
+                    push_span(json, start, end, &mut digits);
                     json.push_str(",\"username\":\"user");
                     json.push_str(decimal(rank as u64, &mut digits));
                     json.push_str("\",\"id\":\"");
@@ -567,6 +561,14 @@ struct Drawn {
     author_id: u64,
     like_count: u64,
     retweet_count: u64,
+}
+
+/// Opens an entity object with its `start` and `end` offsets.
+fn push_span(json: &mut String, start: usize, end: usize, digits: &mut [u8; 20]) {
+    json.push_str("{\"start\":");
+    json.push_str(decimal(start as u64, digits));
+    json.push_str(",\"end\":");
+    json.push_str(decimal(end as u64, digits));
 }
 
 fn push_hashtag_name(out: &mut String, rank: usize) {
