@@ -38,7 +38,6 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bounds commit/abort/init calls, which block on broker round trips.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the polling thread waits for librdkafka events per call.
-/// Delivery reports are failures only, so the thread is idle almost always;
 /// rdkafka's poll spins through the last millisecond of each call, so
 /// shorter intervals cost CPU.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -98,8 +97,7 @@ impl PublishError {
     }
 }
 
-/// Delivery outcomes, counted by librdkafka's delivery callback (which,
-/// with `delivery.report.only.error`, reports failures only).
+/// Delivery outcomes, counted by librdkafka's delivery callback.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     pub delivered: AtomicU64,
@@ -193,11 +191,13 @@ impl PublisherConfig {
             // every commit waited for that backlog, and the sender copied
             // records long out of cache.
             .set("queue.buffering.max.kbytes", "65536")
-            // A report per delivered record costs the polling thread a
-            // sixth of the producer's CPU and tells nothing the commit does
-            // not: a transaction commits only if every record was delivered.
-            // Failures are still reported (and counted).
-            .set("delivery.report.only.error", "true");
+            // A report per delivered record, although the commit alone says
+            // whether all were delivered: with reports, librdkafka hands the
+            // delivered records to the polling thread, which frees them.
+            // Without, its sending thread frees them itself, and that thread
+            // is the bottleneck: reports cut its CPU by about a quarter
+            // (500k records: 1.03-1.30 s of its CPU -> 0.84-0.89 s).
+            .set("delivery.report.only.error", "false");
         c
     }
 }
