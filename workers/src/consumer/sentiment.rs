@@ -944,11 +944,14 @@ mod tests {
         for i in 0..300 {
             let mut text = String::new();
             let mut k: usize = i;
-            while text.len() < 560 {
+            // Like the texts of tests/bench/consumer.rs: about 256 bytes of
+            // words, and a t.co link.
+            while text.len() < 256 {
                 text.push_str(WORDS[k % WORDS.len()]);
                 text.push(' ');
                 k = k.wrapping_mul(31).wrapping_add(7);
             }
+            text.push_str("https://t.co/Ab3dE5gH7j");
             assert_matches_crate(&text);
         }
     }
