@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Producer throughput benchmark (not a timed test), one command:
 #
-#   bash tests/bench/producer.sh              # 500,000 synthetic tweets
-#   bash tests/bench/producer.sh 1000000
+#   bash tests/bench/producer.sh              # 500,000 synthetic tweets, 3 rounds
+#   bash tests/bench/producer.sh 1000000 5    # 1,000,000 tweets, 5 rounds
 #
 # Starts the test environment if needed (tests/env/up), builds the release
 # producer, writes N synthetic tweets with the producer's own generator
@@ -24,11 +24,14 @@
 #      record, unpaced transactions of up to 500k records / 5 s, each
 #      committed), and exit.
 #      kcat sends no headers and has no transactions or start-up read-back.
-# and prints tweets/s and MB/s of both and their ratio (target >= 0.9x).
-# Both topics are counted afterwards (the producer's with read_committed).
+# The four run in turn, in each of several rounds (each run into a fresh
+# topic), and the median time of each counts. Prints tweets/s and MB/s and
+# the ratios (target >= 0.9x). Every topic is counted afterwards (the
+# producer's with read_committed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 count=${1:-500000}
+rounds=${2:-3}
 partitions=3
 env_exports=$(tests/env/up) # an assignment, so a failed start stops the script (eval "$(...)" would not)
 eval "$env_exports"
@@ -59,55 +62,63 @@ public class CreateTopics {
     }
 }
 EOF
-suffix="$$-$(date +%s)"
-t_kcat="bench-kcat-$suffix"
-t_kcat_same="bench-kcat-lz4-$suffix"
-t_kcat_hdr="bench-kcat-hdr-$suffix"
-t_prod="bench-producer-$suffix"
-java -cp "$libs/*" "$work/CreateTopics.java" "$KAFKA_BROKERS" "$partitions" "$t_kcat" "$t_kcat_same" "$t_kcat_hdr" "$t_prod" 2>/dev/null
-
 echo "generating $count tweets ..." >&2
 "$bin" dump-synthetic --seed 1 --count "$count" >"$work/tweets.tsv"
 bytes=$(stat -c %s "$work/tweets.tsv")
 
 now() { date +%s.%N; }
+# Seconds since $1, to the millisecond.
+since() { echo "$(now) - $1" | bc -l | xargs printf '%.3f'; }
+# Records in a topic (the producer's read with read_committed).
+count_topic() { kcat -C -b "$KAFKA_BROKERS" -t "$1" -e -q "${@:2}" -f '\n' | wc -l; }
+hdrs=(-H stream=bench -H keyword= -H source=synthetic
+  -H ingested_at="$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" -H seq="$((count / 2))")
 
-echo "kcat ..." >&2
-s=$(now)
-kcat -P -b "$KAFKA_BROKERS" -t "$t_kcat" -K $'\t' -l "$work/tweets.tsv"
-kcat_s=$(echo "$(now) - $s" | bc -l)
+# One round runs the four in turn, each into a fresh topic. Single runs on
+# this kind of machine vary by half or more from one to the next, so the
+# rounds interleave the four and the medians count.
+declare -A runs held
+for round in $(seq "$rounds"); do
+  suffix="$$-$(date +%s)-$round"
+  java -cp "$libs/*" "$work/CreateTopics.java" "$KAFKA_BROKERS" "$partitions" \
+    "bench-kcat-$suffix" "bench-kcat-lz4-$suffix" "bench-kcat-hdr-$suffix" "bench-producer-$suffix" 2>/dev/null
+  echo "round $round of $rounds ..." >&2
 
-echo "kcat (lz4, idempotent, acks=all) ..." >&2
-s=$(now)
-kcat -P -b "$KAFKA_BROKERS" -t "$t_kcat_same" -K $'\t' -l "$work/tweets.tsv" \
-  -X compression.codec=lz4 -X enable.idempotence=true -X acks=all
-same_s=$(echo "$(now) - $s" | bc -l)
+  s=$(now)
+  kcat -P -b "$KAFKA_BROKERS" -t "bench-kcat-$suffix" -K $'\t' -l "$work/tweets.tsv"
+  runs[kcat]+=" $(since "$s")"
 
-echo "kcat (lz4, idempotent, acks=all, five headers) ..." >&2
-s=$(now)
-kcat -P -b "$KAFKA_BROKERS" -t "$t_kcat_hdr" -K $'\t' -l "$work/tweets.tsv" \
-  -X compression.codec=lz4 -X enable.idempotence=true -X acks=all \
-  -H stream=bench -H keyword= -H source=synthetic \
-  -H ingested_at="$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" -H seq="$((count / 2))"
-hdr_s=$(echo "$(now) - $s" | bc -l)
+  s=$(now)
+  kcat -P -b "$KAFKA_BROKERS" -t "bench-kcat-lz4-$suffix" -K $'\t' -l "$work/tweets.tsv" \
+    -X compression.codec=lz4 -X enable.idempotence=true -X acks=all
+  runs[same]+=" $(since "$s")"
 
-echo "twitterstream-producer ..." >&2
-s=$(now)
-RUST_LOG=warn "$bin" --source synthetic --seed 1 --synthetic-rate 0 --synthetic-count "$count" \
-    --brokers "$KAFKA_BROKERS" --topic "$t_prod" --stream-name bench \
+  s=$(now)
+  kcat -P -b "$KAFKA_BROKERS" -t "bench-kcat-hdr-$suffix" -K $'\t' -l "$work/tweets.tsv" \
+    -X compression.codec=lz4 -X enable.idempotence=true -X acks=all "${hdrs[@]}"
+  runs[hdr]+=" $(since "$s")"
+
+  s=$(now)
+  RUST_LOG=warn "$bin" --source synthetic --seed 1 --synthetic-rate 0 --synthetic-count "$count" \
+    --brokers "$KAFKA_BROKERS" --topic "bench-producer-$suffix" --stream-name "bench-$round" \
     --http-addr 127.0.0.1:0
-prod_s=$(echo "$(now) - $s" | bc -l)
+  runs[prod]+=" $(since "$s")"
 
-n_kcat=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_kcat" -e -q -f '\n' | wc -l)
-n_same=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_kcat_same" -e -q -f '\n' | wc -l)
-n_hdr=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_kcat_hdr" -e -q -f '\n' | wc -l)
-n_prod=$(kcat -C -b "$KAFKA_BROKERS" -t "$t_prod" -e -q -X isolation.level=read_committed -f '\n' | wc -l)
+  held[kcat]+=" $(count_topic "bench-kcat-$suffix")"
+  held[same]+=" $(count_topic "bench-kcat-lz4-$suffix")"
+  held[hdr]+=" $(count_topic "bench-kcat-hdr-$suffix")"
+  held[prod]+=" $(count_topic "bench-producer-$suffix" -X isolation.level=read_committed)"
+done
 
-awk -v n="$count" -v b="$bytes" -v k="$kcat_s" -v k2="$same_s" -v k3="$hdr_s" -v p="$prod_s" -v nk="$n_kcat" -v n2="$n_same" -v n3="$n_hdr" -v np="$n_prod" 'BEGIN {
-    printf "records: %d (%.1f MB as key<TAB>value lines, avg %.0f B)\n", n, b / 1e6, b / n
-    printf "kcat -P:                %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d)\n", k, n / k, b / 1e6 / k, nk
-    printf "kcat -P lz4+idempotent: %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d)\n", k2, n / k2, b / 1e6 / k2, n2
-    printf "  + the 5 headers:      %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d)\n", k3, n / k3, b / 1e6 / k3, n3
-    printf "twitterstream-producer: %8.2f s %10.0f tweets/s %7.1f MB/s (topic holds %d, read_committed)\n", p, n / p, b / 1e6 / p, np
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+awk -v n="$count" -v b="$bytes" -v rounds="$rounds" \
+  -v k="$(median "${runs[kcat]}")" -v k2="$(median "${runs[same]}")" -v k3="$(median "${runs[hdr]}")" -v p="$(median "${runs[prod]}")" \
+  -v rk="${runs[kcat]}" -v r2="${runs[same]}" -v r3="${runs[hdr]}" -v rp="${runs[prod]}" \
+  -v nk="${held[kcat]}" -v n2="${held[same]}" -v n3="${held[hdr]}" -v np="${held[prod]}" 'BEGIN {
+    printf "records: %d (%.1f MB as key<TAB>value lines, avg %.0f B); medians of %d rounds\n", n, b / 1e6, b / n, rounds
+    printf "kcat -P:                %8.2f s %10.0f tweets/s %7.1f MB/s  runs (s):%s  topics hold:%s\n", k, n / k, b / 1e6 / k, rk, nk
+    printf "kcat -P lz4+idempotent: %8.2f s %10.0f tweets/s %7.1f MB/s  runs (s):%s  topics hold:%s\n", k2, n / k2, b / 1e6 / k2, r2, n2
+    printf "  + the 5 headers:      %8.2f s %10.0f tweets/s %7.1f MB/s  runs (s):%s  topics hold:%s\n", k3, n / k3, b / 1e6 / k3, r3, n3
+    printf "twitterstream-producer: %8.2f s %10.0f tweets/s %7.1f MB/s  runs (s):%s  topics hold (read_committed):%s\n", p, n / p, b / 1e6 / p, rp, np
     printf "ratio producer/kcat:    %.2fx (target >= 0.9x); against kcat with the same settings: %.2fx; and the same headers: %.2fx\n", k / p, k2 / p, k3 / p
 }'
