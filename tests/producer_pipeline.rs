@@ -658,6 +658,56 @@ async fn synthetic_resumes_after_a_kill_and_stops_on_sigterm() {
     assert_synthetic(&recs, 42, recs.len(), stream);
 }
 
+/// Two namespaces, each with a stream named `demo` on its own topic, sharing
+/// one Kafka cluster: both producers run side by side to their end. Before
+/// the namespace was part of the transactional id, the second fenced the
+/// first within seconds ("fenced by a newer instance?").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equally_named_streams_in_two_namespaces_do_not_fence_each_other() {
+    let logs = log_dir();
+    let n = 40_000usize;
+    let count = n.to_string();
+    let mut runs = Vec::new();
+    for ns in ["team-a", "team-b"] {
+        let topic = unique_name(&format!("pp-ns-{ns}"));
+        create_topic(&topic, 2, 1).await;
+        runs.push((ns, topic));
+    }
+    let mut producers = Vec::new();
+    for (ns, topic) in &runs {
+        let args = [
+            "--source",
+            "synthetic",
+            "--topic",
+            topic,
+            "--stream-name",
+            "demo",
+            "--seed",
+            "7",
+            "--synthetic-rate",
+            "8000",
+            "--synthetic-count",
+            &count,
+        ];
+        // Through the environment, as an older binary would ignore it.
+        let p = Producer::start(&args, &[("TWS_NAMESPACE", ns)], &logs, &format!("ns-{ns}"));
+        producers.push(p);
+    }
+    for p in &mut producers {
+        assert_eq!(
+            p.wait_exit(Duration::from_secs(180)).await,
+            0,
+            "{}",
+            p.log_text()
+        );
+    }
+    for (_, topic) in &runs {
+        let recs = read_topic(topic).await;
+        assert_eq!(recs.len(), n, "{topic}");
+        assert_synthetic(&recs, 7, n, "demo");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_publishes_a_million_tweets() {
     let topic = unique_name("pp-million");

@@ -79,6 +79,8 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     end_before_start["spec"]["endTime"] = json!("2019-12-31T00:00:00Z");
     let mut same_time = valid();
     same_time["spec"]["endTime"] = same_time["spec"]["startTime"].clone();
+    let mut two_synthetic_producers = with("/producer/replicas", json!(2));
+    two_synthetic_producers["spec"]["source"] = json!("synthetic");
     let mut output_is_input = valid();
     output_is_input["spec"]["kafka"]["outputTopic"] = json!("raw-twitter");
 
@@ -167,7 +169,13 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
         (
             "two search producers",
             with("/producer/replicas", json!(2)),
-            "at most 1 producer replica",
+            "producer.replicas must be 0 or 1",
+        ),
+        (
+            // Same transactional id: the second fenced the first.
+            "two synthetic producers",
+            two_synthetic_producers,
+            "producer.replicas must be 0 or 1",
         ),
         (
             "stream without credentials",

@@ -70,7 +70,7 @@ pub const KIND: &str = "TwitterStream";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.startTime) || !has(self.endTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"),
-    validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || self.producer.replicas <= 1").message("sources x-search and x-stream allow at most 1 producer replica: more would fetch the same tweets twice"),
+    validation = Rule::new("self.producer.replicas <= 1").message("producer.replicas must be 0 or 1: a stream has one transactional producer, and a second would fence it (and fetch or generate the same tweets twice)"),
     validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || has(self.credentialsSecret)").message("sources x-search and x-stream need credentialsSecret: the name of a Secret holding the X API credentials"),
     validation = Rule::new("self.consumer.replicas <= self.kafka.partitions").message("consumer.replicas must not exceed kafka.partitions: a partition is read by one consumer, extra consumers would sit idle"),
 )]
@@ -322,7 +322,7 @@ impl Default for WindowSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProducerSpec {
-    /// Number of producer pods (at most 1 for the x-search and x-stream sources).
+    /// Number of producer pods: 1, or 0 to stop producing (a stream has one transactional producer).
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,

@@ -137,6 +137,8 @@ pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
         s.source.as_flag().to_string(),
         "--stream-name".to_string(),
         tws.name_any(),
+        "--namespace".to_string(),
+        tws.namespace().unwrap_or_default(),
         "--brokers".to_string(),
         s.kafka.brokers.join(","),
         "--topic".to_string(),

@@ -75,6 +75,12 @@ pub struct ProducerArgs {
     /// Name of the stream (the TwitterStream resource); stamped on every record.
     #[arg(long, env = "TWS_STREAM_NAME")]
     pub stream_name: String,
+    /// Namespace of the TwitterStream resource. Equally named streams in two
+    /// namespaces may share a Kafka cluster or an X app: the transactional id
+    /// and the filtered stream's rule tag include it, so they never fence or
+    /// overwrite each other.
+    #[arg(long, env = "TWS_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Base URL of the X API.
     #[arg(long, env = "TWS_X_API_BASE_URL", default_value = "https://api.x.com")]
     pub x_api_base_url: String,
@@ -128,6 +134,16 @@ pub enum ConfigError {
 }
 
 impl ProducerArgs {
+    /// The stream qualified by its namespace (`<namespace>.<name>`, or the
+    /// bare name without one): what must be unique per Kafka cluster and per
+    /// X app. Namespaces hold no dots, so this cannot be ambiguous.
+    pub fn qualified_stream(&self) -> String {
+        match self.namespace.as_deref().map(str::trim) {
+            Some(ns) if !ns.is_empty() => format!("{ns}.{}", self.stream_name),
+            _ => self.stream_name.clone(),
+        }
+    }
+
     /// Checks the combinations clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.iter().all(|b| b.trim().is_empty()) {

@@ -42,10 +42,12 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// shorter intervals cost CPU.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The transactional id of a stream's producer: stable across restarts, so
-/// the restarted process fences the old one.
-pub fn transactional_id(stream: &str) -> String {
-    format!("twitterstream-producer-{stream}")
+/// The transactional id of a stream's producer (`qualified` is
+/// `<namespace>.<name>`): stable across restarts, so the restarted process
+/// fences the old one, and distinct across namespaces, so equally named
+/// streams do not.
+pub fn transactional_id(qualified: &str) -> String {
+    format!("twitterstream-producer-{qualified}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +157,10 @@ impl ProducerContext for DeliveryContext {
 pub struct PublisherConfig {
     pub brokers: Vec<String>,
     pub topic: String,
+    /// The stream's name, stamped on every record.
     pub stream: String,
+    /// `<namespace>.<name>`: the transactional id's base.
+    pub qualified_stream: String,
     pub keyword: Option<String>,
     pub source: &'static str,
     /// `lz4` or `zstd`.
@@ -166,8 +171,8 @@ impl PublisherConfig {
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.join(","))
-            .set("client.id", transactional_id(&self.stream))
-            .set("transactional.id", transactional_id(&self.stream))
+            .set("client.id", transactional_id(&self.qualified_stream))
+            .set("transactional.id", transactional_id(&self.qualified_stream))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")

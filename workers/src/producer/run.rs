@@ -167,6 +167,7 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         brokers: brokers.clone(),
         topic: args.topic.clone(),
         stream: args.stream_name.clone(),
+        qualified_stream: args.qualified_stream(),
         keyword: args.keyword.clone(),
         source,
         compression: "lz4",
@@ -762,7 +763,7 @@ async fn run_stream(
         &args.x_api_base_url,
         credentials,
         config.query(),
-        stream::rule_tag(&args.stream_name),
+        stream::rule_tag(&args.qualified_stream()),
         config.min_faves,
         metrics.clone(),
     )?;

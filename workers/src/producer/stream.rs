@@ -31,9 +31,11 @@ pub const RULES_PATH: &str = "/2/tweets/search/stream/rules";
 /// X sends a keep-alive newline every 20 s; silence that long means stall.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The tag marking the rules this producer manages for a stream.
-pub fn rule_tag(stream: &str) -> String {
-    format!("twitterstream:{stream}")
+/// The tag marking the rules this producer manages for a stream
+/// (`qualified` is `<namespace>.<name>`, so equally named streams in two
+/// namespaces sharing an X app keep their own rules).
+pub fn rule_tag(qualified: &str) -> String {
+    format!("twitterstream:{qualified}")
 }
 
 /// X's reconnection policy for the filtered stream.
