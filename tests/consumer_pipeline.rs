@@ -3,17 +3,11 @@
 //! what every window must hold on their own, and read the output topic with
 //! isolation.level=read_committed.
 
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
+use twitterstream_tests::consumer::{Replica, metric, read_output, wait_for_windows, wait_ready};
+use twitterstream_tests::kafka::produce;
+use twitterstream_tests::{kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
 
 /// 2024-01-01T00:00:00Z.
@@ -23,121 +17,6 @@ const TWEETS: usize = 100_000;
 /// Tweet `i` happens at `T0 + i * STEP_MS`: 300 s, 30 windows.
 const STEP_MS: i64 = 3;
 const SOURCE_PARTITIONS: i32 = 3;
-
-fn consumer_binary() -> PathBuf {
-    twitterstream_tests::process::binary("twitterstream-workers", "twitterstream-consumer")
-}
-
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], twitterstream_tests::process::free_port()))
-}
-
-/// A consumer replica process; killed when dropped.
-struct Replica {
-    name: String,
-    args: Vec<String>,
-    http: SocketAddr,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(name: &str, args: &[String]) -> Replica {
-        let mut r = Replica {
-            name: name.to_owned(),
-            args: args.to_vec(),
-            http: free_addr(),
-            child: None,
-            log: std::env::temp_dir().join(format!("{name}.log")),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("replica log file");
-        let child = Command::new(consumer_binary())
-            .args(&self.args)
-            .args(["--http-addr", &self.http.to_string()])
-            // The transactional ids derive from it: a restart fences the
-            // killed process's transactions.
-            .env("TWS_INSTANCE", &self.name)
-            .env("RUST_LOG", "info,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the consumer");
-        eprintln!(
-            "replica {} pid {} log {}",
-            self.name,
-            child.id(),
-            self.log.display()
-        );
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, and waits for a clean exit.
-    async fn terminate(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        let pid = c.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
-        let status = eventually(
-            "the replica to exit after SIGTERM",
-            Duration::from_secs(60),
-            || std::future::ready(c.try_wait().ok().flatten()),
-        )
-        .await;
-        assert!(
-            status.success(),
-            "replica {} exited with {status}",
-            self.name
-        );
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.http, path).await
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
-
-/// Sum of a metric's samples (without labels or with any labels).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// What a window must hold, computed from the tweets without the library.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -237,59 +116,6 @@ fn synthetic(range: std::ops::Range<usize>, sentinels: bool) -> Synthetic {
     Synthetic { records, expected }
 }
 
-async fn produce(topic: &str, records: &[(i32, Vec<u8>)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .create()
-        .expect("producer");
-    for chunk in records.chunks(20_000) {
-        let sends = chunk.iter().map(|(p, v)| {
-            producer.send(
-                FutureRecord::<(), _>::to(topic).partition(*p).payload(v),
-                Duration::from_secs(60),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).expect("delivery");
-        }
-    }
-}
-
-/// Every committed record of the output topic, from the beginning.
-fn read_output(topic: &str) -> Vec<(String, WindowResult)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique_name("reader"))
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("reader");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                let value: WindowResult =
-                    serde_json::from_slice(m.payload().unwrap_or_default()).expect("result JSON");
-                out.push((key, value));
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(e)) => panic!("reading output: {e}"),
-            None => {}
-        }
-    }
-    panic!("did not reach the end of {topic}");
-}
-
 fn assert_windows(stream: &str, got: &[(String, WindowResult)], want: &BTreeMap<String, Expected>) {
     let mut seen = BTreeMap::new();
     for (key, r) in got {
@@ -345,29 +171,6 @@ fn replica_args(topic: &str, group: &str, output: &str, extra: &[&str]) -> Vec<S
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-async fn wait_for_windows(output: &str, n: usize, timeout: Duration) {
-    let output = output.to_owned();
-    eventually(&format!("{n} windows in {output}"), timeout, || {
-        let output = output.clone();
-        async move {
-            let got = tokio::task::spawn_blocking(move || read_output(&output))
-                .await
-                .expect("reader task");
-            (got.len() >= n).then_some(())
-        }
-    })
-    .await;
-}
-
-async fn wait_ready(r: &Replica) {
-    eventually(
-        &format!("{} /readyz", r.name),
-        Duration::from_secs(90),
-        || async { r.get("/readyz").await.filter(|(s, _)| *s == 200) },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,8 +76,28 @@ pub async fn describe_topic(name: &str) -> Option<usize> {
 /// as a downstream reader of window results would. Empty when the topic does
 /// not exist yet.
 pub async fn read_committed(topic: &str) -> Vec<(String, Vec<u8>)> {
+    read_committed_records(topic)
+        .await
+        .into_iter()
+        .map(|r| (r.key, r.value))
+        .collect()
+}
+
+/// One record as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub value: Vec<u8>,
+}
+
+/// Like [`read_committed`], with each record's partition, offset and headers.
+pub async fn read_committed_records(topic: &str) -> Vec<Record> {
     use rdkafka::Message;
     use rdkafka::consumer::BaseConsumer;
+    use rdkafka::message::Headers;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -108,17 +128,33 @@ pub async fn read_committed(topic: &str) -> Vec<(String, Vec<u8>)> {
         consumer.assign(&tpl).expect("assign");
         let mut at_end = std::collections::BTreeSet::new();
         let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while at_end.len() < partitions.len() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "did not reach the end of {topic} within 30 s"
+                "did not reach the end of {topic} within 60 s"
             );
             match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(m)) => out.push((
-                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    m.payload().unwrap_or_default().to_vec(),
-                )),
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                    (h.key.to_owned(), v.into_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        headers,
+                        value: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                     at_end.insert(p);
                 }
@@ -130,4 +166,27 @@ pub async fn read_committed(topic: &str) -> Vec<(String, Vec<u8>)> {
     })
     .await
     .expect("reader thread")
+}
+
+/// Writes each `(partition, value)` to `topic`, idempotently, and waits for
+/// every delivery.
+pub async fn produce(topic: &str, records: &[(i32, Vec<u8>)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", crate::kafka_brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    for chunk in records.chunks(20_000) {
+        let sends = chunk.iter().map(|(p, v)| {
+            producer.send(
+                FutureRecord::<(), _>::to(topic).partition(*p).payload(v),
+                Duration::from_secs(60),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).expect("delivery");
+        }
+    }
 }

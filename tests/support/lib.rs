@@ -5,12 +5,14 @@
 //! running they fail with a message that says how to start it.
 
 pub mod chart;
+pub mod consumer;
 pub mod examples;
 pub mod k8s;
 pub mod kafka;
 pub mod local_pods;
 pub mod operator;
 pub mod process;
+pub mod truth;
 pub mod xapi;
 
 use std::time::Duration;

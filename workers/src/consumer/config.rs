@@ -58,6 +58,11 @@ pub struct ConsumerArgs {
     /// Seconds without data after which a partition stops holding the watermark back.
     #[arg(long, env = "TWS_IDLE_PARTITION_SECONDS", default_value_t = 30)]
     pub idle_partition_seconds: u64,
+    /// Tweets dated more than this many seconds ahead of the consumer's
+    /// clock are skipped (counted in tweets_future_total) and never move a
+    /// watermark.
+    #[arg(long, env = "TWS_MAX_FUTURE_SKEW_SECONDS", default_value_t = 300)]
+    pub max_future_skew_seconds: u64,
     /// Which clock assigns tweets to windows.
     #[arg(long = "time", env = "TWS_TIME", value_enum, default_value_t = TimeMode::Event)]
     pub time_mode: TimeMode,

@@ -22,6 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partial {
     pub window: WindowKey,
+    /// The source topic's partition count as its sender knew it (0: unknown).
+    #[serde(default)]
+    pub sources: i32,
     pub partitions: BTreeSet<i32>,
     /// Each covered partition's watermark when the partial was emitted; for
     /// diagnosis, as completeness comes from the partition sets.
@@ -34,7 +37,7 @@ pub struct Partial {
 pub enum MergeError {
     #[error("a merger needs at least one source partition")]
     NoPartitions,
-    #[error("partition {partition} is not a source partition (0..{count})")]
+    #[error("partition {partition} is not a source partition (the merger knows 0..{count})")]
     UnknownPartition { partition: i32, count: i32 },
     #[error("a partial must cover at least one partition")]
     EmptyPartial,
@@ -82,15 +85,23 @@ impl Merger {
         })
     }
 
-    fn check(&self, partition: i32) -> Result<(), MergeError> {
-        if (0..self.count).contains(&partition) {
-            Ok(())
-        } else {
-            Err(MergeError::UnknownPartition {
+    /// Takes `partition` (and a sender's partition count `sources`) as
+    /// news that the source topic has grown: from then on a window also
+    /// waits for the new partitions.
+    fn check(&mut self, partition: i32, sources: i32) -> Result<(), MergeError> {
+        if partition < 0 {
+            return Err(MergeError::UnknownPartition {
                 partition,
                 count: self.count,
-            })
+            });
         }
+        self.count = self.count.max(sources).max(partition + 1);
+        Ok(())
+    }
+
+    /// The source partitions this merger waits for.
+    pub fn source_partitions(&self) -> i32 {
+        self.count
     }
 
     /// Windows ending at or before this are decided for every source.
@@ -110,7 +121,7 @@ impl Merger {
             return Err(MergeError::EmptyPartial);
         }
         for p in &partial.partitions {
-            self.check(*p)?;
+            self.check(*p, partial.sources)?;
         }
         if self.is_stale(&partial.window) {
             return Ok(Offer::Stale);
@@ -127,7 +138,7 @@ impl Merger {
 
     /// Records that `partition` has nothing for `window`.
     pub fn no_data(&mut self, window: WindowKey, partition: i32) -> Result<(), MergeError> {
-        self.check(partition)?;
+        self.check(partition, 0)?;
         if !self.is_stale(&window) {
             self.pending
                 .entry(window)
@@ -142,8 +153,13 @@ impl Merger {
     /// or before `closed_until` has been offered, so a window in that range
     /// without one has no data from it. The source must send this after those
     /// partials on the same ordered channel.
-    pub fn source_closed(&mut self, partition: i32, closed_until: i64) -> Result<(), MergeError> {
-        self.check(partition)?;
+    pub fn source_closed(
+        &mut self,
+        partition: i32,
+        closed_until: i64,
+        sources: i32,
+    ) -> Result<(), MergeError> {
+        self.check(partition, sources)?;
         let c = self.closed.entry(partition).or_insert(closed_until);
         *c = (*c).max(closed_until);
         Ok(())

@@ -23,6 +23,7 @@ pub struct Metrics {
     registry: Registry,
     pub records_consumed: Counter,
     pub records_malformed: Counter,
+    pub tweets_future: Counter,
     pub tweets_late: Counter,
     pub partials_published: Counter,
     pub windows_emitted: Counter,
@@ -48,6 +49,7 @@ impl Metrics {
         let m = Metrics {
             records_consumed: Counter::default(),
             records_malformed: Counter::default(),
+            tweets_future: Counter::default(),
             tweets_late: Counter::default(),
             partials_published: Counter::default(),
             windows_emitted: Counter::default(),
@@ -71,6 +73,11 @@ impl Metrics {
             "records_malformed",
             "Records skipped because they are not usable tweets",
             m.records_malformed.clone(),
+        );
+        registry.register(
+            "tweets_future",
+            "Tweets skipped because their created_at is further ahead of the clock than --max-future-skew-seconds",
+            m.tweets_future.clone(),
         );
         registry.register(
             "tweets_late",

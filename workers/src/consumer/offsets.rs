@@ -68,21 +68,46 @@ impl OffsetTracker {
     }
 }
 
-/// Commit metadata of a source partition: every window ending at or before
-/// `closed_until_ms` has been published for it. The next owner resumes with
-/// that as the partition's floor (`WindowEngine::assign_from`).
-pub fn encode_source(closed_until_ms: Option<i64>) -> String {
-    match closed_until_ms {
-        Some(t) => format!("v1;closed={t}"),
-        None => "v1".to_owned(),
-    }
+/// What a source partition's commit says, in its metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCommit {
+    /// Every window ending at or before this has been published for the
+    /// partition. The next owner resumes with it as the partition's floor
+    /// (`WindowEngine::assign_from`).
+    pub closed_until_ms: Option<i64>,
+    /// The partition's watermark when committed (largest event time minus
+    /// the allowed lateness), for the replicas that do not read it.
+    pub watermark_ms: Option<i64>,
+    /// It had delivered nothing for the idle timeout.
+    pub idle: bool,
 }
 
-pub fn decode_source(metadata: &str) -> Option<i64> {
-    metadata
-        .split(';')
-        .find_map(|f| f.strip_prefix("closed="))
-        .and_then(|t| t.parse().ok())
+pub fn encode_source(c: &SourceCommit) -> String {
+    let mut s = "v1".to_owned();
+    if let Some(t) = c.closed_until_ms {
+        s.push_str(&format!(";closed={t}"));
+    }
+    if let Some(w) = c.watermark_ms {
+        s.push_str(&format!(";wm={w}"));
+    }
+    if c.idle {
+        s.push_str(";idle");
+    }
+    s
+}
+
+pub fn decode_source(metadata: &str) -> SourceCommit {
+    let field = |name: &str| {
+        metadata
+            .split(';')
+            .find_map(|f| f.strip_prefix(name))
+            .and_then(|t| t.parse().ok())
+    };
+    SourceCommit {
+        closed_until_ms: field("closed="),
+        watermark_ms: field("wm="),
+        idle: metadata.split(';').any(|f| f == "idle"),
+    }
 }
 
 /// Commit metadata of a merge (partials) partition: the start times of
@@ -150,9 +175,17 @@ mod tests {
 
     #[test]
     fn metadata_round_trips() {
-        assert_eq!(decode_source(&encode_source(Some(-5))), Some(-5));
-        assert_eq!(decode_source(&encode_source(None)), None);
-        assert_eq!(decode_source(""), None);
+        let full = SourceCommit {
+            closed_until_ms: Some(-5),
+            watermark_ms: Some(7),
+            idle: true,
+        };
+        assert_eq!(decode_source(&encode_source(&full)), full);
+        let empty = SourceCommit::default();
+        assert_eq!(decode_source(&encode_source(&empty)), empty);
+        assert_eq!(decode_source(""), empty);
+        // What earlier versions committed still reads.
+        assert_eq!(decode_source("v1;closed=9").closed_until_ms, Some(9));
         assert_eq!(decode_merge(&encode_merge([1, -2, 3])), vec![1, -2, 3]);
         assert!(decode_merge(&encode_merge([])).is_empty());
         assert!(decode_merge("garbage").is_empty());

@@ -138,7 +138,8 @@ impl Processor for MergeStage {
             InternalRecord::Closed {
                 partition: source,
                 until_ms,
-            } => part.merger.source_closed(source, until_ms),
+                sources,
+            } => part.merger.source_closed(source, until_ms, sources),
         };
         if let Err(e) = result {
             self.metrics.records_malformed.inc();

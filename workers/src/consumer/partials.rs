@@ -30,7 +30,13 @@ pub enum InternalRecord {
     },
     /// Every partial covering `partition` for windows ending at or before
     /// `until_ms` precedes this record in this partition.
-    Closed { partition: i32, until_ms: i64 },
+    Closed {
+        partition: i32,
+        until_ms: i64,
+        /// The source topic's partition count as the sender knew it.
+        #[serde(default)]
+        sources: i32,
+    },
 }
 
 pub fn topic_name(group: &str) -> String {
@@ -156,6 +162,7 @@ mod tests {
                         start_ms: 0,
                         end_ms: 10,
                     },
+                    sources: 3,
                     partitions: BTreeSet::from([0, 2]),
                     watermarks: BTreeMap::from([(0, 5)]),
                     aggregate: Aggregate::default(),
@@ -165,6 +172,7 @@ mod tests {
             InternalRecord::Closed {
                 partition: 1,
                 until_ms: 20,
+                sources: 3,
             },
         ];
         for r in records {

@@ -200,12 +200,14 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             earliest: args.start_from == StartFrom::Earliest,
             commit_interval,
             report_lag: true,
+            observe_group: true,
         },
         AggregateStage::new(
             spec,
             args.time_mode,
             &partials_topic,
             topology.partials_partitions,
+            topology.source_partitions,
             metrics.clone(),
         )?,
         pool.clone(),
@@ -226,6 +228,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             earliest: true,
             commit_interval,
             report_lag: false,
+            observe_group: false,
         },
         MergeStage::new(
             &args.stream_name,

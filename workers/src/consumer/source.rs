@@ -14,17 +14,20 @@
 use crate::consumer::config::TimeMode;
 use crate::consumer::merge::Partial;
 use crate::consumer::metrics::Metrics;
-use crate::consumer::offsets::{self, DONE, OffsetTracker};
+use crate::consumer::offsets::{self, DONE, OffsetTracker, SourceCommit};
 use crate::consumer::partials::{self, InternalRecord};
-use crate::consumer::stage::{Batch, Committed, OutRecord, Processor};
+use crate::consumer::stage::{Batch, Committed, GroupView, OutRecord, Processor};
 use crate::consumer::tweet::{ParsedTweet, TweetError};
-use crate::consumer::window::{WindowEngine, WindowError, WindowSpec};
+use crate::consumer::window::{RemotePartition, WindowEngine, WindowError, WindowSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// How often `Closed` markers are repeated when nothing changes, so that a
 /// merger replaying from its committed offset learns them again.
 const MARKER_HEARTBEAT_MS: i64 = 2_000;
+/// At most one log line per this long about tweets dated in the future; the
+/// metric counts every one.
+const FUTURE_LOG_INTERVAL_MS: i64 = 10_000;
 
 pub struct AggregateStage {
     spec: WindowSpec,
@@ -34,11 +37,20 @@ pub struct AggregateStage {
     partials_partitions: i32,
     engine: WindowEngine,
     trackers: BTreeMap<i32, OffsetTracker>,
-    /// What the last commit said, per partition: (offset, closed until).
-    committed: BTreeMap<i32, (i64, Option<i64>)>,
+    /// What the last commit said, per partition: (offset, metadata).
+    committed: BTreeMap<i32, (i64, SourceCommit)>,
     /// The batch being committed.
-    in_flight: BTreeMap<i32, (i64, Option<i64>)>,
+    in_flight: BTreeMap<i32, (i64, SourceCommit)>,
     markers_at_ms: i64,
+    /// The source topic's partition count as last seen; partials and
+    /// markers carry it, so mergers learn of partitions added to the topic
+    /// before any window could complete without them.
+    sources: i32,
+    /// Reset, and the group's commits not yet observed since.
+    fresh: bool,
+    /// Future-dated tweets since the last log line about them, and when that was.
+    future_unlogged: u64,
+    future_logged_ms: i64,
     metrics: Arc<Metrics>,
 }
 
@@ -48,6 +60,7 @@ impl AggregateStage {
         mode: TimeMode,
         partials_topic: &str,
         partials_partitions: i32,
+        source_partitions: i32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WindowError> {
         Ok(AggregateStage {
@@ -61,14 +74,41 @@ impl AggregateStage {
             committed: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             markers_at_ms: i64::MIN,
+            sources: source_partitions,
+            fresh: false,
+            future_unlogged: 0,
+            future_logged_ms: i64::MIN,
             metrics,
         })
     }
 
+    /// Down to a multiple of the slide: every window ends on one, so this
+    /// closes the same windows, and a watermark that follows the clock does
+    /// not change the markers (and cause a commit) every cycle.
     fn closed_until(&self, partition: i32) -> Option<i64> {
-        self.engine
+        let c = self
+            .engine
             .floor(partition)
-            .max(self.engine.emitted_until())
+            .max(self.engine.emitted_until())?;
+        Some(c.div_euclid(self.slide_ms) * self.slide_ms)
+    }
+
+    /// Counts a tweet dated further ahead than the allowed skew, and logs a
+    /// sample of them.
+    fn future(&mut self, partition: i32, offset: i64, e: &WindowError, now_ms: i64) {
+        self.metrics.tweets_future.inc();
+        self.future_unlogged += 1;
+        if now_ms.saturating_sub(self.future_logged_ms) >= FUTURE_LOG_INTERVAL_MS {
+            tracing::warn!(
+                partition,
+                offset,
+                error = %e,
+                skipped_since_last_report = self.future_unlogged,
+                "skipping tweets dated in the future"
+            );
+            self.future_unlogged = 0;
+            self.future_logged_ms = now_ms;
+        }
     }
 }
 
@@ -84,8 +124,9 @@ impl Processor for AggregateStage {
         self.committed.clear();
         self.in_flight.clear();
         self.markers_at_ms = i64::MIN;
+        self.fresh = true;
         for c in assigned {
-            let floor = offsets::decode_source(&c.metadata);
+            let floor = offsets::decode_source(&c.metadata).closed_until_ms;
             self.engine.assign_from(c.partition, now_ms, floor);
             self.trackers
                 .insert(c.partition, OffsetTracker::new(c.offset));
@@ -106,6 +147,10 @@ impl Processor for AggregateStage {
                     self.metrics.tweets_late.inc_by(u64::from(ingested.late));
                 }
                 ingested.done_at_ms
+            }
+            Err(RecordError::Window(e @ WindowError::Future { .. })) => {
+                self.future(partition, offset, &e, now_ms);
+                DONE
             }
             Err(e) => {
                 self.metrics.records_malformed.inc();
@@ -139,6 +184,7 @@ impl Processor for AggregateStage {
             tracing::debug!(count = aggregate.count, partitions = ?covered, "publishing partial");
             let partial = Partial {
                 window,
+                sources: self.sources,
                 watermarks: watermarks
                     .iter()
                     .filter(|(p, _)| covered.contains(p))
@@ -173,30 +219,36 @@ impl Processor for AggregateStage {
         let heartbeat = now_ms.saturating_sub(self.markers_at_ms) >= MARKER_HEARTBEAT_MS;
         let mut changed = !batch.records.is_empty();
         let mut state = BTreeMap::new();
+        let status = self.engine.partition_status(now_ms);
         let ids: Vec<i32> = self.trackers.keys().copied().collect();
         for p in ids {
-            let closed_until = self.closed_until(p);
+            let commit = SourceCommit {
+                closed_until_ms: self.closed_until(p),
+                watermark_ms: status.get(&p).and_then(|s| s.watermark),
+                idle: status.get(&p).is_some_and(|s| s.idle),
+            };
             let engine = &self.engine;
             let Some(tracker) = self.trackers.get_mut(&p) else {
                 continue;
             };
             let offset = tracker.commit_position(|d| engine.is_emitted(d));
-            changed |= self.committed.get(&p) != Some(&(offset, closed_until));
-            state.insert(p, (offset, closed_until));
+            changed |= self.committed.get(&p) != Some(&(offset, commit));
+            state.insert(p, (offset, commit));
         }
         if !(changed || heartbeat && !state.is_empty()) {
             return Batch::default();
         }
         // Markers follow the partials on every partition and say no more
         // than the offsets' metadata committed with them.
-        for (p, (offset, closed_until)) in &state {
+        for (p, (offset, commit)) in &state {
             batch
                 .offsets
-                .push((*p, *offset, offsets::encode_source(*closed_until)));
-            if let Some(until_ms) = closed_until {
+                .push((*p, *offset, offsets::encode_source(commit)));
+            if let Some(until_ms) = commit.closed_until_ms {
                 let marker = InternalRecord::Closed {
                     partition: *p,
-                    until_ms: *until_ms,
+                    until_ms,
+                    sources: self.sources,
                 };
                 if let Ok(payload) = serde_json::to_vec(&marker) {
                     for q in 0..self.partials_partitions {
@@ -231,6 +283,39 @@ impl Processor for AggregateStage {
 
     fn position(&self, partition: i32) -> Option<i64> {
         self.trackers.get(&partition).map(OffsetTracker::next)
+    }
+
+    /// Learns the partitions other replicas read (their watermarks and
+    /// idleness hold back or release this replica's windows) and the
+    /// topic's partition count. Right after a reset it also closes, for
+    /// partitions without a floor of their own, every window the whole group
+    /// has closed: such a partition was added to the topic (or never
+    /// committed), and its tweets for windows the mergers may already have
+    /// completed are late, not lost.
+    fn observe(&mut self, view: &GroupView, _now_ms: i64) {
+        self.sources = self.sources.max(view.partitions);
+        let commits: Vec<(i32, SourceCommit)> = view
+            .committed
+            .iter()
+            .map(|c| (c.partition, offsets::decode_source(&c.metadata)))
+            .collect();
+        if std::mem::take(&mut self.fresh)
+            && let Some(horizon) = commits.iter().filter_map(|(_, c)| c.closed_until_ms).min()
+        {
+            self.engine.close_until(horizon);
+        }
+        let remote = commits
+            .into_iter()
+            .filter(|(p, _)| !self.trackers.contains_key(p))
+            .map(|(p, c)| {
+                let status = RemotePartition {
+                    watermark: c.watermark_ms,
+                    idle: c.idle,
+                };
+                (p, status)
+            })
+            .collect();
+        self.engine.set_remote(remote);
     }
 }
 

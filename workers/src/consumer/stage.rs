@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a stage that observes its group reads the group's commits.
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Records handled between two checks for a due commit.
 const MAX_BATCH: usize = 5_000;
 /// Records prepared per pool task: small enough that the serial fold starts
@@ -37,6 +39,16 @@ pub struct Committed {
     pub partition: i32,
     pub offset: i64,
     pub metadata: String,
+}
+
+/// The whole input topic as the group last committed it: what a stage
+/// learns of the partitions other replicas read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupView {
+    /// The topic's partition count now.
+    pub partitions: i32,
+    /// Every partition's last commit (partitions never committed are absent).
+    pub committed: Vec<Committed>,
 }
 
 /// A record for the stage's transaction.
@@ -82,6 +94,10 @@ pub trait Processor {
     fn committed(&mut self);
     /// Read position of a partition, for lag.
     fn position(&self, partition: i32) -> Option<i64>;
+    /// What the group committed for the whole topic: after every `reset`
+    /// (before any record), then about once a second, when the stage's
+    /// config asks for it.
+    fn observe(&mut self, _view: &GroupView, _now_ms: i64) {}
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +112,9 @@ pub struct StageConfig {
     pub commit_interval: Duration,
     /// Report per-partition lag (the source stage).
     pub report_lag: bool,
+    /// Hand the processor the group's commits of the whole topic
+    /// ([`Processor::observe`]).
+    pub observe_group: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +366,9 @@ impl<P: Processor> Driver<P> {
             // A killed replica's partitions move on after this long.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
+            // Partitions added to the topic are noticed (and the group
+            // rebalanced onto them) within this, not librdkafka's 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(ctx);
         self.kafka("creating consumer", c)
     }
@@ -389,6 +411,7 @@ impl<P: Processor> Driver<P> {
         let mut ready = Vec::new();
         let mut next_cycle = Instant::now() + self.cfg.commit_interval;
         let mut next_lag = Instant::now();
+        let mut next_observe = Instant::now() + OBSERVE_INTERVAL;
         loop {
             let stopping = self.shutdown.load(Ordering::SeqCst);
             if stopping {
@@ -425,7 +448,59 @@ impl<P: Processor> Driver<P> {
                 self.report_lag(&consumer);
                 next_lag = Instant::now() + Duration::from_secs(2);
             }
+            if self.cfg.observe_group && Instant::now() >= next_observe {
+                // A missed look is retried on the next; windows only wait.
+                match self.group_view(&consumer, Duration::from_secs(5)) {
+                    Ok(view) => self.processor.observe(&view, now_ms()),
+                    Err(e) => {
+                        tracing::debug!(stage = self.cfg.stage, error = %e, "group commits unavailable")
+                    }
+                }
+                next_observe = Instant::now() + OBSERVE_INTERVAL;
+            }
         }
+    }
+
+    /// The topic's partition count and every partition's committed offset
+    /// and metadata in this group.
+    fn group_view(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        timeout: Duration,
+    ) -> Result<GroupView, StageError> {
+        let md = self.kafka(
+            "reading topic metadata",
+            consumer.fetch_metadata(Some(&self.cfg.topic), timeout),
+        )?;
+        let partitions = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.cfg.topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.cfg.topic, p);
+        }
+        let committed = self.kafka(
+            "reading the group's commits",
+            consumer.committed_offsets(tpl, timeout),
+        )?;
+        let committed = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(Committed {
+                    partition: e.partition(),
+                    offset,
+                    metadata: e.metadata().to_owned(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(GroupView {
+            partitions,
+            committed,
+        })
     }
 
     fn report_lag(&self, consumer: &BaseConsumer<Ctx>) {
@@ -490,6 +565,10 @@ impl<P: Processor> Driver<P> {
         }
         tracing::info!(stage = self.cfg.stage, assigned = ?committed, "resuming from committed offsets");
         self.processor.reset(&committed, now_ms());
+        if self.cfg.observe_group {
+            let view = self.group_view(consumer, KAFKA_TIMEOUT)?;
+            self.processor.observe(&view, now_ms());
+        }
         Ok(())
     }
 

@@ -9,8 +9,21 @@
 //! lateness. The stream watermark is the minimum over partitions that are not
 //! idle, so a slow partition holds windows open rather than having its tweets
 //! declared late. A partition that has not delivered a record for the idle
-//! timeout stops holding it back; when every partition is idle, the most
-//! advanced one sets it. The watermark never goes backwards.
+//! timeout stops holding it back (Flink's and Kafka Streams' idleness). When
+//! every partition is idle, the most advanced one sets it, and from then on
+//! it follows the clock: a silence longer than the idle timeout is taken to
+//! be a silence in event time too, so the last windows of a quiet stream
+//! close within lateness + idle timeout of their end instead of waiting for
+//! the next tweet. The watermark never goes backwards.
+//!
+//! Partitions read by other replicas count too ([`WindowEngine::set_remote`]):
+//! their owners publish each partition's watermark and idleness in the
+//! commit metadata, so a replica whose own partitions are empty or quiet
+//! still closes windows as the whole topic's event time moves on.
+//!
+//! Event times further ahead of the clock than the allowed skew are refused
+//! ([`WindowError::Future`]): one tweet dated 2099 would otherwise move its
+//! partition's watermark decades ahead and make every later tweet late.
 //!
 //! Late tweets: a tweet is counted in each of its windows that is still open
 //! and as `late` in each that has closed (watermark >= end), so every tweet adds
@@ -54,6 +67,8 @@ pub struct WindowSpec {
     pub slide: Duration,
     pub allowed_lateness: Duration,
     pub idle_timeout: Duration,
+    /// How far ahead of `now_ms` an event time may be; `None`: unbounded.
+    pub max_future_skew: Option<Duration>,
 }
 
 impl WindowSpec {
@@ -63,6 +78,7 @@ impl WindowSpec {
             slide: Duration::from_secs(args.slide()),
             allowed_lateness: Duration::from_secs(args.allowed_lateness_seconds),
             idle_timeout: Duration::from_secs(args.idle_partition_seconds),
+            max_future_skew: Some(Duration::from_secs(args.max_future_skew_seconds)),
         }
     }
 }
@@ -77,6 +93,10 @@ pub enum WindowError {
     OutOfRange { what: &'static str, ms: u128 },
     #[error("event time {0} ms is outside the years 0000-9999")]
     EventTime(i64),
+    #[error(
+        "event time {event_ms} ms is {ahead_ms} ms ahead of the clock (more than the allowed skew)"
+    )]
+    Future { event_ms: i64, ahead_ms: i64 },
 }
 
 /// What one `ingest` did with a tweet.
@@ -102,6 +122,15 @@ struct PartitionState {
     floor_ms: Option<i64>,
 }
 
+/// What another replica's commit says of a partition it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemotePartition {
+    /// Its watermark (largest event time minus the allowed lateness).
+    pub watermark: Option<i64>,
+    /// It has delivered nothing for the idle timeout.
+    pub idle: bool,
+}
+
 /// Windows of one consumer, over the partitions it reads.
 #[derive(Debug)]
 pub struct WindowEngine {
@@ -110,7 +139,11 @@ pub struct WindowEngine {
     lateness_ms: i64,
     idle_ms: i64,
     mode: TimeMode,
+    future_skew_ms: Option<i64>,
     partitions: BTreeMap<i32, PartitionState>,
+    remote: BTreeMap<i32, RemotePartition>,
+    /// Since when every partition has been idle, and the watermark then.
+    all_idle: Option<(i64, i64)>,
     open: BTreeMap<WindowKey, Aggregate>,
     watermark: Option<i64>,
     /// Every window ending at or before this has been emitted (or was empty).
@@ -150,7 +183,13 @@ impl WindowEngine {
             lateness_ms: millis("allowed lateness", spec.allowed_lateness)?,
             idle_ms: millis("idle timeout", spec.idle_timeout)?,
             mode,
+            future_skew_ms: spec
+                .max_future_skew
+                .map(|d| millis("future skew", d))
+                .transpose()?,
             partitions: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            all_idle: None,
             open: BTreeMap::new(),
             watermark: None,
             emitted_until: None,
@@ -187,12 +226,49 @@ impl WindowEngine {
     /// them, because emitting a window a second time with only the replayed
     /// part would be wrong, and the earlier emission already has them.
     pub fn assign_from(&mut self, partition: i32, now_ms: i64, floor_ms: Option<i64>) {
+        self.remote.remove(&partition);
         let p = self.partitions.entry(partition).or_insert(PartitionState {
             max_event_ms: None,
             last_record_ms: now_ms,
             floor_ms,
         });
         p.floor_ms = p.floor_ms.max(floor_ms);
+    }
+
+    /// What the owners of the partitions this engine does not read last
+    /// committed about them; replaces what was known before. Partitions this
+    /// engine reads are ignored.
+    pub fn set_remote(&mut self, remote: BTreeMap<i32, RemotePartition>) {
+        self.remote = remote;
+        self.remote.retain(|p, _| !self.partitions.contains_key(p));
+    }
+
+    /// Treats every window ending at or before `until_ms` as emitted: the
+    /// group has published them, so tweets for them are late. For
+    /// partitions that have no floor of their own (new ones, after the topic
+    /// grew); a floor still skips what its earlier owner published.
+    pub fn close_until(&mut self, until_ms: i64) {
+        self.emitted_until = self.emitted_until.max(Some(until_ms));
+        self.watermark = self.watermark.max(Some(until_ms));
+    }
+
+    /// Each partition this engine reads: its watermark, and whether it is
+    /// idle at `now_ms`.
+    pub fn partition_status(&self, now_ms: i64) -> BTreeMap<i32, RemotePartition> {
+        self.partitions
+            .iter()
+            .map(|(p, s)| {
+                let status = RemotePartition {
+                    watermark: s.max_event_ms.map(|m| m - self.lateness_ms),
+                    idle: self.is_idle(s, now_ms),
+                };
+                (*p, status)
+            })
+            .collect()
+    }
+
+    fn is_idle(&self, p: &PartitionState, now_ms: i64) -> bool {
+        now_ms.saturating_sub(p.last_record_ms) >= self.idle_ms
     }
 
     /// The floor a partition was assigned with.
@@ -224,6 +300,15 @@ impl WindowEngine {
     ) -> Result<Ingested, WindowError> {
         if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&event_time_ms) {
             return Err(WindowError::EventTime(event_time_ms));
+        }
+        if let Some(skew) = self.future_skew_ms
+            && self.mode == TimeMode::Event
+            && event_time_ms > now_ms.saturating_add(skew)
+        {
+            return Err(WindowError::Future {
+                event_ms: event_time_ms,
+                ahead_ms: event_time_ms - now_ms,
+            });
         }
         // Lateness is judged against the watermark before this tweet moves it.
         self.refresh(now_ms);
@@ -282,29 +367,43 @@ impl WindowEngine {
         self.watermark = self.watermark.max(candidate);
     }
 
-    fn event_watermark(&self, now_ms: i64) -> Option<i64> {
-        let active = self
-            .partitions
-            .values()
-            .filter(|p| now_ms.saturating_sub(p.last_record_ms) < self.idle_ms);
+    /// Every partition's (watermark, idle), local and remote.
+    fn all_partitions(&self, now_ms: i64) -> impl Iterator<Item = (Option<i64>, bool)> + '_ {
+        let local = self.partitions.values().map(move |p| {
+            (
+                p.max_event_ms.map(|m| m - self.lateness_ms),
+                self.is_idle(p, now_ms),
+            )
+        });
+        let remote = self.remote.values().map(|r| (r.watermark, r.idle));
+        local.chain(remote)
+    }
+
+    fn event_watermark(&mut self, now_ms: i64) -> Option<i64> {
         let mut any_active = false;
+        let mut waiting = false;
         let mut min: Option<i64> = None;
-        for p in active {
-            // An active partition with no data yet says nothing about time,
-            // so nothing may close until it delivers or goes idle.
-            let max = p.max_event_ms?;
+        let mut max: Option<i64> = None;
+        for (watermark, idle) in self.all_partitions(now_ms) {
+            max = max.max(watermark);
+            if idle {
+                continue;
+            }
             any_active = true;
-            min = Some(min.map_or(max, |m| m.min(max)));
+            match watermark {
+                Some(w) => min = Some(min.map_or(w, |m| m.min(w))),
+                // An active partition with no data yet says nothing about
+                // time, so nothing may close until it delivers or goes idle.
+                None => waiting = true,
+            }
         }
-        let reference = if any_active {
-            min
-        } else {
-            self.partitions
-                .values()
-                .filter_map(|p| p.max_event_ms)
-                .max()
-        };
-        reference.map(|t| t - self.lateness_ms)
+        if any_active {
+            self.all_idle = None;
+            return if waiting { None } else { min };
+        }
+        let base = max.max(self.watermark)?;
+        let (since, base) = *self.all_idle.get_or_insert((now_ms, base));
+        Some(base.saturating_add(now_ms.saturating_sub(since).max(0)))
     }
 
     /// Emits, in window order, every window the watermark has passed.

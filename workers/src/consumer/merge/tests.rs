@@ -24,6 +24,7 @@ fn agg(count: u64, author: &str) -> Aggregate {
 fn partial(window: WindowKey, partitions: &[i32], count: u64) -> Partial {
     Partial {
         window,
+        sources: 0,
         partitions: partitions.iter().copied().collect(),
         watermarks: BTreeMap::new(),
         aggregate: agg(count, &format!("{partitions:?}")),
@@ -86,22 +87,22 @@ fn a_closed_source_without_a_partial_contributes_nothing() {
     };
     m.offer(partial(W, &[0], 2)).unwrap();
     m.offer(partial(later, &[0], 1)).unwrap();
-    m.source_closed(1, W.end_ms - 1).unwrap();
+    m.source_closed(1, W.end_ms - 1, 0).unwrap();
     assert!(m.take_final().is_empty());
-    m.source_closed(1, W.end_ms).unwrap();
+    m.source_closed(1, W.end_ms, 0).unwrap();
     assert_eq!(counts(&m.take_final()), vec![(W, 2)]);
     // A lower closed_until does not undo a higher one.
-    m.source_closed(1, 0).unwrap();
-    m.source_closed(1, later.end_ms).unwrap();
+    m.source_closed(1, 0, 0).unwrap();
+    m.source_closed(1, later.end_ms, 0).unwrap();
     assert_eq!(counts(&m.take_final()), vec![(later, 1)]);
 }
 
 #[test]
 fn a_closed_source_with_a_partial_still_needs_it() {
     let mut m = Merger::new(2).unwrap();
-    m.source_closed(0, 1_000_000).unwrap();
+    m.source_closed(0, 1_000_000, 0).unwrap();
     m.offer(partial(W, &[0, 1], 3)).unwrap();
-    m.source_closed(1, 1_000_000).unwrap();
+    m.source_closed(1, 1_000_000, 0).unwrap();
     assert_eq!(counts(&m.take_final()), vec![(W, 3)]);
     // Every source is past W now: anything for it is a replay.
     assert_eq!(m.offer(partial(W, &[1], 3)), Ok(Offer::Stale));
@@ -129,17 +130,27 @@ fn windows_come_out_in_order() {
 fn bad_input_is_an_error() {
     assert_eq!(Merger::new(0).unwrap_err(), MergeError::NoPartitions);
     let mut m = Merger::new(2).unwrap();
-    assert_eq!(
-        m.offer(partial(W, &[0, 2], 1)),
-        Err(MergeError::UnknownPartition {
-            partition: 2,
-            count: 2
-        })
-    );
     assert_eq!(m.offer(partial(W, &[], 1)), Err(MergeError::EmptyPartial));
     assert!(m.no_data(W, -1).is_err());
-    assert!(m.source_closed(5, 0).is_err());
+    assert!(m.source_closed(-5, 0, 0).is_err());
     assert_eq!(m.pending_windows(), 0);
+    assert_eq!(m.source_partitions(), 2);
+}
+
+/// The topic grew from 2 to 3 partitions: a partial naming partition 2 (it
+/// was dropped as malformed before, and its window published without it) is
+/// accepted, and so is a sender's word that there are now 4: windows wait
+/// for every partition either names.
+#[test]
+fn a_grown_topic_makes_windows_wait_for_the_new_partitions() {
+    let mut m = Merger::new(2).unwrap();
+    assert_eq!(m.offer(partial(W, &[0, 2], 5)), Ok(Offer::Accepted));
+    assert_eq!(m.source_partitions(), 3);
+    m.source_closed(1, W.end_ms, 4).unwrap();
+    assert_eq!(m.source_partitions(), 4);
+    assert!(m.take_final().is_empty(), "partition 3 has not closed W");
+    m.source_closed(3, W.end_ms, 4).unwrap();
+    assert_eq!(counts(&m.take_final()), vec![(W, 5)]);
 }
 
 #[test]
@@ -220,6 +231,7 @@ proptest! {
             slide: Duration::from_secs(slide_s),
             allowed_lateness: Duration::from_secs(3_600),
             idle_timeout: Duration::from_secs(3_600),
+            max_future_skew: None,
         };
         let mut single = WindowEngine::new(spec).unwrap();
         ingest_all(&mut single, &events.iter().collect::<Vec<_>>());
@@ -239,6 +251,7 @@ proptest! {
             for (window, aggregate) in e.flush_all() {
                 partials.push(Partial {
                     window,
+                    sources: 0,
                     partitions: mine.clone(),
                     watermarks: watermarks.clone(),
                     aggregate,
@@ -267,7 +280,7 @@ proptest! {
             }
         }
         for p in 0..n {
-            m.source_closed(p, i64::MAX).unwrap();
+            m.source_closed(p, i64::MAX, 0).unwrap();
         }
         got.extend(m.take_final());
         prop_assert_eq!(m.pending_windows(), 0);

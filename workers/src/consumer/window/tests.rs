@@ -10,6 +10,7 @@ fn spec(size_s: u64, slide_s: u64, lateness_s: u64, idle_s: u64) -> WindowSpec {
         slide: Duration::from_secs(slide_s),
         allowed_lateness: Duration::from_secs(lateness_s),
         idle_timeout: Duration::from_secs(idle_s),
+        max_future_skew: None,
     }
 }
 
@@ -91,7 +92,11 @@ fn from_args_uses_the_flags() {
         "--idle-partition-seconds=7",
     ])
     .unwrap();
-    assert_eq!(WindowSpec::from_args(&args), spec(60, 15, 5, 7));
+    let want = WindowSpec {
+        max_future_skew: Some(Duration::from_secs(300)),
+        ..spec(60, 15, 5, 7)
+    };
+    assert_eq!(WindowSpec::from_args(&args), want);
 }
 
 #[test]
@@ -332,6 +337,148 @@ fn event_times_outside_rfc3339_years_are_rejected() {
     assert!(e.ingest(0, MAX_TIME_MS, &t(), 0).is_ok());
     assert!(e.ingest(0, MIN_TIME_MS, &t(), 0).is_ok());
     assert_eq!(e.flush_all().len(), 2);
+}
+
+/// A tweet dated 2099 among tweets of now: refused, counted by the caller,
+/// and the partition's watermark stays where the real tweets put it, so
+/// later tweets are on time (before, every later tweet was late for good).
+#[test]
+fn tweets_beyond_the_future_skew_are_refused_and_move_nothing() {
+    let mut e = WindowEngine::new(WindowSpec {
+        max_future_skew: Some(Duration::from_secs(60)),
+        ..spec(10, 10, 0, 30)
+    })
+    .unwrap();
+    let now = 1_000 * S;
+    e.ingest(0, now - 5 * S, &t(), now).unwrap();
+    let far = 4_070_908_800_000; // 2099-01-01
+    assert_eq!(
+        e.ingest(0, far, &t(), now),
+        Err(WindowError::Future {
+            event_ms: far,
+            ahead_ms: far - now
+        })
+    );
+    assert_eq!(e.partition_watermarks(), BTreeMap::from([(0, now - 5 * S)]));
+    let r = e.ingest(0, now - 3 * S, &t(), now).unwrap();
+    assert_eq!((r.counted, r.late), (1, 0));
+    // Within the skew is fine.
+    assert!(e.ingest(0, now + 60 * S, &t(), now).is_ok());
+    assert_eq!(
+        e.partition_watermarks(),
+        BTreeMap::from([(0, now + 60 * S)])
+    );
+    assert_eq!(e.open_windows(), 2);
+    // Processing time has no event time to refuse.
+    let mut p = WindowEngine::with_mode(
+        WindowSpec {
+            max_future_skew: Some(Duration::ZERO),
+            ..spec(10, 10, 0, 30)
+        },
+        TimeMode::Processing,
+    )
+    .unwrap();
+    assert!(p.ingest(0, now, &t(), now).is_ok());
+}
+
+/// A replica whose only partition never receives a record: other replicas'
+/// commits say where the topic's event time is, so it closes windows (and
+/// says its partition is closed) instead of holding every window forever.
+#[test]
+fn remote_partitions_move_a_replica_whose_own_are_empty() {
+    let mut e = engine(10, 10, 0, 30);
+    e.assign(0, 0);
+    let remote = |w: Option<i64>, idle: bool| RemotePartition { watermark: w, idle };
+    assert!(e.advance(40_000).is_empty());
+    assert_eq!(e.watermark(), None, "nothing anywhere has data");
+    // Partition 1 (read elsewhere) is at 25 s and active; 2 has no data yet.
+    e.set_remote(BTreeMap::from([
+        (1, remote(Some(25 * S), false)),
+        (2, remote(None, false)),
+    ]));
+    e.advance(40_000);
+    assert_eq!(e.watermark(), None, "partition 2 holds it until idle");
+    e.set_remote(BTreeMap::from([
+        (1, remote(Some(25 * S), false)),
+        (2, remote(None, true)),
+    ]));
+    e.advance(40_000);
+    assert_eq!(e.watermark(), Some(25 * S));
+    assert_eq!(e.emitted_until(), Some(25 * S));
+    // An active remote partition that is behind holds this replica back, as
+    // a local one would.
+    let mut e = engine(10, 10, 0, 30);
+    e.ingest(0, 35 * S, &t(), 0).unwrap();
+    e.set_remote(BTreeMap::from([(1, remote(Some(12 * S), false))]));
+    assert_eq!(summary(&e.advance(0)), vec![]);
+    assert_eq!(e.watermark(), Some(12 * S));
+    // A partition read locally is never taken from the remote view.
+    e.set_remote(BTreeMap::from([
+        (0, remote(Some(0), false)),
+        (1, remote(Some(36 * S), false)),
+    ]));
+    assert!(e.advance(0).is_empty());
+    assert_eq!(e.watermark(), Some(35 * S));
+    assert_eq!(
+        e.partition_status(0),
+        BTreeMap::from([(0, remote(Some(35 * S), false))])
+    );
+    assert_eq!(
+        e.partition_status(30_000),
+        BTreeMap::from([(0, remote(Some(35 * S), true))])
+    );
+}
+
+/// Once every partition is idle the watermark follows the clock from where
+/// it was, so a quiet stream's last window closes within lateness + idle
+/// timeout of its end; a new tweet stops that, and it never goes back.
+#[test]
+fn when_everything_is_idle_the_watermark_follows_the_clock() {
+    let mut e = engine(10, 10, 2, 30);
+    // Event time and the clock agree, as for live tweets.
+    e.ingest(0, 101 * S, &t(), 101 * S).unwrap();
+    e.ingest(1, 104 * S, &t(), 104 * S).unwrap();
+    assert!(e.advance(120 * S).is_empty());
+    assert_eq!(e.watermark(), Some(99 * S), "min(101, 104) - 2");
+    // At 131 s partition 0 has been quiet for 30 s, at 134 s both have.
+    e.advance(131 * S);
+    assert_eq!(e.watermark(), Some(102 * S));
+    assert!(e.advance(134 * S).is_empty());
+    assert_eq!(e.watermark(), Some(102 * S));
+    assert!(e.advance(141 * S).is_empty());
+    assert_eq!(e.watermark(), Some(109 * S));
+    // [100, 110) closes 32 s after its end: lateness 2 + idle timeout 30.
+    assert_eq!(summary(&e.advance(142 * S)), vec![(key(100, 110), 2, 0)]);
+    // A tweet ends the silence (the clock had taken the watermark to 111 s).
+    let r = e.ingest(1, 140 * S, &t(), 143 * S).unwrap();
+    assert_eq!((r.counted, r.late), (1, 0));
+    assert_eq!(e.watermark(), Some(111 * S));
+    e.advance(150 * S);
+    assert_eq!(e.watermark(), Some(138 * S));
+    // Silent again: it follows the clock from where it stands.
+    e.advance(173 * S);
+    assert_eq!(e.watermark(), Some(138 * S));
+    e.advance(183 * S);
+    assert_eq!(e.watermark(), Some(148 * S));
+    assert_eq!(summary(&e.advance(183 * S)), vec![]);
+}
+
+/// After a reset, windows the group closed are closed for partitions
+/// without a floor (a partition the topic grew by): their tweets there are
+/// late, reported with the next window, instead of reopening them.
+#[test]
+fn closing_until_the_group_horizon_makes_older_tweets_late() {
+    let mut e = engine(10, 10, 0, 30);
+    e.assign_from(0, 0, Some(40 * S));
+    e.assign(3, 0);
+    e.close_until(40 * S);
+    let r = e.ingest(3, 12 * S, &t(), 0).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (0, 1, 50 * S));
+    // Partition 0's floor still skips what its previous owner published.
+    let r = e.ingest(0, 12 * S, &t(), 0).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (0, 0, i64::MIN));
+    let r = e.ingest(3, 45 * S, &t(), 0).unwrap();
+    assert_eq!((r.counted, r.late), (1, 0));
 }
 
 /// An engine shape with `size = slide * hops`.

@@ -1,0 +1,258 @@
+//! The consumer under realistic traffic on the real broker: quiet and empty
+//! partitions, far-future timestamps, a topic that grows while it runs.
+//! Replicas are real `twitterstream-consumer` processes; every published
+//! window is checked against the truth computed from the raw topic, read
+//! with `read_committed` (`support/truth.rs`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use twitterstream_tests::consumer::{Replica, metric, read_output, wait_ready};
+use twitterstream_tests::kafka::{self, produce, read_committed_records};
+use twitterstream_tests::truth::{self, Rules, Tweet, Window};
+use twitterstream_tests::{kafka_brokers, unique_name};
+
+const STREAM: &str = "demo";
+const AUTHORS: [&str; 5] = ["ann", "bob", "cy", "dee", "eve"];
+const TAGS: [&str; 4] = ["SuperBowl", "superbowl", "NFL", "halftime"];
+
+struct Pipeline {
+    topic: String,
+    output: String,
+    group: String,
+}
+
+impl Pipeline {
+    async fn new(partitions: i32) -> Self {
+        let p = Pipeline {
+            topic: unique_name("tr-tweets"),
+            output: unique_name("tr-windows"),
+            group: unique_name("tr-cg"),
+        };
+        kafka::create_topic(&p.topic, partitions, 1).await;
+        kafka::create_topic(&p.output, 1, 1).await;
+        p
+    }
+
+    /// 10 s tumbling windows; a partition is idle after 5 s without data.
+    fn replica(&self, name: &str) -> Replica {
+        let args: Vec<String> = [
+            "--brokers",
+            &kafka_brokers(),
+            "--topic",
+            &self.topic,
+            "--stream-name",
+            STREAM,
+            "--group-id",
+            &self.group,
+            "--window-seconds",
+            "10",
+            "--idle-partition-seconds",
+            "5",
+            "--output-topic",
+            &self.output,
+            "--top-n",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Replica::start(&format!("{}-{name}", self.group), &args)
+    }
+
+    async fn truth(&self) -> BTreeMap<i64, Window> {
+        let raw = read_committed_records(&self.topic).await;
+        truth::expected(&raw, &Rules::tumbling(10))
+    }
+
+    async fn published(&self) -> BTreeMap<i64, Window> {
+        let output = self.output.clone();
+        let got = tokio::task::spawn_blocking(move || read_output(&output))
+            .await
+            .expect("reader task");
+        truth::published(STREAM, &got)
+    }
+
+    /// Waits until at least `n` windows are published.
+    async fn wait_for_windows(&self, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.published().await.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {n} windows published within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until every window of the truth is published, then checks
+    /// each exactly (and that nothing else was); on time-out the check's
+    /// message lists what is missing.
+    async fn assert_every_window(&self, timeout: Duration) {
+        let want = self.truth().await;
+        assert!(!want.is_empty());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.published().await;
+            if want.keys().all(|k| got.contains_key(k)) || tokio::time::Instant::now() > deadline {
+                truth::assert_exact(&got, &want);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// One tweet at `at_ms` on each of `partitions`, and a pause for the
+/// replicas to read them: a partition idle for the idle timeout does not hold
+/// the watermark back, so a burst that lands on idle partitions at once is
+/// partly late wherever one replica reads its share before another (as in
+/// Flink). Waking every partition first keeps the burst on time.
+async fn wake(topic: &str, tag: &str, at_ms: i64, partitions: &[i32]) {
+    let records: Vec<(i32, Vec<u8>)> = partitions
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                tweets(&format!("{tag}{p}"), at_ms, 1, 1, &[*p]).remove(0).1,
+            )
+        })
+        .collect();
+    produce(topic, &records).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Ten minutes ago, on a window boundary: live traffic, well inside the skew.
+fn base_ms() -> i64 {
+    let t = chrono::Utc::now().timestamp_millis() - 600_000;
+    t - t.rem_euclid(10_000)
+}
+
+/// `n` tweets spread over `[from_ms, from_ms + span_ms)`, round-robin over
+/// `partitions`, with varied authors, tags, mentions and languages.
+fn tweets(
+    tag: &str,
+    from_ms: i64,
+    span_ms: i64,
+    n: usize,
+    partitions: &[i32],
+) -> Vec<(i32, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let at = from_ms + span_ms * i as i64 / n as i64;
+            let t = Tweet {
+                id: format!("{tag}-{i}"),
+                at_ms: at,
+                author: AUTHORS[i % AUTHORS.len()],
+                lang: [Some("en"), Some("es"), None][i % 3],
+                hashtags: &TAGS[i % 3..(i % 3 + 2)],
+                mentions: &["nfl"][..i % 2],
+                likes: (i % 7) as u64,
+            };
+            (partitions[i % partitions.len()], t.json())
+        })
+        .collect()
+}
+
+/// Item 1 of #12: 3 partitions, 3 replicas, tweets only on partitions 1 and
+/// 2. The replica reading partition 0 never gets a record; before, it never
+/// said its partition was closed, and not one window was published (with one
+/// replica, all were).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_never_gets_a_tweet_holds_back_no_window() {
+    let p = Pipeline::new(3).await;
+    let replicas: Vec<Replica> = ["a", "b", "c"].iter().map(|n| p.replica(n)).collect();
+    for r in &replicas {
+        wait_ready(r).await;
+    }
+    let t0 = base_ms();
+    wake(&p.topic, "wake", t0, &[1, 2]).await;
+    // Six windows of traffic on partitions 1 and 2, then a burst a little
+    // later on both, as the reproduction had.
+    let mut records = tweets("q", t0, 60_000, 300, &[1, 2]);
+    records.extend(tweets("closer", t0 + 75_000, 1_000, 4, &[1, 2]));
+    produce(&p.topic, &records).await;
+    p.assert_every_window(Duration::from_secs(120)).await;
+}
+
+/// Item 2 of #12: one tweet dated 9999-12-31 and one dated 2099 on
+/// partition 0, among live tweets, with 2 replicas; then a silence longer
+/// than the idle timeout, and more tweets. Before, once every partition was
+/// idle the year 9999 set the watermark, and every later tweet was late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_tweets_are_skipped_and_silence_nothing() {
+    let p = Pipeline::new(3).await;
+    let a = p.replica("a");
+    let b = p.replica("b");
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let t0 = base_ms();
+    wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
+    let mut records = tweets("early", t0, 10_000, 60, &[0, 1, 2]);
+    for (id, at) in [
+        ("y9999", "9999-12-31T23:59:59Z"),
+        ("y2099", "2099-01-01T00:00:00.000Z"),
+    ] {
+        let v = serde_json::json!({"id": id, "text": "from the future", "created_at": at, "author_id": "zed"});
+        records.push((0, serde_json::to_vec(&v).expect("json")));
+    }
+    records.extend(tweets("later", t0 + 10_000, 50_000, 300, &[0, 1, 2]));
+    produce(&p.topic, &records).await;
+    p.wait_for_windows(4, Duration::from_secs(60)).await;
+    // Every partition goes idle, then the stream goes on.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    wake(&p.topic, "rewake", t0 + 120_000, &[0, 1, 2]).await;
+    produce(
+        &p.topic,
+        &tweets("after", t0 + 120_000, 40_000, 240, &[0, 1, 2]),
+    )
+    .await;
+    p.assert_every_window(Duration::from_secs(120)).await;
+    let mut future = 0.0;
+    for r in [&a, &b] {
+        let m = r.get("/metrics").await.expect("metrics").1;
+        future += metric(&m, "twitterstream_consumer_tweets_future_total");
+    }
+    assert_eq!(future, 2.0, "both future tweets counted once");
+}
+
+/// Item 4 of #12: 2 replicas on 3 partitions; the topic grows to 6 and a
+/// third replica joins; traffic then lands on all 6. Before, consumers knew
+/// the partition count from their start and dropped every partial naming a
+/// new partition: windows were published without that data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_grown_while_running_loses_nothing() {
+    let p = Pipeline::new(3).await;
+    let a = p.replica("a");
+    let b = p.replica("b");
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let t0 = base_ms();
+    wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
+    produce(&p.topic, &tweets("before", t0, 50_000, 300, &[0, 1, 2])).await;
+    p.wait_for_windows(3, Duration::from_secs(60)).await;
+
+    let admin = kafka::admin();
+    let grown = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new(&p.topic, 6)],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .expect("CreatePartitions request");
+    for r in grown {
+        r.unwrap_or_else(|(t, e)| panic!("growing {t}: {e}"));
+    }
+    let c = p.replica("c");
+    wait_ready(&c).await;
+    // The group notices the new partitions (metadata refresh, 5 s) and
+    // rebalances onto them; then traffic lands on all six, far later in
+    // event time than the silence since the first batch moves the watermark.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    wake(&p.topic, "rewake", t0 + 300_000, &[0, 1, 2, 3, 4, 5]).await;
+    produce(
+        &p.topic,
+        &tweets("after", t0 + 300_000, 50_000, 600, &[0, 1, 2, 3, 4, 5]),
+    )
+    .await;
+    p.assert_every_window(Duration::from_secs(120)).await;
+}
