@@ -285,6 +285,16 @@ impl Processor for AggregateStage {
         self.trackers.get(&partition).map(OffsetTracker::next)
     }
 
+    /// Every partition of a polled batch is active before the first of its
+    /// records moves the watermark: a burst landing on several quiet
+    /// partitions at once is not judged by whichever partition's records
+    /// come first in the batch.
+    fn arriving(&mut self, partitions: &std::collections::BTreeSet<i32>, now_ms: i64) {
+        for p in partitions {
+            self.engine.touch(*p, now_ms);
+        }
+    }
+
     /// Learns the partitions other replicas read (their watermarks and
     /// idleness hold back or release this replica's windows) and the
     /// topic's partition count. Right after a reset it also closes, for

@@ -17,7 +17,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,6 +98,9 @@ pub trait Processor {
     /// (before any record), then about once a second, when the stage's
     /// config asks for it.
     fn observe(&mut self, _view: &GroupView, _now_ms: i64) {}
+    /// The partitions a polled batch holds records of, before any of them
+    /// is handed to `record`.
+    fn arriving(&mut self, _partitions: &BTreeSet<i32>, _now_ms: i64) {}
 }
 
 #[derive(Debug, Clone)]
@@ -432,6 +435,8 @@ impl<P: Processor> Driver<P> {
                 self.rebuild(&consumer)?;
             }
             if !ready.is_empty() {
+                let arriving = ready.iter().map(|m| m.partition()).collect();
+                self.processor.arriving(&arriving, now_ms());
                 let mut next = Vec::new();
                 let rebalanced = self.handle(&consumer, &ready, &mut next, &mut seen_epoch);
                 ready = next;

@@ -235,6 +235,16 @@ impl WindowEngine {
         p.floor_ms = p.floor_ms.max(floor_ms);
     }
 
+    /// Marks activity on a partition before its records are ingested (they
+    /// were polled together with other partitions'): it is not idle, so a
+    /// burst landing on several quiet partitions at once is not judged by
+    /// whichever partition's records happen to come first.
+    pub fn touch(&mut self, partition: i32, now_ms: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.last_record_ms = p.last_record_ms.max(now_ms);
+        }
+    }
+
     /// What the owners of the partitions this engine does not read last
     /// committed about them; replaces what was known before. Partitions this
     /// engine reads are ignored.

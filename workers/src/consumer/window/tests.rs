@@ -463,6 +463,30 @@ fn when_everything_is_idle_the_watermark_follows_the_clock() {
     assert_eq!(summary(&e.advance(183 * S)), vec![]);
 }
 
+/// A burst on two quiet partitions, polled together: touching both before
+/// ingesting keeps the second partition's tweets on time (without it, the
+/// first partition's tweets moved the watermark past them).
+#[test]
+fn a_burst_on_quiet_partitions_is_on_time_when_they_are_touched_first() {
+    let burst = |touch: bool| {
+        let mut e = engine(10, 10, 0, 5);
+        e.ingest(0, S, &t(), 0).unwrap();
+        e.ingest(1, S, &t(), 0).unwrap();
+        assert!(e.advance(60 * S).is_empty(), "both idle, nothing to close");
+        if touch {
+            e.touch(0, 61 * S);
+            e.touch(1, 61 * S);
+        }
+        for ts in [12, 25, 38] {
+            e.ingest(0, ts * S, &t(), 61 * S).unwrap();
+        }
+        let r = e.ingest(1, 15 * S, &t(), 61 * S).unwrap();
+        (r.counted, r.late)
+    };
+    assert_eq!(burst(true), (1, 0));
+    assert_eq!(burst(false), (0, 1));
+}
+
 /// After a reset, windows the group closed are closed for partitions
 /// without a floor (a partition the topic grew by): their tweets there are
 /// late, reported with the next window, instead of reopening them.
