@@ -799,3 +799,60 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
         .expect("create");
     wait_status(&s.streams, "after", "Ready under term-b", is_ready).await;
 }
+
+/// Item 10 of #12: `kubectl edit deploy <name>-consumer` (replicas and the
+/// image here) is reverted to what the TwitterStream says. Before, the
+/// render-hash annotation still matched, the apply was skipped, and the
+/// edit stuck.
+#[tokio::test]
+async fn edits_to_a_child_deployment_are_reverted() {
+    let s = setup("op-revert").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let tws = example("edited");
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    wait_status(&s.streams, "edited", "Ready=True", is_ready).await;
+    let rendered = s
+        .deployments
+        .get("edited-consumer")
+        .await
+        .expect("consumer Deployment");
+    let image = rendered
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    let edit = serde_json::json!({
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "consumer", "image": "example.invalid/other:1"}]}}
+        }
+    });
+    s.deployments
+        .patch(
+            "edited-consumer",
+            &PatchParams::default(),
+            &Patch::Strategic(&edit),
+        )
+        .await
+        .expect("edit the Deployment");
+    eventually(
+        "the edit to be reverted",
+        Duration::from_secs(60),
+        || async {
+            let d = s.deployments.get("edited-consumer").await.ok()?;
+            let spec = d.spec?;
+            let img = spec.template.spec?.containers[0].image.clone();
+            (spec.replicas == Some(2) && img == image).then_some(())
+        },
+    )
+    .await;
+}

@@ -63,6 +63,11 @@ pub struct Context {
     /// When each topic was last found as the spec asks: Kafka is asked again
     /// only after TOPIC_RECHECK, not on every pod event.
     topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
+    /// Per child Deployment (namespace, name): its generation after this
+    /// process last applied it. A Deployment at another generation was
+    /// changed by someone else (`kubectl edit`, `kubectl scale deploy`), and
+    /// the render hash it still carries would hide that.
+    applied_generations: Mutex<HashMap<(String, String), i64>>,
 }
 
 /// Publishes queued Events, a few at a time, until the Context is dropped.
@@ -175,6 +180,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             deployment_caches: RwLock::new(Vec::new()),
             topics_checked: Mutex::new(HashMap::new()),
+            applied_generations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -213,6 +219,26 @@ impl Context {
         // pipeline waits for. Best effort: a lost Event must not fail anything.
         if let Err(e) = self.events.try_send((ev, tws.object_ref(&()))) {
             warn!(reason, error = %e, "Event not queued");
+        }
+    }
+
+    /// Whether this process applied the Deployment at exactly its current
+    /// generation: nobody changed its spec since.
+    fn applied_as_is(&self, ns: &str, d: &ChildDeployment) -> bool {
+        let key = (ns.to_owned(), d.metadata.name.clone().unwrap_or_default());
+        let applied = self
+            .applied_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        d.metadata.generation.is_some() && applied.get(&key) == d.metadata.generation.as_ref()
+    }
+
+    fn remember_applied(&self, ns: &str, d: &ChildDeployment) {
+        if let (Some(name), Some(generation)) = (&d.metadata.name, d.metadata.generation) {
+            self.applied_generations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((ns.to_owned(), name.clone()), generation);
         }
     }
 
@@ -345,6 +371,7 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
         let unchanged = before.as_ref().is_some_and(|b| {
             b.metadata.deletion_timestamp.is_none()
                 && b.render_hash() == render::render_hash(&desired)
+                && ctx.applied_as_is(&ns, b)
         });
         let applied = match before.clone() {
             Some(b) if unchanged => b,
@@ -357,6 +384,7 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
                 .await?
                 .into(),
         };
+        ctx.remember_applied(&ns, &applied);
         match &before {
             None => {
                 ctx.event(

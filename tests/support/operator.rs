@@ -51,7 +51,12 @@ impl Operator {
     /// (default: the admin one from tests/env/up).
     pub fn start(namespace: &str, kubeconfig: Option<&Path>, extra: &[&str]) -> Self {
         let http_port = free_port();
-        let mut cmd = Command::new(binary("twitterstream-operator", "twitterstream-operator"));
+        // TWS_OPERATOR_BIN runs a test against another build (an older one).
+        let bin = std::env::var("TWS_OPERATOR_BIN").map_or_else(
+            |_| binary("twitterstream-operator", "twitterstream-operator"),
+            std::path::PathBuf::from,
+        );
+        let mut cmd = Command::new(bin);
         cmd.args([
             "--watch-namespaces",
             namespace,
