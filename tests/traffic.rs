@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use twitterstream_tests::consumer::{Replica, metric, read_output, wait_ready};
-use twitterstream_tests::kafka::{self, produce, read_committed_records};
+use twitterstream_tests::kafka::{self, produce, produce_as, read_committed_records};
 use twitterstream_tests::truth::{self, Rules, Tweet, Window};
 use twitterstream_tests::{kafka_brokers, unique_name};
 
@@ -61,7 +61,7 @@ impl Pipeline {
 
     async fn truth(&self) -> BTreeMap<i64, Window> {
         let raw = read_committed_records(&self.topic).await;
-        truth::expected(&raw, &Rules::tumbling(10))
+        truth::expected(&raw, &Rules::tumbling(STREAM, 10))
     }
 
     async fn published(&self) -> BTreeMap<i64, Window> {
@@ -255,4 +255,26 @@ async fn a_topic_grown_while_running_loses_nothing() {
     )
     .await;
     p.assert_every_window(Duration::from_secs(120)).await;
+}
+
+/// Item 8 of #12: two streams publish to one topic (each record carries its
+/// `stream` header). Before, each stream's consumers counted both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stream_on_the_topic_is_not_counted() {
+    let p = Pipeline::new(2).await;
+    let a = p.replica("a");
+    wait_ready(&a).await;
+    let t0 = base_ms();
+    wake(&p.topic, "wake", t0, &[0, 1]).await;
+    let ours = tweets("ours", t0, 30_000, 120, &[0, 1]);
+    // Later than ours: counted, they would make windows of their own.
+    let theirs = tweets("theirs", t0 + 30_000, 30_000, 90, &[1, 0]);
+    produce_as(&p.topic, Some(STREAM), &ours).await;
+    produce_as(&p.topic, Some("other"), &theirs).await;
+    p.assert_every_window(Duration::from_secs(120)).await;
+    let m = a.get("/metrics").await.expect("metrics").1;
+    assert_eq!(
+        metric(&m, "twitterstream_consumer_records_other_stream_total"),
+        90.0
+    );
 }

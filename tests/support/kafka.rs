@@ -171,6 +171,13 @@ pub async fn read_committed_records(topic: &str) -> Vec<Record> {
 /// Writes each `(partition, value)` to `topic`, idempotently, and waits for
 /// every delivery.
 pub async fn produce(topic: &str, records: &[(i32, Vec<u8>)]) {
+    produce_as(topic, None, records).await
+}
+
+/// Like [`produce`], with a `stream` header on every record when given (as
+/// the producer stamps it).
+pub async fn produce_as(topic: &str, stream: Option<&str>, records: &[(i32, Vec<u8>)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", crate::kafka_brokers())
@@ -180,13 +187,46 @@ pub async fn produce(topic: &str, records: &[(i32, Vec<u8>)]) {
         .expect("producer");
     for chunk in records.chunks(20_000) {
         let sends = chunk.iter().map(|(p, v)| {
-            producer.send(
-                FutureRecord::<(), _>::to(topic).partition(*p).payload(v),
-                Duration::from_secs(60),
-            )
+            let mut record = FutureRecord::<(), _>::to(topic).partition(*p).payload(v);
+            if let Some(s) = stream {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: "stream",
+                    value: Some(s),
+                }));
+            }
+            producer.send(record, Duration::from_secs(60))
         });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e).expect("delivery");
         }
     }
+}
+
+/// Writes `records` in one transaction and aborts it: a `read_committed`
+/// reader never sees them (a producer that died mid-transaction).
+pub async fn produce_aborted(topic: &str, records: &[(i32, Vec<u8>)]) {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let topic = topic.to_owned();
+    let records = records.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+            ClientConfig::new()
+                .set("bootstrap.servers", crate::kafka_brokers())
+                .set("transactional.id", crate::unique_name("aborted"))
+                .create()
+                .expect("transactional producer");
+        let t = Duration::from_secs(30);
+        producer.init_transactions(t).expect("init transactions");
+        producer.begin_transaction().expect("begin");
+        for (p, v) in &records {
+            producer
+                .send(BaseRecord::<(), _>::to(&topic).partition(*p).payload(v))
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+        producer.flush(t).expect("flush");
+        producer.abort_transaction(t).expect("abort");
+    })
+    .await
+    .expect("aborting producer");
 }

@@ -2,7 +2,8 @@
 //! `read_committed`) without the consumer's code, and its comparison with
 //! what the consumer published.
 //!
-//! The rules are the consumer's documented ones: a record counts when it is a
+//! The rules are the consumer's documented ones: a record counts when its
+//! `stream` header (if any) names the stream and it is a
 //! JSON object with a string `id`, a string `text` and an RFC 3339
 //! `created_at` no further ahead of the reading clock than the allowed skew;
 //! it counts once in each epoch-aligned window containing its `created_at`;
@@ -16,6 +17,8 @@ use twitterstream_workers::consumer::aggregate::WindowResult;
 /// What decides which tweets count and where.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
+    /// The stream whose records count (another stream may share the topic).
+    pub stream: &'static str,
     pub size_ms: i64,
     pub slide_ms: i64,
     /// Tweets dated after this are skipped (the reading clock plus the
@@ -25,8 +28,9 @@ pub struct Rules {
 
 impl Rules {
     /// Tumbling windows of `seconds`, the default skew of 300 s from now.
-    pub fn tumbling(seconds: i64) -> Self {
+    pub fn tumbling(stream: &'static str, seconds: i64) -> Self {
         Rules {
+            stream,
             size_ms: seconds * 1000,
             slide_ms: seconds * 1000,
             future_after_ms: chrono::Utc::now().timestamp_millis() + 300_000,
@@ -99,6 +103,9 @@ struct Acc {
 pub fn expected(records: &[Record], rules: &Rules) -> BTreeMap<i64, Window> {
     let mut acc: BTreeMap<i64, Acc> = BTreeMap::new();
     for r in records {
+        if r.headers.get("stream").is_some_and(|s| s != rules.stream) {
+            continue;
+        }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.value) else {
             continue;
         };

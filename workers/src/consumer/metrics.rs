@@ -24,6 +24,7 @@ pub struct Metrics {
     pub records_consumed: Counter,
     pub records_malformed: Counter,
     pub tweets_future: Counter,
+    pub records_other_stream: Counter,
     pub tweets_late: Counter,
     pub partials_published: Counter,
     pub windows_emitted: Counter,
@@ -50,6 +51,7 @@ impl Metrics {
             records_consumed: Counter::default(),
             records_malformed: Counter::default(),
             tweets_future: Counter::default(),
+            records_other_stream: Counter::default(),
             tweets_late: Counter::default(),
             partials_published: Counter::default(),
             windows_emitted: Counter::default(),
@@ -78,6 +80,11 @@ impl Metrics {
             "tweets_future",
             "Tweets skipped because their created_at is further ahead of the clock than --max-future-skew-seconds",
             m.tweets_future.clone(),
+        );
+        registry.register(
+            "records_other_stream",
+            "Records skipped because their stream header names another stream sharing the topic",
+            m.records_other_stream.clone(),
         );
         registry.register(
             "tweets_late",

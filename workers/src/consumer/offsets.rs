@@ -80,6 +80,9 @@ pub struct SourceCommit {
     pub watermark_ms: Option<i64>,
     /// It had delivered nothing for the idle timeout.
     pub idle: bool,
+    /// Every record before this offset had been read: from it on, nothing of
+    /// the partition is in any published window yet.
+    pub read_until: Option<i64>,
 }
 
 pub fn encode_source(c: &SourceCommit) -> String {
@@ -89,6 +92,9 @@ pub fn encode_source(c: &SourceCommit) -> String {
     }
     if let Some(w) = c.watermark_ms {
         s.push_str(&format!(";wm={w}"));
+    }
+    if let Some(r) = c.read_until {
+        s.push_str(&format!(";read={r}"));
     }
     if c.idle {
         s.push_str(";idle");
@@ -106,6 +112,7 @@ pub fn decode_source(metadata: &str) -> SourceCommit {
     SourceCommit {
         closed_until_ms: field("closed="),
         watermark_ms: field("wm="),
+        read_until: field("read="),
         idle: metadata.split(';').any(|f| f == "idle"),
     }
 }
@@ -179,6 +186,7 @@ mod tests {
             closed_until_ms: Some(-5),
             watermark_ms: Some(7),
             idle: true,
+            read_until: Some(12),
         };
         assert_eq!(decode_source(&encode_source(&full)), full);
         let empty = SourceCommit::default();

@@ -102,7 +102,7 @@ impl Processor for MergeStage {
 
     type Prepared<'a> = Result<InternalRecord, serde_json::Error>;
 
-    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_> {
+    fn prepare<'a>(payload: Option<&'a [u8]>, _stream: Option<&'a [u8]>) -> Self::Prepared<'a> {
         serde_json::from_slice(payload.unwrap_or_default())
     }
 
@@ -127,7 +127,23 @@ impl Processor for MergeStage {
                 let w = partial.window;
                 let slot = part.last_offset.entry(w).or_insert(offset);
                 *slot = (*slot).max(offset);
+                let (partitions, count, late) = (
+                    partial.partitions.clone(),
+                    partial.aggregate.count,
+                    partial.aggregate.late,
+                );
                 part.merger.offer(*partial).map(|offer| {
+                    if offer == Offer::Stale {
+                        tracing::debug!(
+                            partition,
+                            offset,
+                            start = w.start_ms,
+                            ?partitions,
+                            count,
+                            late,
+                            "partial for a window already final"
+                        );
+                    }
                     if offer == Offer::Accepted {
                         part.first_offset.entry(w).or_insert(offset);
                         let c = part.closed_at.entry(w).or_insert(closed_at_ms);

@@ -203,6 +203,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             observe_group: true,
         },
         AggregateStage::new(
+            &args.stream_name,
             spec,
             args.time_mode,
             &partials_topic,

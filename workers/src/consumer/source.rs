@@ -33,6 +33,11 @@ pub struct AggregateStage {
     spec: WindowSpec,
     mode: TimeMode,
     slide_ms: i64,
+    /// Records whose `stream` header names another stream are skipped.
+    stream: String,
+    /// Per partition: records before this offset were read by the previous
+    /// owner before its last commit (a replay).
+    replay_until: BTreeMap<i32, i64>,
     partials_topic: Arc<str>,
     partials_partitions: i32,
     engine: WindowEngine,
@@ -56,6 +61,7 @@ pub struct AggregateStage {
 
 impl AggregateStage {
     pub fn new(
+        stream: &str,
         spec: WindowSpec,
         mode: TimeMode,
         partials_topic: &str,
@@ -65,6 +71,8 @@ impl AggregateStage {
     ) -> Result<Self, WindowError> {
         Ok(AggregateStage {
             engine: WindowEngine::with_mode(spec, mode)?,
+            stream: stream.to_owned(),
+            replay_until: BTreeMap::new(),
             spec,
             mode,
             slide_ms: spec.slide.as_millis() as i64,
@@ -91,6 +99,45 @@ impl AggregateStage {
             .floor(partition)
             .max(self.engine.emitted_until())?;
         Some(c.div_euclid(self.slide_ms) * self.slide_ms)
+    }
+
+    /// Adds a tweet of this stream to its windows; when it is done (see
+    /// `Ingested::done_at_ms`).
+    fn count(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        tweet: Result<ParsedTweet<'_>, TweetError>,
+        now_ms: i64,
+    ) -> i64 {
+        let replayed = self
+            .replay_until
+            .get(&partition)
+            .is_some_and(|r| offset < *r);
+        match ingest(
+            &mut self.engine,
+            self.mode,
+            partition,
+            tweet,
+            now_ms,
+            replayed,
+        ) {
+            Ok(ingested) => {
+                if ingested.late > 0 {
+                    self.metrics.tweets_late.inc_by(u64::from(ingested.late));
+                }
+                ingested.done_at_ms
+            }
+            Err(RecordError::Window(e @ WindowError::Future { .. })) => {
+                self.future(partition, offset, &e, now_ms);
+                DONE
+            }
+            Err(e) => {
+                self.metrics.records_malformed.inc();
+                tracing::debug!(partition, offset, error = %e, "skipping malformed record");
+                DONE
+            }
+        }
     }
 
     /// Counts a tweet dated further ahead than the allowed skew, and logs a
@@ -125,38 +172,35 @@ impl Processor for AggregateStage {
         self.in_flight.clear();
         self.markers_at_ms = i64::MIN;
         self.fresh = true;
+        self.replay_until.clear();
         for c in assigned {
-            let floor = offsets::decode_source(&c.metadata).closed_until_ms;
-            self.engine.assign_from(c.partition, now_ms, floor);
+            let commit = offsets::decode_source(&c.metadata);
+            self.engine
+                .assign_from(c.partition, now_ms, commit.closed_until_ms);
+            // Commits of earlier versions do not say: all of it is a replay.
+            let read_until = commit.read_until.unwrap_or(i64::MAX);
+            self.replay_until.insert(c.partition, read_until);
             self.trackers
                 .insert(c.partition, OffsetTracker::new(c.offset));
         }
     }
 
-    type Prepared<'a> = Result<ParsedTweet<'a>, TweetError>;
+    /// The record's `stream` header, and the parsed tweet.
+    type Prepared<'a> = (Option<&'a [u8]>, Result<ParsedTweet<'a>, TweetError>);
 
-    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_> {
-        ParsedTweet::parse(payload.unwrap_or_default())
+    fn prepare<'a>(payload: Option<&'a [u8]>, stream: Option<&'a [u8]>) -> Self::Prepared<'a> {
+        (stream, ParsedTweet::parse(payload.unwrap_or_default()))
     }
 
-    fn record(&mut self, partition: i32, offset: i64, tweet: Self::Prepared<'_>, now_ms: i64) {
+    fn record(&mut self, partition: i32, offset: i64, prepared: Self::Prepared<'_>, now_ms: i64) {
         self.metrics.records_consumed.inc();
-        let done_at = match ingest(&mut self.engine, self.mode, partition, tweet, now_ms) {
-            Ok(ingested) => {
-                if ingested.late > 0 {
-                    self.metrics.tweets_late.inc_by(u64::from(ingested.late));
-                }
-                ingested.done_at_ms
-            }
-            Err(RecordError::Window(e @ WindowError::Future { .. })) => {
-                self.future(partition, offset, &e, now_ms);
-                DONE
-            }
-            Err(e) => {
-                self.metrics.records_malformed.inc();
-                tracing::debug!(partition, offset, error = %e, "skipping malformed record");
-                DONE
-            }
+        let (stream, tweet) = prepared;
+        let done_at = if stream.is_some_and(|s| s != self.stream.as_bytes()) {
+            // Another stream shares the topic: its tweets are its own.
+            self.metrics.records_other_stream.inc();
+            DONE
+        } else {
+            self.count(partition, offset, tweet, now_ms)
         };
         if let Some(t) = self.trackers.get_mut(&partition) {
             t.record(offset, done_at);
@@ -226,6 +270,7 @@ impl Processor for AggregateStage {
                 closed_until_ms: self.closed_until(p),
                 watermark_ms: status.get(&p).and_then(|s| s.watermark),
                 idle: status.get(&p).is_some_and(|s| s.idle),
+                read_until: self.trackers.get(&p).map(OffsetTracker::next),
             };
             let engine = &self.engine;
             let Some(tracker) = self.trackers.get_mut(&p) else {
@@ -343,11 +388,12 @@ fn ingest(
     partition: i32,
     tweet: Result<ParsedTweet<'_>, TweetError>,
     now_ms: i64,
+    replayed: bool,
 ) -> Result<crate::consumer::window::Ingested, RecordError> {
     let tweet = tweet?;
     let t = match mode {
         TimeMode::Event => tweet.event_time_ms()?,
         TimeMode::Processing => now_ms,
     };
-    Ok(engine.ingest(partition, t, &tweet, now_ms)?)
+    Ok(engine.ingest_at(partition, t, &tweet, now_ms, replayed)?)
 }

@@ -84,7 +84,8 @@ pub trait Processor {
     /// on the worker pool, many at once, while `record` folds earlier ones
     /// into the state in order.
     type Prepared<'a>: Send;
-    fn prepare(payload: Option<&[u8]>) -> Self::Prepared<'_>;
+    /// `stream` is the record's `stream` header, when it has one.
+    fn prepare<'a>(payload: Option<&'a [u8]>, stream: Option<&'a [u8]>) -> Self::Prepared<'a>;
     /// Drops all state and starts over from these committed positions.
     fn reset(&mut self, assigned: &[Committed], now_ms: i64);
     fn record(&mut self, partition: i32, offset: i64, prepared: Self::Prepared<'_>, now_ms: i64);
@@ -211,6 +212,15 @@ fn poll_batch<'c>(
     rebalanced
 }
 
+/// The value of a record's `stream` header (which stream published it).
+fn stream_header<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == crate::producer::publisher::HEADER_STREAM)?
+        .value
+}
+
 fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
@@ -263,7 +273,7 @@ impl<P: Processor> Driver<P> {
         let now = now_ms();
         if polled.len() <= PREPARE_CHUNK {
             for m in polled {
-                let prepared = P::prepare(m.payload());
+                let prepared = P::prepare(m.payload(), stream_header(m));
                 self.processor
                     .record(m.partition(), m.offset(), prepared, now);
             }
@@ -276,7 +286,10 @@ impl<P: Processor> Driver<P> {
             for (k, chunk) in polled.chunks(PREPARE_CHUNK).enumerate() {
                 let tx = tx.clone();
                 scope.spawn(move |_| {
-                    let prepared: Vec<_> = chunk.iter().map(|m| P::prepare(m.payload())).collect();
+                    let prepared: Vec<_> = chunk
+                        .iter()
+                        .map(|m| P::prepare(m.payload(), stream_header(m)))
+                        .collect();
                     // The receiver outlives the scope's tasks.
                     let _ = tx.send((k, prepared));
                 });

@@ -300,13 +300,30 @@ impl WindowEngine {
         self.open.clear();
     }
 
-    /// Adds one tweet read from `partition` at processing time `now_ms`.
+    /// Adds one tweet read from `partition` at processing time `now_ms`, as
+    /// a replay: see [`ingest_at`](Self::ingest_at).
     pub fn ingest(
         &mut self,
         partition: i32,
         event_time_ms: i64,
         tweet: &ParsedTweet<'_>,
         now_ms: i64,
+    ) -> Result<Ingested, WindowError> {
+        self.ingest_at(partition, event_time_ms, tweet, now_ms, true)
+    }
+
+    /// Adds one tweet read from `partition` at processing time `now_ms`.
+    /// `replayed`: the partition's earlier owner had read it before its last
+    /// commit, so its windows at or below the floor already hold it (or its
+    /// late unit) and are skipped. A tweet nobody had read is late for them
+    /// instead: skipping it would lose it.
+    pub fn ingest_at(
+        &mut self,
+        partition: i32,
+        event_time_ms: i64,
+        tweet: &ParsedTweet<'_>,
+        now_ms: i64,
+        replayed: bool,
     ) -> Result<Ingested, WindowError> {
         if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&event_time_ms) {
             return Err(WindowError::EventTime(event_time_ms));
@@ -322,15 +339,17 @@ impl WindowEngine {
         }
         // Lateness is judged against the watermark before this tweet moves it.
         self.refresh(now_ms);
-        let closed_until = self.watermark.max(self.emitted_until);
         let floor = self.floor(partition);
+        // Windows ending at or before this are published for this partition.
+        let published_until = self.emitted_until.max(floor);
+        let closed_until = self.watermark.max(published_until);
         let mut out = Ingested {
             counted: 0,
             late: 0,
             done_at_ms: i64::MIN,
         };
         for key in self.windows_of(event_time_ms) {
-            if floor.is_some_and(|f| key.end_ms <= f) {
+            if replayed && floor.is_some_and(|f| key.end_ms <= f) {
                 continue;
             }
             let target = if closed_until.is_none_or(|c| key.end_ms > c) {
@@ -339,7 +358,7 @@ impl WindowEngine {
                 key
             } else {
                 out.late += 1;
-                let target = match self.emitted_until {
+                let target = match published_until {
                     Some(e) if key.end_ms <= e => self.next_to_emit(e),
                     _ => key,
                 };

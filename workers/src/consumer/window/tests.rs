@@ -305,6 +305,28 @@ fn a_taken_over_partition_skips_windows_its_previous_owner_emitted() {
     assert_eq!(e.floor(1), None);
 }
 
+/// A tweet the previous owner never read, in a window at or below the
+/// floor, is late for it (reported with the first window after the floor),
+/// not skipped: skipping it lost it (the campaign's seed 15: tweets dated
+/// 1970 after a rebalance were neither counted nor late).
+#[test]
+fn a_new_tweet_below_the_floor_is_late_not_lost() {
+    let mut e = engine(10, 5, 0, 60);
+    e.assign_from(0, 0, Some(40 * S));
+    // Replayed: already in a published window.
+    let r = e.ingest_at(0, 3 * S, &t(), 0, true).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (0, 0, i64::MIN));
+    // New: late, into [35, 45), the first window ending after the floor.
+    let r = e.ingest_at(0, 3 * S, &t(), 0, false).unwrap();
+    assert_eq!((r.counted, r.late, r.done_at_ms), (0, 2, 45 * S));
+    // [30, 40) ends at the floor: published, so late too; [35, 45) is open.
+    let r = e.ingest_at(0, 38 * S, &t(), 0, false).unwrap();
+    assert_eq!((r.counted, r.late), (1, 1));
+    e.ingest(0, 60 * S, &t(), 0).unwrap();
+    let out = summary(&e.advance(0));
+    assert_eq!(out[0], (key(35, 45), 1, 3));
+}
+
 #[test]
 fn offsets_are_done_once_their_windows_are_emitted() {
     let mut e = engine(10, 10, 0, 60);
