@@ -613,7 +613,11 @@ async fn campaign(seeds: Vec<u64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_scenarios_publish_every_window_exactly_once() {
     let seeds: Vec<u64> = match std::env::var("TWS_CAMPAIGN_SEED") {
-        Ok(s) => vec![s.parse().expect("TWS_CAMPAIGN_SEED is a number")],
+        // One seed, or several separated by commas.
+        Ok(s) => s
+            .split(',')
+            .map(|s| s.trim().parse().expect("TWS_CAMPAIGN_SEED is a number"))
+            .collect(),
         Err(_) => {
             let mut seeds: Vec<u64> = (1..=20).collect();
             if let Ok(n) = std::env::var("TWS_CAMPAIGN_SCENARIOS") {

@@ -278,3 +278,73 @@ async fn a_second_stream_on_the_topic_is_not_counted() {
         90.0
     );
 }
+
+/// Done-when of #12: a keyword in the superbowl example's shape (a few
+/// tweets a minute over 3 partitions, 2 consumers, 10 s windows, 5 s
+/// lateness, the default 30 s idle timeout), live: every window is
+/// published within window + lateness + idle timeout of its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_keyword_publishes_every_window_soon_after_its_end() {
+    let p = Pipeline::new(3).await;
+    let args = |name: &str| {
+        let a: Vec<String> = [
+            "--brokers",
+            &kafka_brokers(),
+            "--topic",
+            &p.topic,
+            "--stream-name",
+            STREAM,
+            "--group-id",
+            &p.group,
+            "--window-seconds",
+            "10",
+            "--allowed-lateness-seconds",
+            "5",
+            "--output-topic",
+            &p.output,
+            "--top-n",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Replica::start(&format!("{}-{name}", p.group), &a)
+    };
+    let a = args("a");
+    let b = args("b");
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    // Eight tweets, one every 8 s, each to a partition of its own choosing,
+    // created as they are sent.
+    for i in 0..8usize {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut t = tweets(&format!("live{i}"), now, 1, 1, &[0]);
+        t[0].0 = [2, 0, 0, 1, 2, 2, 1, 0][i];
+        produce(&p.topic, &t).await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let budget_ms = (10 + 5 + 30) * 1000;
+    p.assert_every_window(Duration::from_secs(60)).await;
+    let published = read_committed_records(&p.output).await;
+    assert!(!published.is_empty());
+    for r in published {
+        let w: twitterstream_workers::consumer::aggregate::WindowResult =
+            serde_json::from_slice(&r.value).expect("window JSON");
+        let end = chrono::DateTime::parse_from_rfc3339(&w.window_end)
+            .expect("window_end")
+            .timestamp_millis();
+        let at = r.timestamp_ms.expect("record timestamp");
+        eprintln!(
+            "window ending {} published {} ms after its end",
+            w.window_end,
+            at - end
+        );
+        assert!(
+            at - end <= budget_ms,
+            "window ending {} published {} ms after its end (budget {budget_ms} ms)",
+            w.window_end,
+            at - end
+        );
+    }
+    drop((a, b));
+}

@@ -88,6 +88,8 @@ pub async fn read_committed(topic: &str) -> Vec<(String, Vec<u8>)> {
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (the producer's create time), ms.
+    pub timestamp_ms: Option<i64>,
     pub key: String,
     pub headers: std::collections::BTreeMap<String, String>,
     pub value: Vec<u8>,
@@ -150,6 +152,7 @@ pub async fn read_committed_records(topic: &str) -> Vec<Record> {
                     out.push(Record {
                         partition: m.partition(),
                         offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
                         key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                         headers,
                         value: m.payload().unwrap_or_default().to_vec(),

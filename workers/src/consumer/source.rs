@@ -35,9 +35,17 @@ pub struct AggregateStage {
     slide_ms: i64,
     /// Records whose `stream` header names another stream are skipped.
     stream: String,
-    /// Per partition: records before this offset were read by the previous
-    /// owner before its last commit (a replay).
+    /// Per partition: records before this offset were judged by the
+    /// previous owner against a publication point older than its last
+    /// commit's floor, so whatever they gave to windows at or below the floor
+    /// (counted, or a late unit) was published: a replay skips those windows.
     replay_until: BTreeMap<i32, i64>,
+    /// Per partition: the publication point (`closed_until`) records are
+    /// judged against now, and the first offset judged against it. Records
+    /// from that offset on that were late have their late units in windows
+    /// after it, which a commit at this point has not published; the commit
+    /// says so (`read=`), so the next owner counts them again.
+    judged: BTreeMap<i32, (Option<i64>, i64)>,
     partials_topic: Arc<str>,
     partials_partitions: i32,
     engine: WindowEngine,
@@ -73,6 +81,7 @@ impl AggregateStage {
             engine: WindowEngine::with_mode(spec, mode)?,
             stream: stream.to_owned(),
             replay_until: BTreeMap::new(),
+            judged: BTreeMap::new(),
             spec,
             mode,
             slide_ms: spec.slide.as_millis() as i64,
@@ -140,6 +149,21 @@ impl AggregateStage {
         }
     }
 
+    /// Records, per partition whose publication point moved, the offset from
+    /// which records are judged against the new one. Called whenever it can
+    /// move: after every `advance` and after the group's horizon is applied.
+    fn note_publication_points(&mut self) {
+        let ids: Vec<i32> = self.trackers.keys().copied().collect();
+        for p in ids {
+            let closed = self.closed_until(p);
+            let next = self.trackers.get(&p).map_or(0, OffsetTracker::next);
+            let mark = self.judged.entry(p).or_insert((closed, next));
+            if mark.0 != closed {
+                *mark = (closed, next);
+            }
+        }
+    }
+
     /// Counts a tweet dated further ahead than the allowed skew, and logs a
     /// sample of them.
     fn future(&mut self, partition: i32, offset: i64, e: &WindowError, now_ms: i64) {
@@ -173,6 +197,7 @@ impl Processor for AggregateStage {
         self.markers_at_ms = i64::MIN;
         self.fresh = true;
         self.replay_until.clear();
+        self.judged.clear();
         for c in assigned {
             let commit = offsets::decode_source(&c.metadata);
             self.engine
@@ -180,6 +205,8 @@ impl Processor for AggregateStage {
             // Commits of earlier versions do not say: all of it is a replay.
             let read_until = commit.read_until.unwrap_or(i64::MAX);
             self.replay_until.insert(c.partition, read_until);
+            self.judged
+                .insert(c.partition, (commit.closed_until_ms, read_until));
             self.trackers
                 .insert(c.partition, OffsetTracker::new(c.offset));
         }
@@ -264,13 +291,14 @@ impl Processor for AggregateStage {
         let mut changed = !batch.records.is_empty();
         let mut state = BTreeMap::new();
         let status = self.engine.partition_status(now_ms);
+        self.note_publication_points();
         let ids: Vec<i32> = self.trackers.keys().copied().collect();
         for p in ids {
             let commit = SourceCommit {
                 closed_until_ms: self.closed_until(p),
                 watermark_ms: status.get(&p).and_then(|s| s.watermark),
                 idle: status.get(&p).is_some_and(|s| s.idle),
-                read_until: self.trackers.get(&p).map(OffsetTracker::next),
+                read_until: self.judged.get(&p).map(|(_, from)| *from),
             };
             let engine = &self.engine;
             let Some(tracker) = self.trackers.get_mut(&p) else {
@@ -358,6 +386,7 @@ impl Processor for AggregateStage {
             && let Some(horizon) = commits.iter().filter_map(|(_, c)| c.closed_until_ms).min()
         {
             self.engine.close_until(horizon);
+            self.note_publication_points();
         }
         let remote = commits
             .into_iter()
