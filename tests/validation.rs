@@ -79,6 +79,15 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     end_before_start["spec"]["endTime"] = json!("2019-12-31T00:00:00Z");
     let mut same_time = valid();
     same_time["spec"]["endTime"] = same_time["spec"]["startTime"].clone();
+    // The longest keyword that still fits X's 512 characters with ' lang:en'
+    // and ' -is:retweet' (and parentheses) is accepted.
+    create(&api, &with("/keyword", json!("k".repeat(490))))
+        .await
+        .expect("a 490-character keyword fits");
+    let mut tiny_rate = with("/synthetic", json!({"rate": 1e-9}));
+    tiny_rate["spec"]["source"] = json!("synthetic");
+    let mut tiny_speed = with("/replay", json!({"configMap": "tweets", "speed": 1e-9}));
+    tiny_speed["spec"]["source"] = json!("replay");
     let mut two_synthetic_producers = with("/producer/replicas", json!(2));
     two_synthetic_producers["spec"]["source"] = json!("synthetic");
     let mut output_is_input = valid();
@@ -165,6 +174,26 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "endTime equal to startTime",
             same_time,
             "endTime must be after startTime",
+        ),
+        (
+            "query over X's limit",
+            with("/keyword", json!("k".repeat(495))),
+            "keyword is too long",
+        ),
+        (
+            "a day sliding every second",
+            with("/window", json!({"seconds": 86400, "slideSeconds": 1})),
+            "must be at most 60",
+        ),
+        (
+            "a synthetic rate that is almost 0",
+            tiny_rate,
+            "synthetic.rate must be 0",
+        ),
+        (
+            "a replay speed that is almost 0",
+            tiny_speed,
+            "replay.speed must be 0",
         ),
         (
             "two search producers",

@@ -70,6 +70,7 @@ pub const KIND: &str = "TwitterStream";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.startTime) || !has(self.endTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"),
+    validation = Rule::new("size(self.keyword) + 14 + (has(self.language) ? 6 + size(self.language) : 0) <= 512").message("keyword is too long: with the operators the producer adds (parentheses, ' lang:<language>', ' -is:retweet') the query must fit X's 512 characters"),
     validation = Rule::new("self.producer.replicas <= 1").message("producer.replicas must be 0 or 1: a stream has one transactional producer, and a second would fence it (and fetch or generate the same tweets twice)"),
     validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || has(self.credentialsSecret)").message("sources x-search and x-stream need credentialsSecret: the name of a Secret holding the X API credentials"),
     validation = Rule::new("self.consumer.replicas <= self.kafka.partitions").message("consumer.replicas must not exceed kafka.partitions: a partition is read by one consumer, extra consumers would sit idle"),
@@ -191,6 +192,7 @@ impl Source {
 /// Options of the replay source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.speed == 0.0 || self.speed >= 0.001").message("replay.speed must be 0 (as fast as possible) or at least 0.001"))]
 pub struct ReplaySpec {
     /// Name of a ConfigMap in this namespace whose key holds the JSONL file (X API v2 tweets or v1.1 statuses).
     #[schemars(length(min = 1, max = 253))]
@@ -212,6 +214,7 @@ fn default_replay_key() -> String {
 /// Options of the synthetic source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.rate == 0.0 || self.rate >= 0.001").message("synthetic.rate must be 0 (as fast as possible) or at least 0.001 tweets per second"))]
 pub struct SyntheticSpec {
     /// Tweets per second; 0 generates as fast as possible.
     #[serde(default = "default_synthetic_rate")]
@@ -287,7 +290,8 @@ fn default_replication() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.slideSeconds) || self.slideSeconds <= self.seconds").message("window.slideSeconds must not exceed window.seconds"),
-    validation = Rule::new("!has(self.slideSeconds) || self.seconds % self.slideSeconds == 0").message("window.slideSeconds must divide window.seconds")
+    validation = Rule::new("!has(self.slideSeconds) || self.seconds % self.slideSeconds == 0").message("window.slideSeconds must divide window.seconds"),
+    validation = Rule::new("!has(self.slideSeconds) || self.seconds / self.slideSeconds <= 60").message("window.seconds / window.slideSeconds must be at most 60: each tweet is counted in that many windows (a day sliding every second would update 86,400 windows per tweet)")
 )]
 pub struct WindowSpec {
     /// Window length in seconds.
