@@ -856,3 +856,56 @@ async fn edits_to_a_child_deployment_are_reverted() {
     )
     .await;
 }
+
+/// Item 11 of #12: with deleteTopicOnDelete and Kafka unreachable, deletion
+/// no longer hangs forever: past --topic-delete-timeout-seconds the resource
+/// goes and a Warning Event says which topics were left.
+#[tokio::test]
+async fn deletion_does_not_hang_on_an_unreachable_kafka() {
+    let s = setup("op-nokafka-delete").await;
+    // Through the environment: an older build ignores it instead of
+    // refusing an unknown flag.
+    let _op = Operator::start_with_env(
+        &s.ns.name,
+        None,
+        &[],
+        &[("TWS_TOPIC_DELETE_TIMEOUT_SECONDS", "5")],
+    );
+    let mut tws = example("stuck");
+    tws.spec.kafka.delete_topic_on_delete = true;
+    tws.spec.kafka.brokers = vec![format!(
+        "127.0.0.1:{}",
+        twitterstream_tests::process::free_port()
+    )];
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    wait_status(&s.streams, "stuck", "the finalizer", |t| {
+        t.finalizers()
+            .iter()
+            .any(|f| f == "twitterstream.io/delete-topics")
+    })
+    .await;
+    s.streams
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("resource gone", WAIT, || {
+        let api = s.streams.clone();
+        async move {
+            api.get_opt("stuck")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    let reasons = event_reasons(&s.client, &s.ns.name, "stuck").await;
+    assert!(
+        reasons.iter().any(|r| r == "TopicNotDeleted"),
+        "{reasons:?}"
+    );
+}

@@ -40,6 +40,11 @@ pub struct OperatorArgs {
     /// Seconds a Kafka admin request may take before the brokers count as unreachable.
     #[arg(long, env = "TWS_KAFKA_TIMEOUT_SECONDS", default_value_t = 10)]
     pub kafka_timeout_seconds: u64,
+    /// How long a deleted TwitterStream with deleteTopicOnDelete waits for
+    /// its topics to be deleted while Kafka is unreachable; then it is
+    /// deleted anyway and the topics are left (a Warning Event names them).
+    #[arg(long, env = "TWS_TOPIC_DELETE_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub topic_delete_timeout_seconds: u64,
 }
 
 impl OperatorArgs {

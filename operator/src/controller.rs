@@ -68,6 +68,8 @@ pub struct Context {
     /// changed by someone else (`kubectl edit`, `kubectl scale deploy`), and
     /// the render hash it still carries would hide that.
     applied_generations: Mutex<HashMap<(String, String), i64>>,
+    /// How long deletion waits for topics to be deleted (see `finalize`).
+    topic_delete_timeout: Duration,
 }
 
 /// Publishes queued Events, a few at a time, until the Context is dropped.
@@ -181,7 +183,15 @@ impl Context {
             deployment_caches: RwLock::new(Vec::new()),
             topics_checked: Mutex::new(HashMap::new()),
             applied_generations: Mutex::new(HashMap::new()),
+            topic_delete_timeout: Duration::from_secs(300),
         }
+    }
+
+    /// How long a deleted stream waits for its topics to be deleted while
+    /// Kafka is unreachable before it is deleted anyway.
+    pub fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
+        self.topic_delete_timeout = timeout;
+        self
     }
 
     fn key(tws: &TwitterStream) -> (String, String) {
@@ -742,16 +752,40 @@ async fn finalize(
         return Ok(Action::await_change());
     }
     let brokers = brokers(tws);
+    // Deletion must not hang forever on an unreachable Kafka (a namespace
+    // holding both could never terminate): past the timeout the topics stay.
+    let waited = tws.meta().deletion_timestamp.as_ref().map_or(0, |t| {
+        k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()
+    });
+    let give_up = waited >= ctx.topic_delete_timeout.as_secs() as i64;
     for req in topic_requests(tws) {
-        ctx.topics.delete(&brokers, &req.name).await?;
-        ctx.event(
-            tws,
-            EventType::Normal,
-            "TopicDeleted",
-            "DeleteTopic",
-            format!("Deleted Kafka topic {}", req.name),
-        )
-        .await;
+        match ctx.topics.delete(&brokers, &req.name).await {
+            Ok(()) => {
+                ctx.event(
+                    tws,
+                    EventType::Normal,
+                    "TopicDeleted",
+                    "DeleteTopic",
+                    format!("Deleted Kafka topic {}", req.name),
+                )
+                .await
+            }
+            Err(e) if give_up => {
+                ctx.event(
+                    tws,
+                    EventType::Warning,
+                    "TopicNotDeleted",
+                    "DeleteTopic",
+                    format!(
+                        "Left Kafka topic {} in place: not deleted within {} s of the deletion ({e})",
+                        req.name,
+                        ctx.topic_delete_timeout.as_secs()
+                    ),
+                )
+                .await
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     set_topic_finalizer(tws, api, false).await?;
     Ok(Action::await_change())

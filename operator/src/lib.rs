@@ -61,15 +61,18 @@ pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {
     }));
 
     let identity = args.identity();
-    let ctx = Arc::new(controller::Context::new(
-        client.clone(),
-        render::RenderConfig {
-            worker_image: args.worker_image.clone(),
-        },
-        topic::Topics::new(Duration::from_secs(args.kafka_timeout_seconds)),
-        metrics,
-        identity.clone(),
-    ));
+    let ctx = Arc::new(
+        controller::Context::new(
+            client.clone(),
+            render::RenderConfig {
+                worker_image: args.worker_image.clone(),
+            },
+            topic::Topics::new(Duration::from_secs(args.kafka_timeout_seconds)),
+            metrics,
+            identity.clone(),
+        )
+        .with_topic_delete_timeout(Duration::from_secs(args.topic_delete_timeout_seconds)),
+    );
     let result = if args.leader_elect {
         let lease = leader::Lease {
             client,

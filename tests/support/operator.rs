@@ -50,6 +50,18 @@ impl Operator {
     /// the cluster do not see each other's resources), with `kubeconfig`
     /// (default: the admin one from tests/env/up).
     pub fn start(namespace: &str, kubeconfig: Option<&Path>, extra: &[&str]) -> Self {
+        Self::start_with_env(namespace, kubeconfig, extra, &[])
+    }
+
+    /// Like [`start`](Self::start), with environment variables (settings an
+    /// older build, run through TWS_OPERATOR_BIN, ignores instead of failing
+    /// on an unknown flag).
+    pub fn start_with_env(
+        namespace: &str,
+        kubeconfig: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let http_port = free_port();
         // TWS_OPERATOR_BIN runs a test against another build (an older one).
         let bin = std::env::var("TWS_OPERATOR_BIN").map_or_else(
@@ -72,6 +84,7 @@ impl Operator {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
+        cmd.envs(env.iter().copied());
         let name = format!("operator-{namespace}-{}", crate::unique_name("run"));
         Self {
             process: ChildProcess::spawn(cmd, &name),
