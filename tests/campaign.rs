@@ -14,13 +14,6 @@
 //!   truth's counts exactly;
 //! - when nothing was late, every window equals the truth exactly.
 //!
-//! Known gap: a tweet that is late (out of order beyond the lateness, or
-//! dated long ago) while its partition changes owner (replica killed, added,
-//! scaled, partitions grown) can lose or double its late unit: the campaign
-//! finds it within a few dozen seeds with `TWS_CAMPAIGN_ALL=1` (seeds 4, 5,
-//! 9, 13, 15, 20). Until it is fixed, scenarios with such traffic are drawn
-//! without those operations unless `TWS_CAMPAIGN_ALL=1`.
-//!
 //! The README's test command runs the fixed seeds 1..=20. More:
 //!
 //! ```text
@@ -107,11 +100,6 @@ struct Scenario {
     pauses_ms: Vec<u64>,
 }
 
-/// `TWS_CAMPAIGN_ALL=1`: draw every combination, the known gaps included.
-fn known_gaps() -> bool {
-    std::env::var_os("TWS_CAMPAIGN_ALL").is_some()
-}
-
 /// Idle timeout of every scenario: short, so silences longer than it are cheap.
 const IDLE_S: i64 = 3;
 const PHASES: usize = 3;
@@ -128,26 +116,9 @@ impl Scenario {
         }
         shapes.sort();
         shapes.dedup();
-        let mut ops: Vec<Op> = (0..PHASES - 1)
+        let ops: Vec<Op> = (0..PHASES - 1)
             .map(|_| OPS[rng.random_range(0..OPS.len())])
             .collect();
-        let late_traffic = shapes
-            .iter()
-            .any(|s| matches!(s, Shape::OutOfOrder | Shape::FarFutureAndAncient));
-        if late_traffic && !known_gaps() {
-            // Known gap (#12): a tweet that is late while its partition
-            // changes owner can lose or double its late unit. Until that is
-            // fixed, scenarios with late traffic run without operations that
-            // move partitions; TWS_CAMPAIGN_ALL=1 keeps them.
-            for op in &mut ops {
-                if matches!(
-                    op,
-                    Op::KillReplica | Op::AddReplica | Op::ScaleToZeroAndBack | Op::GrowPartitions
-                ) {
-                    *op = Op::None;
-                }
-            }
-        }
         let pauses_ms = (0..PHASES)
             .map(|_| {
                 if rng.random_bool(0.4) {
