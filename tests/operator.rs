@@ -909,3 +909,52 @@ async fn deletion_does_not_hang_on_an_unreachable_kafka() {
         "{reasons:?}"
     );
 }
+
+/// Item 8 of #12: two streams share a topic; deleting the one with
+/// deleteTopicOnDelete keeps the topic the other still uses (before, it was
+/// deleted under the other stream).
+#[tokio::test]
+async fn a_shared_topic_outlives_the_stream_deleted_with_delete_topic_on_delete() {
+    let s = setup("op-shared").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let mut first = example("first");
+    first.spec.kafka.delete_topic_on_delete = true;
+    first.spec.kafka.output_topic = Some(unique_name("first-windows"));
+    let topic = first.spec.kafka.topic.clone();
+    let mut second = example("second");
+    second.spec.kafka.topic = topic.clone();
+    second.spec.kafka.output_topic = Some(unique_name("second-windows"));
+    for t in [&first, &second] {
+        s.streams
+            .create(&PostParams::default(), t)
+            .await
+            .expect("create");
+    }
+    wait_status(&s.streams, "first", "Ready", is_ready).await;
+    wait_status(&s.streams, "second", "Ready", is_ready).await;
+    s.streams
+        .delete("first", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("first gone", WAIT, || {
+        let api = s.streams.clone();
+        async move {
+            api.get_opt("first")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(kafka::describe_topic(&topic).await, Some(3), "kept");
+    let own_output = first.spec.kafka.output_topic.clone().unwrap();
+    assert_eq!(
+        kafka::describe_topic(&own_output).await,
+        None,
+        "its own output topic is deleted"
+    );
+    let reasons = event_reasons(&s.client, &s.ns.name, "first").await;
+    assert!(reasons.iter().any(|r| r == "TopicKept"), "{reasons:?}");
+}

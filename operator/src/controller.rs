@@ -187,6 +187,32 @@ impl Context {
         }
     }
 
+    /// The TwitterStreams this operator watches, other than `tws` and those
+    /// being deleted: a topic one of them uses is not deleted with `tws`.
+    async fn other_streams(&self, tws: &TwitterStream) -> Result<Vec<TwitterStream>, Error> {
+        let scopes: Vec<Option<String>> = self
+            .deployment_caches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(scope, _)| scope.clone())
+            .collect();
+        let mut out = Vec::new();
+        for scope in scopes {
+            let api: Api<TwitterStream> = match &scope {
+                Some(ns) => Api::namespaced(self.client.clone(), ns),
+                None => Api::all(self.client.clone()),
+            };
+            for o in api.list(&ListParams::default()).await? {
+                let same = o.namespace() == tws.namespace() && o.name_any() == tws.name_any();
+                if !same && o.meta().deletion_timestamp.is_none() {
+                    out.push(o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// How long a deleted stream waits for its topics to be deleted while
     /// Kafka is unreachable before it is deleted anyway.
     pub fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
@@ -331,6 +357,15 @@ pub fn error_policy(tws: Arc<TwitterStream>, error: &Error, ctx: Arc<Context>) -
 
 fn brokers(tws: &TwitterStream) -> String {
     tws.spec.kafka.brokers.join(",")
+}
+
+/// Whether two streams name a broker in common (so the same cluster).
+fn shares_a_broker(a: &TwitterStream, b: &TwitterStream) -> bool {
+    a.spec
+        .kafka
+        .brokers
+        .iter()
+        .any(|x| b.spec.kafka.brokers.contains(x))
 }
 
 fn topic_requests(tws: &TwitterStream) -> Vec<TopicRequest> {
@@ -758,7 +793,27 @@ async fn finalize(
         k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()
     });
     let give_up = waited >= ctx.topic_delete_timeout.as_secs() as i64;
+    let others = ctx.other_streams(tws).await?;
     for req in topic_requests(tws) {
+        // Another stream on the same Kafka still reads or writes it.
+        if let Some(user) = others.iter().find(|o| {
+            topic_requests(o).iter().any(|r| r.name == req.name) && shares_a_broker(o, tws)
+        }) {
+            ctx.event(
+                tws,
+                EventType::Normal,
+                "TopicKept",
+                "DeleteTopic",
+                format!(
+                    "Kept Kafka topic {}: TwitterStream {}/{} still uses it",
+                    req.name,
+                    user.namespace().unwrap_or_default(),
+                    user.name_any()
+                ),
+            )
+            .await;
+            continue;
+        }
         match ctx.topics.delete(&brokers, &req.name).await {
             Ok(()) => {
                 ctx.event(
