@@ -68,7 +68,10 @@ impl Producer {
             cmd.env_remove(k);
         }
         cmd.env_remove("X_ACCESS_TOKEN_SECRET")
-            .env_remove("X_BEARER_TOKEN");
+            .env_remove("X_BEARER_TOKEN")
+            // These tests wait for finite sources to exit; in a pod the
+            // producer idles instead (see the test of that below).
+            .env("TWS_EXIT_WHEN_DONE", "true");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -422,6 +425,38 @@ async fn search_exactly_once_over_polls_and_a_killed_producer() {
     assert_exact(&recs, &expected, &s, stream);
 }
 
+/// Item 12 of #12: an --end-time in the past: one poll covers it, then the
+/// producer stops asking (it polled the same finished span forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_past_its_end_time_stops_polling() {
+    let s = server().await;
+    let topic = unique_name("pp-ended");
+    create_topic(&topic, 1, 1).await;
+    let logs = log_dir();
+    let creds = logs.join("creds-ended");
+    write_credentials(&creds, CS);
+    let expected = ids(&matching(s.add(tweets(30, TimeDelta::minutes(90), 0))));
+    let base = s.base_url();
+    let start = (Utc::now() - TimeDelta::hours(3)).to_rfc3339();
+    let end = (Utc::now() - TimeDelta::minutes(1)).to_rfc3339();
+    let mut args = search_args(&topic, "ended", &base, creds.to_str().unwrap());
+    args.extend(["--start-time", &start, "--end-time", &end]);
+    let mut p = Producer::start(&args, &[], &logs, "ended");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        p.log_text()
+    );
+    assert!(
+        p.log_text().contains("nothing more to fetch"),
+        "{}",
+        p.log_text()
+    );
+    let recs = read_topic(&topic).await;
+    assert_exact(&recs, &expected, &s, "ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_rides_out_every_server_fault() {
     let s = server().await;
@@ -706,6 +741,56 @@ async fn equally_named_streams_in_two_namespaces_do_not_fence_each_other() {
         assert_eq!(recs.len(), n, "{topic}");
         assert_synthetic(&recs, 7, n, "demo");
     }
+}
+
+/// Item 12 of #12: a finite source that is done does not exit (a Deployment
+/// would restart it into CrashLoopBackOff): the producer stays up, ready,
+/// and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_source_idles_until_stopped() {
+    let topic = unique_name("pp-idle");
+    create_topic(&topic, 1, 1).await;
+    let logs = log_dir();
+    let args = [
+        "--source",
+        "synthetic",
+        "--topic",
+        &topic,
+        "--stream-name",
+        "idle",
+        "--synthetic-rate",
+        "0",
+        "--synthetic-count",
+        "500",
+    ];
+    let mut p = Producer::start(&args, &[("TWS_EXIT_WHEN_DONE", "false")], &logs, "idle");
+    eventually("all 500 published", Duration::from_secs(60), || async {
+        (read_topic(&topic).await.len() == 500).then_some(())
+    })
+    .await;
+    eventually("the idle log line", Duration::from_secs(30), || {
+        std::future::ready(
+            p.log_text()
+                .contains("the source is finished")
+                .then_some(()),
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.http("/readyz").await.map(|r| r.0),
+        Some(200),
+        "still up and ready: {}",
+        p.log_text()
+    );
+    p.signal("-TERM");
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        p.log_text()
+    );
+    assert_eq!(read_topic(&topic).await.len(), 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,13 @@ pub struct ProducerArgs {
     /// Seed of the synthetic generator (same seed, same tweets).
     #[arg(long, env = "TWS_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// Exit 0 once a finite source is done (--synthetic-count reached, the
+    /// replay file ended, x-search past --end-time). Without it the producer
+    /// stays up, healthy and idle, until stopped: a Deployment restarts an
+    /// exited pod, which would show as CrashLoopBackOff.
+    #[arg(long, env = "TWS_EXIT_WHEN_DONE")]
+    #[serde(skip)]
+    pub exit_when_done: bool,
     /// Address of the health and metrics server (/healthz, /readyz, /metrics).
     #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,

@@ -228,6 +228,13 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
     if let Err(e) = publisher.flush(Duration::from_secs(30)).await {
         tracing::warn!(error = %e, "flushing on exit failed");
     }
+    if result.is_ok() && !shutdown.requested() && !args.exit_when_done {
+        tracing::info!(
+            source,
+            "the source is finished; idling until stopped (--exit-when-done exits instead)"
+        );
+        shutdown.wait().await;
+    }
     result
 }
 
@@ -321,6 +328,11 @@ async fn run_search(
                 poller.commit(c);
             }
             tracing::debug!(tweets = poll_tweets, since_id = ?poller.since_id(), "poll committed");
+            if poller.window_closed() {
+                // Every later poll would ask for the same, finished span.
+                tracing::info!("the search has covered --end-time: nothing more to fetch");
+                break;
+            }
         } else {
             metrics.transaction("aborted");
             metrics.publish_errors.inc();
