@@ -74,6 +74,22 @@ async fn wait_status(
     .await
 }
 
+/// Waits until the TwitterStream `name` no longer exists.
+async fn wait_gone(api: &Api<TwitterStream>, name: &str) {
+    eventually(&format!("{name} gone"), WAIT, || {
+        let api = api.clone();
+        async move {
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 fn is_ready(t: &TwitterStream) -> bool {
     condition(t, "Ready").is_some_and(|(s, _, _)| s == "True")
 }
@@ -540,18 +556,7 @@ async fn delete_topic_on_delete_uses_a_finalizer() {
         .delete("cleanup", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("resource gone", WAIT, || {
-        let api = s.streams.clone();
-        async move {
-            api.get_opt("cleanup")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_gone(&s.streams, "cleanup").await;
     eventually("topic deleted", WAIT, || {
         let topic = topic.clone();
         async move { kafka::describe_topic(&topic).await.is_none().then_some(()) }
@@ -891,18 +896,7 @@ async fn deletion_does_not_hang_on_an_unreachable_kafka() {
         .delete("stuck", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("resource gone", WAIT, || {
-        let api = s.streams.clone();
-        async move {
-            api.get_opt("stuck")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_gone(&s.streams, "stuck").await;
     let reasons = event_reasons(&s.client, &s.ns.name, "stuck").await;
     assert!(
         reasons.iter().any(|r| r == "TopicNotDeleted"),
@@ -936,18 +930,7 @@ async fn a_shared_topic_outlives_the_stream_deleted_with_delete_topic_on_delete(
         .delete("first", &DeleteParams::default())
         .await
         .expect("delete");
-    eventually("first gone", WAIT, || {
-        let api = s.streams.clone();
-        async move {
-            api.get_opt("first")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_gone(&s.streams, "first").await;
     assert_eq!(kafka::describe_topic(&topic).await, Some(3), "kept");
     let own_output = first.spec.kafka.output_topic.clone().unwrap();
     assert_eq!(

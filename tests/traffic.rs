@@ -33,6 +33,15 @@ impl Pipeline {
         p
     }
 
+    /// Replicas named `names`, once each is ready.
+    async fn ready_replicas<const N: usize>(&self, names: [&str; N]) -> [Replica; N] {
+        let replicas = names.map(|n| self.replica(n));
+        for r in &replicas {
+            wait_ready(r).await;
+        }
+        replicas
+    }
+
     /// 10 s tumbling windows; a partition is idle after 5 s without data.
     fn replica(&self, name: &str) -> Replica {
         let args: Vec<String> = [
@@ -181,10 +190,7 @@ async fn a_partition_that_never_gets_a_tweet_holds_back_no_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_future_tweets_are_skipped_and_silence_nothing() {
     let p = Pipeline::new(3).await;
-    let a = p.replica("a");
-    let b = p.replica("b");
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let [a, b] = p.ready_replicas(["a", "b"]).await;
     let t0 = base_ms();
     wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
     let mut records = tweets("early", t0, 10_000, 60, &[0, 1, 2]);
@@ -222,10 +228,7 @@ async fn far_future_tweets_are_skipped_and_silence_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_grown_while_running_loses_nothing() {
     let p = Pipeline::new(3).await;
-    let a = p.replica("a");
-    let b = p.replica("b");
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    let [a, b] = p.ready_replicas(["a", "b"]).await;
     let t0 = base_ms();
     wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
     produce(&p.topic, &tweets("before", t0, 50_000, 300, &[0, 1, 2])).await;
