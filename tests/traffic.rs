@@ -228,7 +228,8 @@ async fn far_future_tweets_are_skipped_and_silence_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_grown_while_running_loses_nothing() {
     let p = Pipeline::new(3).await;
-    let [a, b] = p.ready_replicas(["a", "b"]).await;
+    // Named, so they live to the end of the test.
+    let _first_two = p.ready_replicas(["a", "b"]).await;
     let t0 = base_ms();
     wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
     produce(&p.topic, &tweets("before", t0, 50_000, 300, &[0, 1, 2])).await;
