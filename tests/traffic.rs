@@ -44,7 +44,12 @@ impl Pipeline {
 
     /// 10 s tumbling windows; a partition is idle after 5 s without data.
     fn replica(&self, name: &str) -> Replica {
-        let args: Vec<String> = [
+        self.replica_with(name, &["--idle-partition-seconds", "5"])
+    }
+
+    /// 10 s tumbling windows, all 1000 top hashtags and mentions, and `settings`.
+    fn replica_with(&self, name: &str, settings: &[&str]) -> Replica {
+        let mut args: Vec<String> = [
             "--brokers",
             &kafka_brokers(),
             "--topic",
@@ -55,8 +60,6 @@ impl Pipeline {
             &self.group,
             "--window-seconds",
             "10",
-            "--idle-partition-seconds",
-            "5",
             "--output-topic",
             &self.output,
             "--top-n",
@@ -65,6 +68,7 @@ impl Pipeline {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(settings.iter().map(|s| s.to_string()));
         Replica::start(&format!("{}-{name}", self.group), &args)
     }
 
@@ -290,32 +294,10 @@ async fn a_second_stream_on_the_topic_is_not_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_keyword_publishes_every_window_soon_after_its_end() {
     let p = Pipeline::new(3).await;
-    let args = |name: &str| {
-        let a: Vec<String> = [
-            "--brokers",
-            &kafka_brokers(),
-            "--topic",
-            &p.topic,
-            "--stream-name",
-            STREAM,
-            "--group-id",
-            &p.group,
-            "--window-seconds",
-            "10",
-            "--allowed-lateness-seconds",
-            "5",
-            "--output-topic",
-            &p.output,
-            "--top-n",
-            "1000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Replica::start(&format!("{}-{name}", p.group), &a)
-    };
-    let a = args("a");
-    let b = args("b");
+    // The example's lateness, and the default idle timeout (30 s).
+    let lateness = ["--allowed-lateness-seconds", "5"];
+    let a = p.replica_with("a", &lateness);
+    let b = p.replica_with("b", &lateness);
     wait_ready(&a).await;
     wait_ready(&b).await;
     // Eight tweets, one every 8 s, each to a partition of its own choosing,
