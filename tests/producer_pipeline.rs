@@ -425,6 +425,206 @@ async fn search_exactly_once_over_polls_and_a_killed_producer() {
     assert_exact(&recs, &expected, &s, stream);
 }
 
+/// Item 7 of #12: a poll larger than the buffer is committed a part at a
+/// time, so no transaction stays open through a rate-limit wait (one open
+/// for longer than the transaction timeout is aborted by the broker, and the
+/// poll was fetched again forever, freezing `read_committed` readers
+/// meanwhile). A restart during the wait fetches only the rest of the poll
+/// (`until_id`), and the topic ends up with every tweet once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_larger_than_the_buffer_commits_in_parts_and_resumes_its_rest() {
+    let s = server().await;
+    let topic = unique_name("pp-parts");
+    create_topic(&topic, 2, 1).await;
+    let logs = log_dir();
+    let creds = logs.join("creds-parts");
+    write_credentials(&creds, CS);
+    let stream = "backfill";
+    let expected = ids(&matching(s.add(tweets(320, TimeDelta::minutes(20), 0))));
+    let base = s.base_url();
+    let args = search_args(&topic, stream, &base, creds.to_str().unwrap());
+    // Two pages (100 tweets each, ~40 KB), then a 429 whose reset is 60 s
+    // away; each page is more than the 20 KB buffer.
+    s.push_faults([
+        Fault::Delay(Duration::ZERO),
+        Fault::Delay(Duration::ZERO),
+        Fault::RateLimited {
+            reset_in: Duration::from_secs(60),
+        },
+    ]);
+    let env = [("TWS_POLL_BUFFER_BYTES", "20000")];
+    let mut p = Producer::start(&args, &env, &logs, "parts1");
+    let seen = eventually(
+        "the first pages committed during the wait",
+        Duration::from_secs(40),
+        || async {
+            let recs = read_topic(&topic).await;
+            (recs.len() >= 200 && s.pending_faults() == 0).then_some(recs)
+        },
+    )
+    .await;
+    let part: BTreeSet<String> = seen.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(part.len(), seen.len(), "duplicates in the committed parts");
+    assert!(part.is_subset(&expected));
+    let oldest = part
+        .iter()
+        .min_by_key(|i| i.parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+
+    // Killed in the wait: the next process asks only for what is older than
+    // the committed parts, then carries on after the newest tweet.
+    p.kill();
+    let before = s.requests().len();
+    let p2 = Producer::start(&args, &env, &logs, "parts2");
+    let recs = wait_for_count(&topic, expected.len(), &p2).await;
+    assert_exact(&recs, &expected, &s, stream);
+    let first = s.requests()[before..]
+        .iter()
+        .find(|r| r.status == 200)
+        .cloned()
+        .unwrap();
+    assert_eq!(first.param("until_id"), Some(oldest.as_str()), "{first:?}");
+    let newest = expected
+        .iter()
+        .max_by_key(|i| i.parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+    let n = s.requests().len();
+    eventually("a poll after the rest", Duration::from_secs(30), || {
+        std::future::ready(
+            s.requests()[n..]
+                .iter()
+                .any(|r| {
+                    r.param("since_id") == Some(newest.as_str()) && r.param("until_id").is_none()
+                })
+                .then_some(()),
+        )
+    })
+    .await;
+    assert_exact(&read_topic(&topic).await, &expected, &s, stream);
+}
+
+/// The value of a metric the producer must export (an older binary does not).
+async fn required_metric(p: &Producer, name: &str) -> f64 {
+    let (_, body) = p.http("/metrics").await.unwrap_or_default();
+    assert!(
+        body.lines().any(|l| l.starts_with(name)),
+        "no {name} in:\n{body}"
+    );
+    p.metric(name).await
+}
+
+/// Item 9 of #12: a restart reads the stream's checkpoint instead of the
+/// topic, so it does not matter how much other streams wrote since (the
+/// read-back took time in proportion, and past its limit the producer
+/// restarted forever). A stream new to a busy shared topic looks back a
+/// bounded number of records, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_its_checkpoint_however_much_others_wrote() {
+    let topic = unique_name("pp-ckpt");
+    create_topic(&topic, 2, 1).await;
+    let logs = log_dir();
+    let synthetic = |stream: &'static str, seed: &'static str, count: &'static str| {
+        vec![
+            "--source".to_owned(),
+            "synthetic".into(),
+            "--topic".into(),
+            topic.clone(),
+            "--stream-name".into(),
+            stream.into(),
+            "--seed".into(),
+            seed.into(),
+            "--synthetic-rate".into(),
+            "0".into(),
+            "--synthetic-count".into(),
+            count.into(),
+        ]
+    };
+    let run = |args: Vec<String>, tag: &'static str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Producer::start(&args, &[], &logs, tag)
+    };
+    let of = |recs: &[Record], stream: &str| -> Vec<Record> {
+        recs.iter()
+            .filter(|r| r.headers["stream"] == stream)
+            .cloned()
+            .collect()
+    };
+    let mut mine = run(synthetic("mine", "5", "1000"), "ckpt-mine1");
+    assert_eq!(
+        mine.wait_exit(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        mine.log_text()
+    );
+    // Another stream buries it under 400,000 records.
+    let mut other = run(synthetic("other", "6", "400000"), "ckpt-other");
+    assert_eq!(
+        other.wait_exit(Duration::from_secs(120)).await,
+        0,
+        "{}",
+        other.log_text()
+    );
+
+    // The restart continues at 1000 without reading the topic back.
+    let idle = [("TWS_EXIT_WHEN_DONE", "false")];
+    let args = synthetic("mine", "5", "3000");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mine = Producer::start(&args, &idle, &logs, "ckpt-mine2");
+    eventually("mine's 3000", Duration::from_secs(60), || async {
+        (of(&read_topic(&topic).await, "mine").len() >= 3000).then_some(())
+    })
+    .await;
+    assert_eq!(
+        required_metric(&mine, "twitterstream_producer_resume_records_scanned_total").await,
+        0.0,
+        "{}",
+        mine.log_text()
+    );
+    assert_synthetic(&of(&read_topic(&topic).await, "mine"), 5, 3000, "mine");
+
+    // A new stream on the busy topic looks back a bounded span, then has a
+    // checkpoint: its own restart reads nothing back.
+    let args = synthetic("newcomer", "8", "10");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let newcomer = Producer::start(&args, &idle, &logs, "ckpt-new1");
+    eventually("the newcomer's 10", Duration::from_secs(60), || async {
+        (of(&read_topic(&topic).await, "newcomer").len() >= 10).then_some(())
+    })
+    .await;
+    let scanned = required_metric(
+        &newcomer,
+        "twitterstream_producer_resume_records_scanned_total",
+    )
+    .await;
+    let bound = 2.0 * twitterstream_workers::producer::resume::MAX_SPAN as f64;
+    assert!(
+        scanned > 0.0 && scanned <= bound,
+        "scanned {scanned}, bound {bound}"
+    );
+    drop(newcomer);
+    let args = synthetic("newcomer", "8", "20");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let newcomer = Producer::start(&args, &idle, &logs, "ckpt-new2");
+    eventually("the newcomer's 20", Duration::from_secs(60), || async {
+        (of(&read_topic(&topic).await, "newcomer").len() >= 20).then_some(())
+    })
+    .await;
+    assert_eq!(
+        required_metric(
+            &newcomer,
+            "twitterstream_producer_resume_records_scanned_total"
+        )
+        .await,
+        0.0
+    );
+    let recs = read_topic(&topic).await;
+    assert_synthetic(&of(&recs, "newcomer"), 8, 20, "newcomer");
+    assert_synthetic(&of(&recs, "mine"), 5, 3000, "mine");
+    assert_eq!(of(&recs, "other").len(), 400_000);
+}
+
 /// Item 12 of #12: an --end-time in the past: one poll covers it, then the
 /// producer stops asking (it polled the same finished span forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -926,6 +926,21 @@ fn answer(
             none,
         );
     }
+    let until_id = match param("until_id").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            let v = param("until_id").unwrap_or("");
+            return (
+                invalid_request(
+                    "until_id",
+                    v,
+                    format!("The `until_id` query parameter value [{v}] is not valid"),
+                ),
+                none,
+            );
+        }
+    };
     let before_id = match param("next_token").or(param("pagination_token")) {
         None => None,
         Some(t) => match decode_token(t) {
@@ -953,6 +968,7 @@ fn answer(
             .filter(|(id, created, tweet)| {
                 since_id.is_none_or(|s| *id > s)
                     && before_id.is_none_or(|b| *id < b)
+                    && until_id.is_none_or(|u| *id < u)
                     && start.is_none_or(|s| *created >= s)
                     && end.is_none_or(|e| *created < e)
                     && (all || *created >= week_ago)

@@ -115,6 +115,11 @@ pub struct ProducerArgs {
     #[arg(long, env = "TWS_EXIT_WHEN_DONE")]
     #[serde(skip)]
     pub exit_when_done: bool,
+    /// Bytes of one search poll held in memory to publish it oldest first.
+    /// A larger poll (a long backfill) is committed in parts, newest part
+    /// first, each with a checkpoint; consumers may count older parts late.
+    #[arg(long, env = "TWS_POLL_BUFFER_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    pub poll_buffer_bytes: u64,
     /// Address of the health and metrics server (/healthz, /readyz, /metrics).
     #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,

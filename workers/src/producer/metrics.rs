@@ -42,6 +42,7 @@ pub struct Metrics {
     pub transactions: Family<OutcomeLabel, Counter>,
     pub last_successful_poll: Gauge<f64, AtomicU64>,
     pub stream_reconnects: Counter,
+    pub resume_records_scanned: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +65,7 @@ impl Metrics {
             transactions: Family::default(),
             last_successful_poll: Gauge::default(),
             stream_reconnects: Counter::default(),
+            resume_records_scanned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -115,6 +117,11 @@ impl Metrics {
             "stream_reconnects",
             "Filtered stream reconnections",
             m.stream_reconnects.clone(),
+        );
+        registry.register(
+            "resume_records_scanned",
+            "Records read back from the topic to find where to resume (0 with a checkpoint)",
+            m.resume_records_scanned.clone(),
         );
         Self { registry, ..m }
     }

@@ -10,6 +10,7 @@
 //! predecessor (a zombie that is still running, or the open transaction a
 //! killed process left behind) in `init_transactions`.
 
+use super::checkpoint::{Checkpoint, CheckpointGroup};
 use super::synthetic::decimal;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -226,6 +227,7 @@ pub struct Publisher {
     config: PublisherConfig,
     stats: Arc<DeliveryStats>,
     in_transaction: bool,
+    checkpoints: Option<Arc<CheckpointGroup>>,
 }
 
 impl Drop for Publisher {
@@ -297,6 +299,7 @@ impl Publisher {
             config,
             stats,
             in_transaction: false,
+            checkpoints: None,
         })
     }
 
@@ -457,10 +460,41 @@ impl Publisher {
         }
     }
 
-    /// Commits the open transaction (flushing its records first). On an
-    /// abortable failure the transaction is aborted and `Aborted` returned:
-    /// none of its records are visible, the caller sends them again.
-    pub async fn commit(&mut self) -> Result<(), PublishError> {
+    /// Where [`Publisher::commit`] writes checkpoints.
+    pub fn set_checkpoint_group(&mut self, group: CheckpointGroup) {
+        self.checkpoints = Some(Arc::new(group));
+    }
+
+    /// Commits the open transaction (flushing its records first), with the
+    /// checkpoint it reaches when there is one (and a checkpoint group). On
+    /// an abortable failure the transaction is aborted and `Aborted`
+    /// returned: none of its records are visible, the caller sends them again.
+    pub async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError> {
+        if let (Some(c), Some(group)) = (checkpoint, self.checkpoints.clone()) {
+            let tpl = c
+                .offsets(&group.topic)
+                .map_err(|e| classify("send_offsets_to_transaction", e))?;
+            let r = self
+                .blocking(move |p| {
+                    p.send_offsets_to_transaction(&tpl, &group.metadata, TXN_CALL_TIMEOUT)
+                })
+                .await?;
+            if let Err(e) = r {
+                if matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) {
+                    self.in_transaction = false;
+                    return Err(PublishError::Fatal {
+                        op: "send_offsets_to_transaction",
+                        source: e,
+                    });
+                }
+                tracing::warn!(error = %e, "adding the checkpoint to the transaction failed; aborting it");
+                self.abort().await?;
+                return Err(PublishError::Aborted {
+                    op: "send_offsets_to_transaction",
+                    source: e,
+                });
+            }
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;

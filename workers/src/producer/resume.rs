@@ -1,11 +1,17 @@
-//! Where a restarted producer picks up: read back the tail of every
-//! partition of the topic (committed records only) and find the newest
-//! position this stream already published.
+//! Where a restarted producer picks up.
 //!
-//! The topic is the source of truth, not a side file, so a crash at any
-//! point neither re-publishes nor skips: a transaction that committed is in
-//! the topic and is resumed after; one that did not is invisible to
-//! `read_committed` and is fetched again.
+//! First from the stream's checkpoint (see [`super::checkpoint`]): one
+//! round trip, whatever the size of the topic. A stream without one (new, or
+//! last run by a version that did not write checkpoints) reads back the tail
+//! of every partition of the topic (committed records only) and finds the
+//! newest position this stream already published; the producer then commits
+//! a checkpoint at once, so this happens at most once per stream.
+//!
+//! The read-back is bounded: it looks at most [`MAX_SPAN`] records back per
+//! partition. A stream whose last record lies further back than that (or
+//! that never published to a topic others fill) starts as new. Without the
+//! bound, a new stream on a busy shared topic read every partition whole,
+//! and past the time limit the producer failed and restarted forever.
 //!
 //! Positions grow across transactions (tweet ids per search poll, sequence
 //! numbers per synthetic or replay batch), but not necessarily within one:
@@ -15,6 +21,7 @@
 //! a later transaction) or reaches the start of the partition. The window
 //! starts small and grows until it does.
 
+use super::checkpoint::{self, Checkpoint, CheckpointGroup};
 use super::publisher::{HEADER_SEQ, HEADER_SOURCE, HEADER_STREAM};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -38,9 +45,11 @@ pub struct ResumeQuery {
     pub brokers: Vec<String>,
     pub topic: String,
     pub stream: String,
-    /// Records of these sources count; others (a stream that switched
-    /// source) are ignored.
-    pub sources: Vec<String>,
+    /// `<namespace>.<name>`: names the checkpoint group.
+    pub qualified: String,
+    /// Records and checkpoints of this source count; others (a stream that
+    /// switched source) are ignored.
+    pub source: String,
     pub position: Position,
     /// Gives up after this long (a broker that does not answer).
     pub timeout: Duration,
@@ -67,12 +76,38 @@ pub enum ResumeError {
     Join(String),
 }
 
-const INITIAL_SPAN: i64 = 2_048;
+impl ResumeError {
+    /// Whether trying again later can help (the broker is away or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ResumeError::Kafka { .. } | ResumeError::Timeout { .. }
+        )
+    }
+}
 
-/// The newest position of the stream in the topic, `None` when it has
-/// published nothing yet (or the topic does not exist yet).
-pub async fn newest_position(q: ResumeQuery) -> Result<Option<u128>, ResumeError> {
-    tokio::task::spawn_blocking(move || newest_position_blocking(&q))
+const INITIAL_SPAN: i64 = 2_048;
+/// How far back the read-back looks per partition: three growth steps.
+pub const MAX_SPAN: i64 = INITIAL_SPAN * 64;
+
+/// Where the stream resumes, and how that was found.
+#[derive(Debug)]
+pub struct Resume {
+    pub checkpoint: Checkpoint,
+    /// False when it came from reading the topic back (or nothing was
+    /// found): the producer commits a checkpoint before anything else.
+    pub from_checkpoint: bool,
+    /// Records the read-back looked at (0 with a checkpoint).
+    pub scanned: u64,
+    /// What to commit checkpoints as.
+    pub group: CheckpointGroup,
+}
+
+/// Where the stream resumes: its checkpoint, or the newest position of the
+/// stream in the topic (`after: None` when it published nothing yet or the
+/// topic does not exist yet).
+pub async fn resume(q: ResumeQuery) -> Result<Resume, ResumeError> {
+    tokio::task::spawn_blocking(move || resume_blocking(&q))
         .await
         .map_err(|e| ResumeError::Join(e.to_string()))?
 }
@@ -88,11 +123,13 @@ pub fn window_max(values: &[u128], at_partition_start: bool) -> Option<Option<u1
     }
 }
 
-pub fn newest_position_blocking(q: &ResumeQuery) -> Result<Option<u128>, ResumeError> {
+pub fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
     let deadline = Instant::now() + q.timeout;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", q.brokers.join(","))
-        .set("group.id", format!("twitterstream-resume-{}", q.stream))
+        .set("group.id", checkpoint::group_id(&q.qualified))
+        // Also makes the offset fetch wait for a checkpoint whose
+        // transaction is still being completed (KIP-447's require_stable).
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -103,7 +140,24 @@ pub fn newest_position_blocking(q: &ResumeQuery) -> Result<Option<u128>, ResumeE
             brokers: q.brokers.join(","),
             source: Box::new(source),
         })?;
-    let result = read_back(&consumer, q, deadline);
+    let result = find(&consumer, q, deadline).and_then(|(checkpoint, from_checkpoint, scanned)| {
+        let metadata = consumer
+            .group_metadata()
+            .ok_or_else(|| ResumeError::Kafka {
+                topic: q.topic.clone(),
+                what: "checkpoint group".into(),
+                source: Box::new(KafkaError::Global(RDKafkaErrorCode::InvalidGroupId)),
+            })?;
+        Ok(Resume {
+            checkpoint,
+            from_checkpoint,
+            scanned,
+            group: CheckpointGroup {
+                metadata,
+                topic: q.topic.clone(),
+            },
+        })
+    });
     // Closing the reader can wait on librdkafka's internal timers (100 ms
     // and more); nothing depends on it, so the producer does not wait.
     let closer = std::thread::Builder::new()
@@ -116,11 +170,70 @@ pub fn newest_position_blocking(q: &ResumeQuery) -> Result<Option<u128>, ResumeE
     result
 }
 
+fn find(
+    consumer: &BaseConsumer,
+    q: &ResumeQuery,
+    deadline: Instant,
+) -> Result<(Checkpoint, bool, u64), ResumeError> {
+    if let Some(c) = read_checkpoint(consumer, q, deadline)? {
+        return Ok((c, true, 0));
+    }
+    let (after, scanned) = read_back(consumer, q, deadline)?;
+    Ok((Checkpoint::new(&q.source, after), false, scanned))
+}
+
+/// The stream's committed checkpoint, if it has one from this source.
+fn read_checkpoint(
+    consumer: &BaseConsumer,
+    q: &ResumeQuery,
+    deadline: Instant,
+) -> Result<Option<Checkpoint>, ResumeError> {
+    let kafka = |what: &str, source| ResumeError::Kafka {
+        topic: q.topic.clone(),
+        what: what.to_owned(),
+        source: Box::new(source),
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&q.topic, 0);
+    let remaining = Timeout::After(deadline.saturating_duration_since(Instant::now()));
+    let committed = match consumer.committed_offsets(tpl, remaining) {
+        Ok(c) => c,
+        // The topic does not exist yet: nothing was published.
+        Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(kafka("fetching the checkpoint", e)),
+    };
+    let Some(e) = committed.find_partition(&q.topic, 0) else {
+        return Ok(None);
+    };
+    if let Err(err) = e.error()
+        && err.rdkafka_error_code() != Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+    {
+        return Err(kafka("fetching the checkpoint", err));
+    }
+    let found = Checkpoint::decode(e.metadata());
+    Ok(match found {
+        Some(c) if c.source == q.source => Some(c),
+        Some(c) => {
+            tracing::info!(
+                previous = %c.source,
+                source = %q.source,
+                "the checkpoint is another source's; reading the topic back"
+            );
+            None
+        }
+        None => None,
+    })
+}
+
+/// The newest position of the stream within [`MAX_SPAN`] records of the end
+/// of each partition, and how many records that read.
 fn read_back(
     consumer: &BaseConsumer,
     q: &ResumeQuery,
     deadline: Instant,
-) -> Result<Option<u128>, ResumeError> {
+) -> Result<(Option<u128>, u64), ResumeError> {
     let kafka = |what: &str, source| ResumeError::Kafka {
         topic: q.topic.clone(),
         what: what.to_owned(),
@@ -131,17 +244,18 @@ fn read_back(
         .fetch_metadata(Some(&q.topic), remaining())
         .map_err(|e| kafka("metadata", e))?;
     let Some(topic) = md.topics().iter().find(|t| t.name() == q.topic) else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     if let Some(e) = topic.error() {
         let code = RDKafkaErrorCode::from(e);
         if code == RDKafkaErrorCode::UnknownTopicOrPartition {
-            return Ok(None);
+            return Ok((None, 0));
         }
         return Err(kafka("metadata", KafkaError::MetadataFetch(code)));
     }
     let partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
     let mut best: Option<u128> = None;
+    let mut scanned = 0u64;
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(&q.topic, p, remaining())
@@ -150,9 +264,16 @@ fn read_back(
             continue;
         }
         let mut span = INITIAL_SPAN;
+        // Each step reads only the records before the previous one.
+        let mut values: Vec<u128> = Vec::new();
+        let mut end = high;
         loop {
             let start = (high - span).max(low);
-            let values = read_window(consumer, q, p, start, high, deadline)?;
+            let mut earlier = read_window(consumer, q, p, start, end, deadline)?;
+            scanned += u64::try_from(end - start).unwrap_or(0);
+            earlier.append(&mut values);
+            values = earlier;
+            end = start;
             let found = match q.position {
                 // Sequence numbers rise within a transaction too.
                 Position::Seq if !values.is_empty() => Some(values.iter().copied().max()),
@@ -162,20 +283,29 @@ fn read_back(
                 best = best.max(m);
                 break;
             }
-            span = span.saturating_mul(8);
+            if span >= MAX_SPAN {
+                // What was seen is part of the last transaction at best.
+                best = best.max(values.iter().copied().max());
+                tracing::warn!(
+                    partition = p,
+                    records = span,
+                    "no complete transaction of this stream near the end of the partition; not looking further back"
+                );
+                break;
+            }
+            span = span.saturating_mul(8).min(MAX_SPAN);
         }
     }
-    Ok(best)
+    Ok((best, scanned))
 }
 
-/// The positions of this stream's records in `[start, end of partition)`,
-/// in offset order.
+/// The positions of this stream's records in `[start, end)`, in offset order.
 fn read_window(
     consumer: &BaseConsumer,
     q: &ResumeQuery,
     partition: i32,
     start: i64,
-    high: i64,
+    end: i64,
     deadline: Instant,
 ) -> Result<Vec<u128>, ResumeError> {
     let mut tpl = TopicPartitionList::new();
@@ -210,11 +340,16 @@ fn read_window(
             }
             Some(Ok(m)) => {
                 let offset = m.offset();
+                // Past the end: commit markers and aborted records before
+                // `end` are never delivered, so the first record after it
+                // (or the partition's end) is where this window stops.
+                if offset >= end {
+                    break;
+                }
                 if let Some(v) = position_of(&m, q) {
                     values.push(v);
                 }
-                // The last data record is followed by at most a commit marker.
-                if offset + 1 >= high {
+                if offset + 1 >= end {
                     break;
                 }
             }
@@ -232,7 +367,7 @@ fn position_of<M: Message>(m: &M, q: &ResumeQuery) -> Option<u128> {
         let value = h.value.and_then(|v| std::str::from_utf8(v).ok());
         match h.key {
             HEADER_STREAM => stream_ok = value == Some(q.stream.as_str()),
-            HEADER_SOURCE => source_ok = value.is_some_and(|s| q.sources.iter().any(|x| x == s)),
+            HEADER_SOURCE => source_ok = value == Some(q.source.as_str()),
             HEADER_SEQ => seq = value.and_then(|v| v.parse::<u128>().ok()),
             _ => {}
         }

@@ -17,13 +17,14 @@
 //! All sources share one `transactional.id` per stream, so each stream runs
 //! as a single producer replica; a second one fences the first, which exits.
 
+use super::checkpoint::{Checkpoint, OpenPoll as CheckpointedPoll};
 use super::config::{ProducerArgs, Source};
 use super::credentials::{CredentialSource, CredentialsError, CredentialsProvider};
 use super::metrics::{self, Metrics};
 use super::publisher::{PublishError, Publisher, PublisherConfig, TweetRecord};
 use super::replay::{self, Pacer};
 use super::resume::{self, Position, ResumeError, ResumeQuery};
-use super::search::{SearchConfig, SearchError, SearchPoller, SystemClock};
+use super::search::{OpenPoll, SearchConfig, SearchError, SearchPoller, SystemClock, id_cmp};
 use super::stream::{self, StreamError};
 use super::synthetic::{Scratch, SyntheticGenerator, decimal};
 use super::xapi::{XApiClient, XApiError};
@@ -196,26 +197,37 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
     }
     tracing::info!("Kafka transactions initialised");
 
-    let query = |position, sources: &[&str]| ResumeQuery {
-        brokers: brokers.clone(),
-        topic: args.topic.clone(),
-        stream: args.stream_name.clone(),
-        sources: sources.iter().map(|s| (*s).to_owned()).collect(),
-        position,
-        timeout: Duration::from_secs(120),
+    let position = match args.source {
+        Source::XSearch => Some(Position::TweetId),
+        Source::Synthetic | Source::Replay => Some(Position::Seq),
+        Source::XStream => None,
+    };
+    let start = match position {
+        Some(position) => {
+            let query = ResumeQuery {
+                brokers: brokers.clone(),
+                topic: args.topic.clone(),
+                stream: args.stream_name.clone(),
+                qualified: args.qualified_stream(),
+                source: source.to_owned(),
+                position,
+                timeout: Duration::from_secs(120),
+            };
+            let Some(start) = resume_at(query, &mut publisher, &metrics, &mut shutdown).await?
+            else {
+                return Ok(());
+            };
+            start
+        }
+        None => Checkpoint::new(source, None),
     };
     let result = match args.source {
-        Source::XSearch => {
-            let since = resume::newest_position(query(Position::TweetId, &["x-search"])).await?;
-            run_search(&args, since, &mut publisher, &metrics, &mut shutdown).await
-        }
+        Source::XSearch => run_search(&args, start, &mut publisher, &metrics, &mut shutdown).await,
         Source::Synthetic => {
-            let after = resume::newest_position(query(Position::Seq, &["synthetic"])).await?;
-            run_synthetic(&args, after, &mut publisher, &metrics, &mut shutdown).await
+            run_synthetic(&args, start.after, &mut publisher, &metrics, &mut shutdown).await
         }
         Source::Replay => {
-            let after = resume::newest_position(query(Position::Seq, &["replay"])).await?;
-            run_replay(&args, after, &mut publisher, &metrics, &mut shutdown).await
+            run_replay(&args, start.after, &mut publisher, &metrics, &mut shutdown).await
         }
         Source::XStream => run_stream(&args, &mut publisher, &metrics, &mut shutdown).await,
     };
@@ -238,9 +250,69 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
     result
 }
 
+/// Finds where the stream resumes, retrying while Kafka is away, and makes
+/// sure it has a checkpoint from then on. `None` on shutdown.
+async fn resume_at(
+    query: ResumeQuery,
+    publisher: &mut Publisher,
+    metrics: &Metrics,
+    shutdown: &mut Shutdown,
+) -> Result<Option<Checkpoint>, RunError> {
+    let mut delay = Duration::from_secs(1);
+    let found = loop {
+        let r = tokio::select! {
+            r = resume::resume(query.clone()) => r,
+            _ = shutdown.wait() => return Ok(None),
+        };
+        match r {
+            Ok(found) => break found,
+            Err(e) if e.is_transient() => {
+                metrics.publish_errors.inc();
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot find where to resume; retrying");
+                if !shutdown.sleep(delay).await {
+                    return Ok(None);
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    metrics.resume_records_scanned.inc_by(found.scanned);
+    tracing::info!(
+        from_checkpoint = found.from_checkpoint,
+        scanned = found.scanned,
+        checkpoint = %found.checkpoint.encode(),
+        "resuming"
+    );
+    publisher.set_checkpoint_group(found.group);
+    if !found.from_checkpoint {
+        // Later restarts read this instead of the topic.
+        let mut delay = Duration::from_millis(200);
+        loop {
+            publisher.begin()?;
+            match publisher.commit(Some(&found.checkpoint)).await {
+                Ok(()) => break,
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot commit the first checkpoint; retrying");
+                    if !shutdown.sleep(delay).await {
+                        return Ok(None);
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    Ok(Some(found.checkpoint))
+}
+
+fn parse_id(id: &str) -> Option<u128> {
+    id.parse().ok()
+}
+
 async fn run_search(
     args: &ProducerArgs,
-    since_id: Option<u128>,
+    start: Checkpoint,
     publisher: &mut Publisher,
     metrics: &Arc<Metrics>,
     shutdown: &mut Shutdown,
@@ -251,15 +323,20 @@ async fn run_search(
     })?;
     let client = XApiClient::new(&args.x_api_base_url, Duration::from_secs(30))?;
     let config = SearchConfig::from_args(args)?;
-    let since_id = since_id.map(|v| v.to_string());
-    tracing::info!(since_id = ?since_id, "resuming search after the newest tweet in the topic");
+    let since_id = start.after.map(|v| v.to_string());
+    let open = start.open_poll.map(|o| OpenPoll {
+        newest: o.newest.to_string(),
+        until: o.until.to_string(),
+    });
+    tracing::info!(since_id = ?since_id, open_poll = ?open, "resuming search after the committed checkpoint");
     let sink = metrics.clone();
     let mut poller = SearchPoller::new(client, credentials, config)
         .with_clock(Arc::new(SystemClock))
         .with_since_id(since_id)
+        .with_open_poll(open)
         .on_event(move |e| sink.search_event(e));
+    let buffer_limit = usize::try_from(args.poll_buffer_bytes).unwrap_or(usize::MAX);
 
-    let mut poll_ok = true;
     let mut poll_tweets = 0u64;
     // The API pages newest first; consumers window by event time, so a poll
     // is published oldest first, or every tweet after the newest would land
@@ -275,53 +352,75 @@ async fn run_search(
         metrics.tweets_fetched.inc_by(batch.tweets.len() as u64);
         metrics.tweets_filtered.inc_by(batch.filtered as u64);
         metrics.tweets_malformed.inc_by(batch.malformed as u64);
-        if poll_ok {
-            for t in &batch.tweets {
-                pending_bytes += t.raw_json().len();
-                pending.push(TweetRecord {
-                    key: t.id().to_owned(),
-                    value: t.raw_json().to_owned(),
-                    seq: None,
-                });
+        for t in &batch.tweets {
+            pending_bytes += t.raw_json().len();
+            pending.push(TweetRecord {
+                key: t.id().to_owned(),
+                value: t.raw_json().to_owned(),
+                seq: None,
+            });
+        }
+        poll_tweets += batch.tweets.len() as u64;
+        if !batch.end_of_poll && pending_bytes > buffer_limit {
+            // A poll larger than the buffer (a long backfill) is committed a
+            // part at a time, newest part first, each with a checkpoint that
+            // says which part of the poll is done. No transaction stays open
+            // across pages and rate-limit waits, which could outlast the
+            // transaction timeout; a restart fetches only the rest. Parts
+            // after the first are older, so consumers may count them late.
+            tracing::warn!(
+                bytes = pending_bytes,
+                limit = buffer_limit,
+                "a poll larger than the buffer is committed in parts; windows may count some of it as late"
+            );
+            let until = pending
+                .iter()
+                .map(|r| r.key.as_str())
+                .min_by(|a, b| id_cmp(a, b))
+                .map(str::to_owned);
+            let part = match until.as_deref().and_then(|u| poller.commit_part(u)) {
+                Some(open) => Checkpoint {
+                    source: start.source.clone(),
+                    after: poller.since_id().and_then(parse_id),
+                    open_poll: parse_id(&open.newest)
+                        .zip(parse_id(&open.until))
+                        .map(|(newest, until)| CheckpointedPoll { newest, until }),
+                },
+                None => Checkpoint::new(&start.source, poller.since_id().and_then(parse_id)),
+            };
+            pending_bytes = 0;
+            if deliver(publisher, &mut pending, &part, metrics).await? {
+                metrics.tweets_published.inc_by(poll_tweets);
+            } else {
+                // The next poll starts again after the last committed part.
+                poller.abandon_poll();
             }
-            poll_tweets += batch.tweets.len() as u64;
-            // A huge backfill is sent in chunks, each oldest first, to
-            // bound memory; only such a poll's chunk boundaries are out of order.
-            if batch.end_of_poll || pending_bytes > POLL_BUFFER_BYTES {
-                if pending_bytes > POLL_BUFFER_BYTES && !batch.end_of_poll {
-                    tracing::warn!(
-                        bytes = pending_bytes,
-                        "a poll larger than the buffer is published in chunks; windows may count some of it as late"
-                    );
-                }
-                poll_ok = send_oldest_first(publisher, &mut pending, metrics)?;
-                pending_bytes = 0;
-            }
+            poll_tweets = 0;
+            continue;
         }
         if !batch.end_of_poll {
             continue;
         }
-        pending.clear();
-        pending_bytes = 0;
-        let committed = if !publisher.in_transaction() {
-            poll_ok
-        } else if poll_ok {
-            match publisher.commit().await {
-                Ok(()) => true,
-                Err(e) if e.is_fatal() => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "poll not committed; it will be fetched again");
-                    false
-                }
-            }
+        let moves = batch
+            .commit
+            .as_deref()
+            .is_some_and(|c| poller.since_id().is_none_or(|cur| id_cmp(c, cur).is_gt()));
+        let checkpoint = Checkpoint::new(
+            &start.source,
+            batch
+                .commit
+                .as_deref()
+                .filter(|_| moves)
+                .or(poller.since_id())
+                .and_then(parse_id),
+        );
+        let committed = if pending.is_empty() && !moves {
+            true
         } else {
-            publisher.abort().await?;
-            false
+            deliver(publisher, &mut pending, &checkpoint, metrics).await?
         };
+        pending_bytes = 0;
         if committed {
-            if poll_tweets > 0 {
-                metrics.transaction("committed");
-            }
             metrics.tweets_published.inc_by(poll_tweets);
             metrics.mark_success();
             if let Some(c) = &batch.commit {
@@ -333,20 +432,51 @@ async fn run_search(
                 tracing::info!("the search has covered --end-time: nothing more to fetch");
                 break;
             }
-        } else {
-            metrics.transaction("aborted");
-            metrics.publish_errors.inc();
         }
-        poll_ok = true;
         poll_tweets = 0;
     }
     // A poll cut short by shutdown is aborted (in `run`): its cursor was not
-    // committed, so the next process fetches it whole.
+    // committed, so the next process fetches it (or its rest) again.
     Ok(())
 }
 
-/// How much of one poll is held to publish it oldest first.
-const POLL_BUFFER_BYTES: usize = 64 << 20;
+/// Publishes `pending` (a poll or a part of one, newest first as fetched)
+/// oldest first in one transaction with `checkpoint`; a checkpoint alone is
+/// committed too. False when that failed and the transaction was aborted:
+/// the caller fetches the tweets again. Empties `pending` either way.
+async fn deliver(
+    publisher: &mut Publisher,
+    pending: &mut Vec<TweetRecord>,
+    checkpoint: &Checkpoint,
+    metrics: &Metrics,
+) -> Result<bool, RunError> {
+    if !publisher.in_transaction() {
+        publisher.begin()?;
+    }
+    let any = !pending.is_empty();
+    let committed = send_oldest_first(publisher, pending, metrics)?
+        && match publisher.commit(Some(checkpoint)).await {
+            Ok(()) => true,
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "poll not committed; it will be fetched again");
+                false
+            }
+        };
+    pending.clear();
+    if committed {
+        if any {
+            metrics.transaction("committed");
+        }
+        metrics.mark_success();
+    } else {
+        // A failed send left the transaction open; a failed commit aborted it.
+        publisher.abort().await?;
+        metrics.transaction("aborted");
+        metrics.publish_errors.inc();
+    }
+    Ok(committed)
+}
 
 /// Sends the buffered tweets (newest first, as fetched) oldest first in the
 /// poll's transaction. False when a send failed: the poll is then aborted and
@@ -386,10 +516,16 @@ async fn commit_batch(
     mut sent: bool,
     shutdown: &mut Shutdown,
 ) -> Result<bool, RunError> {
+    // Replay's position: the last line of the batch (x-stream has none).
+    let checkpoint = records
+        .iter()
+        .filter_map(|r| r.seq)
+        .max()
+        .map(|seq| Checkpoint::new("replay", Some(u128::from(seq))));
     let mut delay = Duration::from_millis(200);
     loop {
         if sent {
-            match publisher.commit().await {
+            match publisher.commit(checkpoint.as_ref()).await {
                 Ok(()) => {
                     metrics.transaction("committed");
                     metrics.tweets_published.inc_by(records.len() as u64);
@@ -624,8 +760,12 @@ async fn run_synthetic(
         let filled = opened.elapsed();
         // On shutdown the partial batch is still committed: its records are
         // complete, and committing is the clean way to finish.
+        let checkpoint = Checkpoint::new(
+            "synthetic",
+            (batch_start + n).checked_sub(1).map(u128::from),
+        );
         let committed = if sent {
-            match publisher.commit().await {
+            match publisher.commit(Some(&checkpoint)).await {
                 Ok(()) => true,
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {

@@ -236,11 +236,20 @@ pub enum SearchError {
 struct Poll {
     endpoint: Endpoint,
     since_id: Option<String>,
+    until_id: Option<String>,
     start_time: Option<DateTime<Utc>>,
     end_time: Option<DateTime<Utc>>,
     next_token: Option<String>,
     pages: u64,
     newest_id: Option<String>,
+}
+
+/// A poll committed in part: its tweets from `until` to `newest` are
+/// delivered, the older ones (down to the cursor) are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPoll {
+    pub newest: String,
+    pub until: String,
 }
 
 type EventSink = Arc<dyn Fn(&SearchEvent) + Send + Sync>;
@@ -253,6 +262,8 @@ pub struct SearchPoller {
     query: String,
     clock: Arc<dyn Clock>,
     since_id: Option<String>,
+    /// The poll committed in part, which the next poll completes.
+    open: Option<OpenPoll>,
     /// Replaces `start_time` after X refused a too-old cursor, until a new
     /// cursor is committed.
     fallback_start: Option<DateTime<Utc>>,
@@ -293,6 +304,7 @@ impl SearchPoller {
             query,
             clock: Arc::new(SystemClock),
             since_id: None,
+            open: None,
             fallback_start: None,
             floor_id: None,
             poll: None,
@@ -312,6 +324,13 @@ impl SearchPoller {
     /// Resumes after a persisted cursor.
     pub fn with_since_id(mut self, since_id: Option<String>) -> Self {
         self.since_id = since_id;
+        self
+    }
+
+    /// Resumes a poll committed in part: the next poll asks only for the
+    /// tweets older than `until`, and its end moves the cursor to `newest`.
+    pub fn with_open_poll(mut self, open: Option<OpenPoll>) -> Self {
+        self.open = open;
         self
     }
 
@@ -344,9 +363,34 @@ impl SearchPoller {
         self.window_closed
     }
 
+    /// The poll committed in part, if any.
+    pub fn open_poll(&self) -> Option<&OpenPoll> {
+        self.open.as_ref()
+    }
+
+    /// Records that the tweets of the poll in progress from `until` (its
+    /// oldest delivered tweet) to the newest are delivered, and returns the
+    /// open poll to persist. `None` when no poll with tweets is in progress.
+    pub fn commit_part(&mut self, until: &str) -> Option<OpenPoll> {
+        let newest = self.poll.as_ref()?.newest_id.clone()?;
+        let open = OpenPoll {
+            newest,
+            until: until.to_owned(),
+        };
+        self.open = Some(open.clone());
+        Some(open)
+    }
+
+    /// Forgets the poll in progress (a part of it could not be delivered):
+    /// the next poll starts again from what was committed.
+    pub fn abandon_poll(&mut self) {
+        self.poll = None;
+    }
+
     /// Advances the cursor to a batch's `commit` once it is delivered.
     /// Moving backwards is ignored, so a stale commit cannot re-fetch tweets.
     pub fn commit(&mut self, since_id: &str) {
+        self.open = None;
         let newer = match &self.since_id {
             None => true,
             Some(cur) => id_cmp(since_id, cur).is_gt(),
@@ -431,6 +475,7 @@ impl SearchPoller {
                 endpoint: poll.endpoint,
                 query: self.query.clone(),
                 since_id: poll.since_id.clone(),
+                until_id: poll.until_id.clone(),
                 start_time: poll.start_time,
                 end_time: poll.end_time,
                 max_results: self.config.max_results,
@@ -612,11 +657,12 @@ impl SearchPoller {
         Some(Poll {
             endpoint,
             since_id,
+            until_id: self.open.as_ref().map(|o| o.until.clone()),
             start_time,
             end_time,
             next_token: None,
             pages: 0,
-            newest_id: None,
+            newest_id: self.open.as_ref().map(|o| o.newest.clone()),
         })
     }
 
@@ -637,9 +683,10 @@ impl SearchPoller {
         let Some(poll) = self.poll.as_mut() else {
             return self.empty_batch();
         };
-        if poll.pages == 0 {
+        if poll.pages == 0 && poll.newest_id.is_none() {
             // The first page is the newest: its newest_id bounds the whole
             // poll. If X left meta out, the largest id seen is the same thing.
+            // (A poll completing an open one keeps that one's newest.)
             poll.newest_id = page.meta.newest_id.clone().or_else(|| {
                 page.tweets
                     .iter()

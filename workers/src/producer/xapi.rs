@@ -425,6 +425,8 @@ pub struct SearchRequest {
     pub endpoint: Endpoint,
     pub query: String,
     pub since_id: Option<String>,
+    /// Only tweets older than this id: the rest of a poll committed in part.
+    pub until_id: Option<String>,
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
     pub max_results: u32,
@@ -442,6 +444,9 @@ impl SearchRequest {
         ];
         if let Some(s) = &self.since_id {
             p.push(("since_id".to_owned(), s.clone()));
+        }
+        if let Some(u) = &self.until_id {
+            p.push(("until_id".to_owned(), u.clone()));
         }
         if let Some(t) = &self.start_time {
             p.push(("start_time".to_owned(), time(t)));
@@ -779,6 +784,7 @@ mod tests {
             endpoint: Endpoint::Recent,
             query: "q".into(),
             since_id: Some("5".into()),
+            until_id: Some("9".into()),
             start_time: Some(Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap()),
             end_time: None,
             max_results: 100,
@@ -788,6 +794,7 @@ mod tests {
         assert!(p.contains(&("start_time".into(), "2024-01-02T03:04:05Z".into())));
         assert!(p.contains(&("tweet.fields".into(), TWEET_FIELDS.into())));
         assert!(p.contains(&("next_token".into(), "t".into())));
+        assert!(p.contains(&("until_id".into(), "9".into())));
     }
 
     #[test]
