@@ -106,6 +106,55 @@ impl Aggregate {
         self.late = self.late.saturating_add(other.late);
     }
 
+    /// Splits this aggregate into pieces whose JSON stays within about
+    /// `budget` bytes each, for a partial that would exceed the broker's
+    /// record size (~100,000 authors in one window). Merging the pieces gives
+    /// back this aggregate exactly: the counters go to the first piece, and
+    /// every author and map entry to exactly one. Deterministic, so a replay
+    /// splits the same way.
+    pub fn split(self, budget: usize) -> Vec<Aggregate> {
+        // Per author: quotes and a comma; per map entry also a colon and
+        // the digits of a count.
+        const AUTHOR_OVERHEAD: usize = 3;
+        const ENTRY_OVERHEAD: usize = 24;
+        let mut pieces = vec![Aggregate {
+            count: self.count,
+            likes: self.likes,
+            sentiment: self.sentiment,
+            late: self.late,
+            ..Aggregate::default()
+        }];
+        // The counters and field names take a few hundred bytes.
+        let mut used = 512;
+        let mut room = |need: usize, pieces: &mut Vec<Aggregate>| {
+            if used + need > budget && used > 512 {
+                pieces.push(Aggregate::default());
+                used = 512;
+            }
+            used += need;
+        };
+        for author in self.authors {
+            room(author.len() + AUTHOR_OVERHEAD, &mut pieces);
+            if let Some(last) = pieces.last_mut() {
+                last.authors.insert(author);
+            }
+        }
+        for (field, map) in [(0, self.hashtags), (1, self.mentions), (2, self.languages)] {
+            for (k, n) in map {
+                room(k.len() + ENTRY_OVERHEAD, &mut pieces);
+                if let Some(last) = pieces.last_mut() {
+                    let target = match field {
+                        0 => &mut last.hashtags,
+                        1 => &mut last.mentions,
+                        _ => &mut last.languages,
+                    };
+                    target.insert(k, n);
+                }
+            }
+        }
+        pieces
+    }
+
     /// Mean compound score of the counted tweets (0 for none).
     pub fn sentiment_mean(&self) -> f64 {
         if self.count == 0 {
@@ -456,6 +505,32 @@ mod tests {
             prop_assert_eq!(merged.count, tweets.len() as u64);
             let likes: u64 = tweets.iter().map(|t| u64::from(t.4)).sum();
             prop_assert_eq!(merged.likes, likes);
+        }
+
+        #[test]
+        fn pieces_merge_back_exactly_and_stay_within_the_budget(
+            tweets in prop::collection::vec(arb_tweet(), 0..40),
+            extra_authors in 0usize..3_000,
+            budget in 4_000usize..40_000,
+        ) {
+            let mut whole = Aggregate::default();
+            for t in &tweets {
+                add_raw(&mut whole, t);
+            }
+            whole.authors.extend((0..extra_authors).map(|i| format!("{:019}", i * 7919)));
+            whole.add_late(3);
+            let pieces = whole.clone().split(budget);
+            let mut merged = Aggregate::default();
+            for p in pieces.iter().rev() {
+                merged.merge(p);
+            }
+            prop_assert_eq!(&merged, &whole);
+            for p in &pieces {
+                let len = serde_json::to_vec(p).map(|v| v.len()).unwrap_or(usize::MAX);
+                prop_assert!(len <= budget, "a piece of {} bytes over {}", len, budget);
+            }
+            let whole_len = serde_json::to_vec(&whole).map(|v| v.len()).unwrap_or(0);
+            prop_assert!(pieces.len() <= whole_len / (budget / 2) + 1, "{} pieces", pieces.len());
         }
     }
 }

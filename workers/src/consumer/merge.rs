@@ -31,6 +31,20 @@ pub struct Partial {
     #[serde(default)]
     pub watermarks: BTreeMap<i32, i64>,
     pub aggregate: Aggregate,
+    /// Set when the aggregate was too large for one record: this is one
+    /// piece of it, and the partial counts once all its pieces are here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece: Option<Piece>,
+}
+
+/// Which piece of a split partial a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Piece {
+    pub index: u32,
+    pub of: u32,
+    /// Tells the pieces of one emission from those of a replay that was
+    /// split differently (a hash of the whole partial).
+    pub digest: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,6 +55,8 @@ pub enum MergeError {
     UnknownPartition { partition: i32, count: i32 },
     #[error("a partial must cover at least one partition")]
     EmptyPartial,
+    #[error("piece {index} of a partial split in {of}")]
+    BadPiece { index: u32, of: u32 },
 }
 
 /// What [`Merger::offer`] did with a partial.
@@ -57,6 +73,9 @@ pub enum Offer {
 #[derive(Debug, Default)]
 struct Pending {
     partials: BTreeMap<BTreeSet<i32>, Aggregate>,
+    /// Pieces of split partials not yet complete, per partition set and
+    /// emission.
+    pieces: BTreeMap<(BTreeSet<i32>, u64), BTreeMap<u32, Aggregate>>,
     no_data: BTreeSet<i32>,
 }
 
@@ -130,9 +149,33 @@ impl Merger {
         if pending.partials.contains_key(&partial.partitions) {
             return Ok(Offer::Duplicate);
         }
-        pending
-            .partials
-            .insert(partial.partitions, partial.aggregate);
+        let Some(piece) = partial.piece.filter(|p| p.of > 1) else {
+            pending
+                .partials
+                .insert(partial.partitions, partial.aggregate);
+            return Ok(Offer::Accepted);
+        };
+        if piece.index >= piece.of {
+            return Err(MergeError::BadPiece {
+                index: piece.index,
+                of: piece.of,
+            });
+        }
+        let key = (partial.partitions, piece.digest);
+        let got = pending.pieces.entry(key.clone()).or_default();
+        if got.contains_key(&piece.index) {
+            return Ok(Offer::Duplicate);
+        }
+        got.insert(piece.index, partial.aggregate);
+        if got.len() == piece.of as usize {
+            let mut whole = Aggregate::default();
+            for a in got.values() {
+                whole.merge(a);
+            }
+            let (set, _) = key;
+            pending.pieces.retain(|(s, _), _| *s != set);
+            pending.partials.insert(set, whole);
+        }
         Ok(Offer::Accepted)
     }
 
@@ -197,7 +240,7 @@ impl Merger {
         if let Some(h) = self.horizon() {
             self.finalised.retain(|w| w.end_ms > h);
             self.pending
-                .retain(|w, p| w.end_ms > h || !p.partials.is_empty());
+                .retain(|w, p| w.end_ms > h || !p.partials.is_empty() || !p.pieces.is_empty());
         }
         done
     }

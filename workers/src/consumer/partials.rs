@@ -7,7 +7,7 @@
 //! every partition: they tell mergers which windows a source partition has no
 //! more partials for, so windows it had no data in can still complete.
 
-use crate::consumer::merge::Partial;
+use crate::consumer::merge::{Partial, Piece};
 use crate::consumer::window::WindowKey;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -37,6 +37,69 @@ pub enum InternalRecord {
         #[serde(default)]
         sources: i32,
     },
+}
+
+/// The most JSON one partials record holds; a larger partial is split into
+/// pieces. Brokers refuse records over `message.max.bytes` (1 MB by default)
+/// and librdkafka over its own 1,000,000; half of that leaves room for
+/// escaped characters. Before, such a partial was retried forever and its
+/// window never published (issue #12, item 6).
+pub const MAX_RECORD_JSON: usize = 512 * 1024;
+
+/// The records of one partial: one, or its pieces when it is too large.
+pub fn encode(partial: Partial, closed_at_ms: i64) -> Vec<Vec<u8>> {
+    encode_within(partial, closed_at_ms, MAX_RECORD_JSON)
+}
+
+pub(crate) fn encode_within(partial: Partial, closed_at_ms: i64, budget: usize) -> Vec<Vec<u8>> {
+    let record = InternalRecord::Partial {
+        partial: Box::new(partial),
+        closed_at_ms,
+    };
+    // Serialising plain data does not fail.
+    let whole = serde_json::to_vec(&record).unwrap_or_default();
+    let InternalRecord::Partial { partial, .. } = record else {
+        return vec![whole];
+    };
+    if whole.len() <= budget {
+        return vec![whole];
+    }
+    let digest = {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x7477_735f_7061_7274).hash_one(&whole)
+    };
+    let Partial {
+        window,
+        sources,
+        partitions,
+        watermarks,
+        aggregate,
+        ..
+    } = *partial;
+    let pieces = aggregate.split(budget.saturating_sub(1024));
+    let of = u32::try_from(pieces.len()).unwrap_or(u32::MAX);
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, aggregate)| {
+            let record = InternalRecord::Partial {
+                partial: Box::new(Partial {
+                    window,
+                    sources,
+                    partitions: partitions.clone(),
+                    watermarks: watermarks.clone(),
+                    aggregate,
+                    piece: Some(Piece {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        of,
+                        digest,
+                    }),
+                }),
+                closed_at_ms,
+            };
+            serde_json::to_vec(&record).unwrap_or_default()
+        })
+        .collect()
 }
 
 pub fn topic_name(group: &str) -> String {
@@ -166,6 +229,7 @@ mod tests {
                     partitions: BTreeSet::from([0, 2]),
                     watermarks: BTreeMap::from([(0, 5)]),
                     aggregate: Aggregate::default(),
+                    piece: None,
                 }),
                 closed_at_ms: 7,
             },

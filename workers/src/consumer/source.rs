@@ -263,28 +263,17 @@ impl Processor for AggregateStage {
                     .collect(),
                 partitions: covered,
                 aggregate,
+                piece: None,
             };
-            let record = InternalRecord::Partial {
-                partial: Box::new(partial),
-                closed_at_ms: now_ms,
-            };
-            match serde_json::to_vec(&record) {
-                Ok(payload) => {
-                    self.metrics.partials_published.inc();
-                    batch.records.push(OutRecord {
-                        topic: self.partials_topic.clone(),
-                        partition: Some(partials::partition_of(
-                            window,
-                            self.slide_ms,
-                            self.partials_partitions,
-                        )),
-                        key: window.start_ms.to_string(),
-                        payload,
-                    });
-                }
-                // Serialising plain data does not fail; not publishing would
-                // stall the window, so this is loud.
-                Err(e) => tracing::error!(error = %e, "cannot serialise a partial"),
+            let partition = partials::partition_of(window, self.slide_ms, self.partials_partitions);
+            for payload in partials::encode(partial, now_ms) {
+                self.metrics.partials_published.inc();
+                batch.records.push(OutRecord {
+                    topic: self.partials_topic.clone(),
+                    partition: Some(partition),
+                    key: window.start_ms.to_string(),
+                    payload,
+                });
             }
         }
         let heartbeat = now_ms.saturating_sub(self.markers_at_ms) >= MARKER_HEARTBEAT_MS;

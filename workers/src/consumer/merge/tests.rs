@@ -28,6 +28,7 @@ fn partial(window: WindowKey, partitions: &[i32], count: u64) -> Partial {
         partitions: partitions.iter().copied().collect(),
         watermarks: BTreeMap::new(),
         aggregate: agg(count, &format!("{partitions:?}")),
+        piece: None,
     }
 }
 
@@ -223,6 +224,7 @@ proptest! {
         replay in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
         order in any::<u64>(),
         take_every in 1usize..5,
+        piece_budget in prop::option::of(200usize..1_500),
     ) {
         // Lateness beyond the span of event times: replicas see different
         // watermarks, and this property is about merging, not lateness.
@@ -255,6 +257,7 @@ proptest! {
                     partitions: mine.clone(),
                     watermarks: watermarks.clone(),
                     aggregate,
+                    piece: None,
                 });
             }
         }
@@ -263,6 +266,17 @@ proptest! {
                 let p = partials[i.index(partials.len())].clone();
                 partials.push(p);
             }
+        }
+        // Partials over the budget travel as pieces, shuffled with the rest.
+        if let Some(budget) = piece_budget {
+            partials = partials
+                .into_iter()
+                .flat_map(|p| crate::consumer::partials::encode_within(p, 0, budget))
+                .map(|json| match serde_json::from_slice(&json) {
+                    Ok(crate::consumer::partials::InternalRecord::Partial { partial, .. }) => *partial,
+                    other => panic!("not a partial: {other:?}"),
+                })
+                .collect();
         }
         // A deterministic shuffle driven by `order`.
         let len = partials.len();
@@ -287,4 +301,60 @@ proptest! {
         got.sort_by_key(|(k, _)| *k);
         prop_assert_eq!(got, expected);
     }
+}
+
+fn pieces_of(p: &Partial, budget: usize) -> Vec<Partial> {
+    crate::consumer::partials::encode_within(p.clone(), 0, budget)
+        .into_iter()
+        .map(|json| match serde_json::from_slice(&json) {
+            Ok(crate::consumer::partials::InternalRecord::Partial { partial, .. }) => *partial,
+            other => panic!("not a partial: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_split_partial_counts_once_all_its_pieces_are_in() {
+    let mut big = partial(W, &[0], 3);
+    big.aggregate
+        .authors
+        .extend((0..400).map(|i| format!("{i:019}")));
+    let pieces = pieces_of(&big, 4_000);
+    assert!(pieces.len() >= 3, "{} pieces", pieces.len());
+    let mut m = Merger::new(2).unwrap();
+    assert_eq!(m.offer(partial(W, &[1], 2)), Ok(Offer::Accepted));
+    // Every piece but the first, one of them twice: not final yet.
+    for p in pieces.iter().skip(1).rev() {
+        assert_eq!(m.offer(p.clone()), Ok(Offer::Accepted));
+    }
+    assert_eq!(m.offer(pieces[1].clone()), Ok(Offer::Duplicate));
+    assert!(m.take_final().is_empty());
+    assert_eq!(m.offer(pieces[0].clone()), Ok(Offer::Accepted));
+    let out = m.take_final();
+    let mut want = big.aggregate.clone();
+    want.merge(&partial(W, &[1], 2).aggregate);
+    assert_eq!(out, vec![(W, want)]);
+    // The whole partial replayed after the pieces is a replay.
+    assert_eq!(m.offer(big), Ok(Offer::Stale));
+}
+
+#[test]
+fn pieces_of_two_emissions_do_not_mix() {
+    let mut a = partial(W, &[0], 3);
+    a.aggregate
+        .authors
+        .extend((0..300).map(|i| format!("{i:019}")));
+    let mut b = a.clone();
+    b.aggregate.authors.insert("someone-else".into());
+    let (pa, pb) = (pieces_of(&a, 4_000), pieces_of(&b, 4_000));
+    let mut m = Merger::new(1).unwrap();
+    // Half of one emission, all of the other: the complete one counts.
+    m.offer(pa[0].clone()).unwrap();
+    for p in &pb {
+        m.offer(p.clone()).unwrap();
+    }
+    for p in pa.iter().skip(1) {
+        assert_eq!(m.offer(p.clone()), Ok(Offer::Duplicate));
+    }
+    assert_eq!(m.take_final(), vec![(W, b.aggregate)]);
 }
