@@ -140,7 +140,11 @@ async fn output_windows(topic: &str, stream: &str) -> BTreeMap<String, WindowRes
     let mut out = BTreeMap::new();
     for (key, value) in kafka::read_committed(topic).await {
         let r: WindowResult = serde_json::from_slice(&value).expect("window result JSON");
-        assert_eq!(key, format!("{stream}@{}", r.window_start), "record key");
+        assert_eq!(
+            key,
+            format!("{stream}@{}/w10s", r.window_start),
+            "record key"
+        );
         assert!(
             out.insert(r.window_start.clone(), r).is_none(),
             "a window was published twice"

@@ -303,3 +303,97 @@ async fn multi_broker_example_needs_three_brokers() {
         ));
     }
 }
+
+/// Item 5 of #12: the synthetic example's window changed from 10 s to 30 s
+/// while it runs. The consumers roll into a new generation that recomputes
+/// every 30 s window from the topic; the 10 s windows published before stay
+/// under their own keys. Each generation's windows match the truth computed
+/// from the raw topic for its size, none is published twice, and no key is
+/// shared. Before, the 30 s consumers took over the 10 s group's state:
+/// windows were dropped or wrong, and one came out under a 10 s window's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_synthetic_example_survives_a_window_change() {
+    use twitterstream_tests::truth::{self, Rules};
+    let (ns, _operator, pods) = setup("ex-window").await;
+    let (yaml, topic, output) = adapt("synthetic.yaml", &[]);
+    let output = output.expect("outputTopic");
+    // A finite run (40 s at 200 tweets/s), so the truth is final.
+    let yaml = yaml.replace("seed: 42", "seed: 42\n    count: 8000");
+    assert!(yaml.contains("count: 8000"), "{yaml}");
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "synthetic").await;
+    windows(&output, 2).await;
+
+    let patch = r#"{"spec":{"window":{"seconds":30}}}"#;
+    let out = Command::new("kubectl")
+        .args([
+            "-n",
+            &ns.name,
+            "patch",
+            "tws",
+            "synthetic",
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ])
+        .output()
+        .expect("kubectl patch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Compared without the top lists: the generator's hashtags outnumber
+    // any top N.
+    let strip = |m: std::collections::BTreeMap<i64, truth::Window>| {
+        m.into_iter()
+            .map(|(k, mut w)| {
+                w.hashtags.clear();
+                w.mentions.clear();
+                (k, w)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (published, want30) = eventually(
+        "every 30 s window of the topic",
+        Duration::from_secs(240),
+        || async {
+            let raw = kafka::read_committed_records(&topic).await;
+            if raw.len() < 8000 {
+                return None;
+            }
+            let want = strip(truth::expected(&raw, &Rules::tumbling("synthetic", 30)));
+            let got: Vec<(String, WindowResult)> = kafka::read_committed(&output)
+                .await
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::from_slice(&v).expect("window JSON")))
+                .collect();
+            let by = truth::published_by_generation("synthetic", &got);
+            let done = by
+                .get("w30s")
+                .is_some_and(|g| want.keys().all(|k| g.contains_key(k)));
+            done.then_some((by, want))
+        },
+    )
+    .await;
+    report_retries(&pods);
+    let raw = kafka::read_committed_records(&topic).await;
+    let want10 = strip(truth::expected(&raw, &Rules::tumbling("synthetic", 10)));
+    let gens: Vec<&String> = published.keys().collect();
+    assert_eq!(gens, ["w10s", "w30s"], "generations published");
+    truth::assert_exact(&strip(published["w30s"].clone()), &want30);
+    let got10 = strip(published["w10s"].clone());
+    assert!(got10.len() >= 2);
+    let want10: std::collections::BTreeMap<_, _> = want10
+        .into_iter()
+        .filter(|(k, _)| got10.contains_key(k))
+        .collect();
+    truth::assert_exact(&got10, &want10);
+    report(&format!(
+        "window change: {} windows of 10 s before it, {} of 30 s after, each exact",
+        got10.len(),
+        want30.len()
+    ));
+}

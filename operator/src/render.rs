@@ -107,13 +107,26 @@ fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String>
 }
 
 /// Consumer group id: namespaced, so equally named streams in two namespaces
-/// sharing a Kafka cluster never share offsets.
+/// sharing a Kafka cluster never share offsets, and ending in the window
+/// generation, so a changed window starts a group (and partials topic) of
+/// its own instead of reading the old one's state with another size.
 pub fn group_id(tws: &TwitterStream) -> String {
     format!(
-        "twitterstream.{}.{}",
+        "twitterstream.{}.{}.{}",
         tws.namespace().unwrap_or_default(),
-        tws.name_any()
+        tws.name_any(),
+        window_generation(&tws.spec.window)
     )
+}
+
+/// Names the window shape: `w10s` (tumbling), `w60s-10s` (60 s every 10 s).
+/// The consumer puts the same in its output keys. Lateness is left out: it
+/// changes no window's bounds, so the group's state stays valid.
+pub fn window_generation(w: &crate::crd::WindowSpec) -> String {
+    match w.slide_seconds.filter(|s| *s != w.seconds) {
+        None => format!("w{}s", w.seconds),
+        Some(slide) => format!("w{}s-{}s", w.seconds, slide),
+    }
 }
 
 /// Hash of everything that should roll the pods when it changes. Replica

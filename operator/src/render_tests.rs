@@ -125,9 +125,34 @@ fn consumer_args_follow_the_spec() {
     assert_eq!(flag(&a, "--output-topic"), Some("superbowl-windows"));
     assert_eq!(
         flag(&a, "--group-id"),
-        Some("twitterstream.sports.superbowl")
+        Some("twitterstream.sports.superbowl.w10s")
     );
     assert_eq!(flag(&a, "--top-n"), Some("10"));
+}
+
+/// Item 5 of #12: a changed window size or slide is a new group (and so a
+/// new partials topic); lateness is not.
+#[test]
+fn a_window_change_is_a_new_consumer_group() {
+    let group = |seconds: i64, slide: Option<i64>, lateness: i64| {
+        let mut tws = superbowl();
+        tws.spec.window.seconds = seconds;
+        tws.spec.window.slide_seconds = slide;
+        tws.spec.window.allowed_lateness_seconds = lateness;
+        flag(
+            &args(&deployment(&tws, Component::Consumer, &cfg())),
+            "--group-id",
+        )
+        .map(str::to_owned)
+    };
+    assert_eq!(group(10, None, 5), group(10, Some(10), 0));
+    assert_ne!(group(10, None, 5), group(30, None, 5));
+    assert_ne!(group(60, Some(10), 5), group(60, None, 5));
+    assert_ne!(group(60, Some(10), 5), group(60, Some(20), 5));
+    assert_eq!(
+        group(60, Some(10), 0).as_deref(),
+        Some("twitterstream.sports.superbowl.w60s-10s")
+    );
 }
 
 #[test]

@@ -36,6 +36,19 @@ fn package_of(command: &str) -> Option<&'static str> {
     }
 }
 
+/// The binary a container command runs: the workspace's build, or the one
+/// `TWS_CONSUMER_BIN`, `TWS_PRODUCER_BIN` or `TWS_OPERATOR_BIN` names (to
+/// run a test against an older build).
+fn program_path(package: &str, command: &str) -> PathBuf {
+    let var = command
+        .strip_prefix("twitterstream-")
+        .map(|c| format!("TWS_{}_BIN", c.to_uppercase()));
+    match var.and_then(std::env::var_os) {
+        Some(p) => PathBuf::from(p),
+        None => binary(package, command),
+    }
+}
+
 /// One local "pod": a process started from a Deployment's pod template.
 struct LocalPod {
     info: PodInfo,
@@ -367,7 +380,7 @@ async fn materialise(
         value.to_string()
     };
 
-    let mut cmd = Command::new(binary(package, program));
+    let mut cmd = Command::new(program_path(package, program));
     let args: Vec<String> = command[1..]
         .iter()
         .chain(container.args.iter().flatten())

@@ -167,13 +167,34 @@ pub fn expected(records: &[Record], rules: &Rules) -> BTreeMap<i64, Window> {
         .collect()
 }
 
-/// The published windows by start (ms). Panics on a window published twice
-/// or under another key than `<stream>@<start>`. Hashtags and mentions are
-/// the published top lists: read them with a top-N above every count.
+/// The published windows by start (ms), all of one window generation.
+/// Panics on a window published twice, under another key than
+/// `<stream>@<start>/<generation>`, or under two generations. Hashtags and
+/// mentions are the published top lists: read them with a top-N above every
+/// count.
 pub fn published(stream: &str, got: &[(String, WindowResult)]) -> BTreeMap<i64, Window> {
-    let mut out = BTreeMap::new();
+    let mut by = published_by_generation(stream, got);
+    assert!(
+        by.len() <= 1,
+        "windows of several generations: {:?}",
+        by.keys()
+    );
+    by.pop_first().map(|(_, w)| w).unwrap_or_default()
+}
+
+/// The published windows per window generation (`w10s`, `w60s-10s`: the
+/// last part of the key), by start (ms); panics like [`published`].
+pub fn published_by_generation(
+    stream: &str,
+    got: &[(String, WindowResult)],
+) -> BTreeMap<String, BTreeMap<i64, Window>> {
+    let mut out: BTreeMap<String, BTreeMap<i64, Window>> = BTreeMap::new();
     for (key, r) in got {
-        assert_eq!(key, &format!("{stream}@{}", r.window_start), "output key");
+        let prefix = format!("{stream}@{}/", r.window_start);
+        let generation = key
+            .strip_prefix(&prefix)
+            .filter(|g| g.starts_with('w'))
+            .unwrap_or_else(|| panic!("output key {key:?}: not {prefix}<generation>"));
         assert_eq!(r.stream, stream);
         let start = parse_time(&r.window_start).expect("window_start is RFC 3339");
         let tags = |v: &[twitterstream_workers::consumer::aggregate::TagCount]| {
@@ -189,9 +210,11 @@ pub fn published(stream: &str, got: &[(String, WindowResult)]) -> BTreeMap<i64, 
             late: r.late,
         };
         assert!(
-            out.insert(start, w).is_none(),
-            "window {} published twice",
-            r.window_start
+            out.entry(generation.to_owned())
+                .or_default()
+                .insert(start, w)
+                .is_none(),
+            "window {key} published twice"
         );
     }
     out

@@ -13,7 +13,7 @@ use crate::consumer::metrics::Metrics;
 use crate::consumer::offsets;
 use crate::consumer::partials::InternalRecord;
 use crate::consumer::stage::{Batch, Committed, OutRecord, Processor};
-use crate::consumer::window::WindowKey;
+use crate::consumer::window::{WindowKey, WindowSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ pub struct MergeStage {
     stream: String,
     top_n: usize,
     size_ms: i64,
+    /// The window shape's name, the last part of every output key.
+    generation: String,
     source_partitions: i32,
     output_topic: Option<Arc<str>>,
     print: bool,
@@ -45,7 +47,7 @@ impl MergeStage {
     pub fn new(
         stream: &str,
         top_n: usize,
-        size_ms: i64,
+        window: &WindowSpec,
         source_partitions: i32,
         output_topic: Option<&str>,
         print: bool,
@@ -54,7 +56,8 @@ impl MergeStage {
         MergeStage {
             stream: stream.to_owned(),
             top_n,
-            size_ms,
+            size_ms: window.size.as_millis() as i64,
+            generation: window.generation(),
             source_partitions,
             output_topic: output_topic.map(Arc::from),
             print,
@@ -64,9 +67,10 @@ impl MergeStage {
     }
 }
 
-/// The output record key of a window.
-pub fn output_key(stream: &str, window_start: &str) -> String {
-    format!("{stream}@{window_start}")
+/// The output record key of a window: `<stream>@<start>/<generation>`
+/// (`demo@2026-01-01T12:00:10Z/w10s`), unique across window changes.
+pub fn output_key(stream: &str, window_start: &str, generation: &str) -> String {
+    format!("{stream}@{window_start}/{generation}")
 }
 
 impl Processor for MergeStage {
@@ -189,7 +193,7 @@ impl Processor for MergeStage {
                         Ok(payload) => batch.records.push(OutRecord {
                             topic: topic.clone(),
                             partition: None,
-                            key: output_key(&self.stream, &result.window_start),
+                            key: output_key(&self.stream, &result.window_start, &self.generation),
                             payload,
                         }),
                         Err(e) => tracing::error!(error = %e, "cannot serialise a window result"),

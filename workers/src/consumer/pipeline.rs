@@ -234,7 +234,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         MergeStage::new(
             &args.stream_name,
             args.top_n,
-            spec.size.as_millis() as i64,
+            &spec,
             topology.source_partitions,
             args.output_topic.as_deref(),
             args.prints(),

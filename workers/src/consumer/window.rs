@@ -72,6 +72,26 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
+    /// Names the window shape: `w10s` (tumbling), `w60s-10s` (60 s every
+    /// 10 s); the operator ends the consumer group's name with the same, and
+    /// the output keys carry it, so the windows of a changed spec never
+    /// share keys with the old ones. Sizes that are not whole seconds are
+    /// named in milliseconds.
+    pub fn generation(&self) -> String {
+        let name = |d: Duration| {
+            if d.subsec_millis() == 0 {
+                format!("{}s", d.as_secs())
+            } else {
+                format!("{}ms", d.as_millis())
+            }
+        };
+        if self.slide == self.size {
+            format!("w{}", name(self.size))
+        } else {
+            format!("w{}-{}", name(self.size), name(self.slide))
+        }
+    }
+
     pub fn from_args(args: &ConsumerArgs) -> Self {
         WindowSpec {
             size: Duration::from_secs(args.window_seconds),
