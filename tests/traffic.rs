@@ -377,3 +377,39 @@ async fn a_partial_larger_than_a_kafka_record_is_published_whole() {
     assert!(want.values().any(|w| w.unique_authors > 190_000));
     drop(a);
 }
+
+/// Item 13 of #12: 12 partitions and one replica under live traffic. The
+/// replica told every merger about each of its partitions in a record of
+/// its own, on every cycle that committed anything: 12 × 12 records per
+/// cycle. Now one record per partials partition carries them all, and only
+/// when a closed-until time moves or every 2 s as a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_markers_do_not_grow_with_the_square_of_the_partitions() {
+    let started = std::time::Instant::now();
+    let p = Pipeline::new(12).await;
+    let [a] = p.ready_replicas(["a"]).await;
+    let all: Vec<i32> = (0..12).collect();
+    for i in 0..20usize {
+        let now = chrono::Utc::now().timestamp_millis();
+        produce(&p.topic, &tweets(&format!("live{i}"), now, 500, 24, &all)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    p.assert_every_window(Duration::from_secs(90)).await;
+    let partials = read_committed_records(&format!("{}-partials", p.group)).await;
+    let markers = partials
+        .iter()
+        .filter(|r| r.value.starts_with(b"{\"closed"))
+        .count();
+    // One record per partials partition (12) for each time a closed-until
+    // moves (once per 10 s window, at most) or the 2 s heartbeat fires, and
+    // after each (re)assignment.
+    let elapsed = started.elapsed().as_secs() as usize;
+    let bound = 12 * (elapsed / 2 + elapsed / 10 + 4);
+    eprintln!("{markers} marker records in {elapsed} s (bound {bound})");
+    assert!(markers > 0);
+    assert!(
+        markers <= bound,
+        "{markers} marker records in {elapsed} s, bound {bound}"
+    );
+    drop(a);
+}

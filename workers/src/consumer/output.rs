@@ -155,6 +155,11 @@ impl Processor for MergeStage {
                     }
                 })
             }
+            InternalRecord::ClosedAll { until, sources } => {
+                until.into_iter().try_for_each(|(source, until_ms)| {
+                    part.merger.source_closed(source, until_ms, sources)
+                })
+            }
             InternalRecord::Closed {
                 partition: source,
                 until_ms,

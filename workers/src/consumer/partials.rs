@@ -16,6 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One record of the partials topic.
@@ -28,8 +29,18 @@ pub enum InternalRecord {
         /// close-to-emit latency.
         closed_at_ms: i64,
     },
-    /// Every partial covering `partition` for windows ending at or before
-    /// `until_ms` precedes this record in this partition.
+    /// For each source partition in `until`: every partial covering it for
+    /// windows ending at or before its time precedes this record in this
+    /// partition. One record per sender and partials partition, sent when a
+    /// time moves (and as a heartbeat): one `Closed` per source partition on
+    /// every cycle made the markers grow with the square of the partitions.
+    ClosedAll {
+        until: BTreeMap<i32, i64>,
+        /// The source topic's partition count as the sender knew it.
+        sources: i32,
+    },
+    /// One source partition's marker, as versions before `ClosedAll` wrote
+    /// it; still read, so a partials topic they wrote to stays readable.
     Closed {
         partition: i32,
         until_ms: i64,
@@ -200,7 +211,7 @@ pub async fn ensure_topic(
 mod tests {
     use super::*;
     use crate::consumer::aggregate::Aggregate;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     #[test]
     fn windows_spread_over_partitions_and_each_has_one() {
@@ -237,6 +248,10 @@ mod tests {
                 partition: 1,
                 until_ms: 20,
                 sources: 3,
+            },
+            InternalRecord::ClosedAll {
+                until: BTreeMap::from([(0, 10), (4, -20)]),
+                sources: 5,
             },
         ];
         for r in records {

@@ -54,6 +54,10 @@ pub struct AggregateStage {
     committed: BTreeMap<i32, (i64, SourceCommit)>,
     /// The batch being committed.
     in_flight: BTreeMap<i32, (i64, SourceCommit)>,
+    /// The closed-until times the last committed markers said.
+    markers_committed: BTreeMap<i32, i64>,
+    /// Those of the markers in the batch being committed.
+    markers_in_flight: Option<BTreeMap<i32, i64>>,
     markers_at_ms: i64,
     /// The source topic's partition count as last seen; partials and
     /// markers carry it, so mergers learn of partitions added to the topic
@@ -90,6 +94,8 @@ impl AggregateStage {
             trackers: BTreeMap::new(),
             committed: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            markers_committed: BTreeMap::new(),
+            markers_in_flight: None,
             markers_at_ms: i64::MIN,
             sources: source_partitions,
             fresh: false,
@@ -194,6 +200,8 @@ impl Processor for AggregateStage {
         self.trackers.clear();
         self.committed.clear();
         self.in_flight.clear();
+        self.markers_committed.clear();
+        self.markers_in_flight = None;
         self.markers_at_ms = i64::MIN;
         self.fresh = true;
         self.replay_until.clear();
@@ -297,31 +305,38 @@ impl Processor for AggregateStage {
             changed |= self.committed.get(&p) != Some(&(offset, commit));
             state.insert(p, (offset, commit));
         }
-        if !(changed || heartbeat && !state.is_empty()) {
+        let until: BTreeMap<i32, i64> = state
+            .iter()
+            .filter_map(|(p, (_, c))| c.closed_until_ms.map(|u| (*p, u)))
+            .collect();
+        let markers_due = !until.is_empty() && (heartbeat || until != self.markers_committed);
+        if !(changed || markers_due) {
             return Batch::default();
         }
-        // Markers follow the partials on every partition and say no more
-        // than the offsets' metadata committed with them.
         for (p, (offset, commit)) in &state {
             batch
                 .offsets
                 .push((*p, *offset, offsets::encode_source(commit)));
-            if let Some(until_ms) = commit.closed_until_ms {
-                let marker = InternalRecord::Closed {
-                    partition: *p,
-                    until_ms,
-                    sources: self.sources,
-                };
-                if let Ok(payload) = serde_json::to_vec(&marker) {
-                    for q in 0..self.partials_partitions {
-                        batch.records.push(OutRecord {
-                            topic: self.partials_topic.clone(),
-                            partition: Some(q),
-                            key: format!("closed-{p}"),
-                            payload: payload.clone(),
-                        });
-                    }
+        }
+        // Markers follow the partials on every partition and say no more
+        // than the offsets' metadata committed with them: one record per
+        // partials partition for all of this replica's source partitions.
+        if markers_due {
+            let marker = InternalRecord::ClosedAll {
+                until: until.clone(),
+                sources: self.sources,
+            };
+            if let Ok(payload) = serde_json::to_vec(&marker) {
+                let key = format!("closed-{}", until.keys().next().copied().unwrap_or(0));
+                for q in 0..self.partials_partitions {
+                    batch.records.push(OutRecord {
+                        topic: self.partials_topic.clone(),
+                        partition: Some(q),
+                        key: key.clone(),
+                        payload: payload.clone(),
+                    });
                 }
+                self.markers_in_flight = Some(until);
             }
         }
         self.in_flight = state;
@@ -340,7 +355,10 @@ impl Processor for AggregateStage {
 
     fn committed(&mut self) {
         self.committed = std::mem::take(&mut self.in_flight);
-        self.markers_at_ms = chrono::Utc::now().timestamp_millis();
+        if let Some(markers) = self.markers_in_flight.take() {
+            self.markers_committed = markers;
+            self.markers_at_ms = chrono::Utc::now().timestamp_millis();
+        }
     }
 
     fn position(&self, partition: i32) -> Option<i64> {
