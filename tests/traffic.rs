@@ -413,3 +413,57 @@ async fn closed_markers_do_not_grow_with_the_square_of_the_partitions() {
     );
     drop(a);
 }
+
+/// The sum of a metric over replicas.
+async fn total(replicas: &[&Replica], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for r in replicas {
+        let m = r.get("/metrics").await.expect("metrics").1;
+        sum += metric(&m, name);
+    }
+    sum
+}
+
+/// Item 13 of #12: the output topic refuses every window (its
+/// `max.message.bytes` is 200) until it is reconfigured. Each refusal
+/// aborts the merge stage's transaction; before, every one recreated the
+/// stage's clients, which left and rejoined the group and made every
+/// replica rebalance. Now the stage goes back to its committed offsets with
+/// the same clients, and once the topic takes the records every window is
+/// published exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_does_not_rebalance_the_group() {
+    let p = Pipeline::new(2).await;
+    kafka::set_topic_config(&p.output, "max.message.bytes", "200").await;
+    let [a, b] = p.ready_replicas(["a", "b"]).await;
+    let t0 = base_ms();
+    wake(&p.topic, "wake", t0, &[0, 1]).await;
+    produce(&p.topic, &tweets("q", t0, 40_000, 200, &[0, 1])).await;
+    produce(&p.topic, &tweets("closer", t0 + 55_000, 1_000, 2, &[0, 1])).await;
+    let both = [&a, &b];
+    let aborted = "twitterstream_consumer_transactions_aborted_total";
+    let rebalances = "twitterstream_consumer_rebalances_total";
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while total(&both, aborted).await < 2.0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("the output topic refused a window");
+    let before = total(&both, rebalances).await;
+    let aborts = total(&both, aborted).await;
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while total(&both, aborted).await < aborts + 3.0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("more refusals");
+    assert_eq!(
+        total(&both, rebalances).await,
+        before,
+        "rebalances while transactions were being aborted"
+    );
+    kafka::set_topic_config(&p.output, "max.message.bytes", "1048588").await;
+    p.assert_every_window(Duration::from_secs(120)).await;
+}

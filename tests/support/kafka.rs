@@ -51,6 +51,22 @@ pub async fn create_topic(name: &str, partitions: i32, replication: i32) {
     .await;
 }
 
+/// Sets one config of a topic (the others go back to the broker's
+/// defaults: AlterConfigs replaces the set).
+pub async fn set_topic_config(name: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let results = admin()
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic(name)).set(key, value)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("AlterConfigs request");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("configuring {t:?}: {e}"));
+    }
+}
+
 /// Partition count of a topic, or `None` when it does not exist.
 pub async fn describe_topic(name: &str) -> Option<usize> {
     let name = name.to_string();

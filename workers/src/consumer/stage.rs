@@ -131,6 +131,13 @@ pub enum StageError {
     },
     #[error("{stage}: the consumer has no group metadata")]
     NoGroupMetadata { stage: &'static str },
+    /// The transaction failed and was aborted: nothing of it is visible,
+    /// and the clients are still good.
+    #[error("{stage}: transaction aborted: {source}")]
+    Aborted {
+        stage: &'static str,
+        source: Box<StageError>,
+    },
     #[error("{stage}: writing to stdout: {source}")]
     Stdout {
         stage: &'static str,
@@ -459,7 +466,23 @@ impl<P: Processor> Driver<P> {
                 self.health.kafka_ok(now_ms());
             }
             if Instant::now() >= next_cycle {
-                self.commit(&consumer, producer.as_ref())?;
+                match self.commit(&consumer, producer.as_ref()) {
+                    Ok(()) => {}
+                    Err(e @ StageError::Aborted { .. }) => {
+                        // Start over from the committed offsets with the same
+                        // clients: recreating them would leave and rejoin the
+                        // group, and every replica would pause for the
+                        // rebalance.
+                        self.metrics
+                            .kafka_errors
+                            .get_or_create(&self.labels())
+                            .inc();
+                        tracing::warn!(stage = self.cfg.stage, error = %e, "transaction aborted; going back to the committed offsets");
+                        ready.clear();
+                        self.rewind(&consumer)?;
+                    }
+                    Err(e) => return Err(e),
+                }
                 next_cycle = Instant::now() + self.cfg.commit_interval;
             }
             if self.cfg.report_lag && Instant::now() >= next_lag {
@@ -548,6 +571,44 @@ impl<P: Processor> Driver<P> {
     /// itself resumes fetching assigned partitions at the committed offsets.
     fn rebuild(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
         self.metrics.rebalances.get_or_create(&self.labels()).inc();
+        self.restore(consumer)
+    }
+
+    /// After an aborted transaction: moves every assigned partition back to
+    /// its committed offset and rebuilds the state from there, as after a
+    /// rebalance but without one.
+    fn rewind(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
+        let assignment = self.kafka("reading the assignment", consumer.assignment())?;
+        if assignment.count() > 0 {
+            let committed = self.kafka(
+                "reading committed offsets",
+                consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
+            )?;
+            let mut to = TopicPartitionList::new();
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ if self.cfg.earliest => Offset::Beginning,
+                    _ => Offset::End,
+                };
+                self.kafka(
+                    "rewinding",
+                    to.add_partition_offset(e.topic(), e.partition(), offset),
+                )?;
+            }
+            let sought = self.kafka("rewinding", consumer.seek_partitions(to, KAFKA_TIMEOUT))?;
+            for e in sought.elements() {
+                if let Err(err) = e.error() {
+                    return self.kafka("rewinding", Err(err));
+                }
+            }
+        }
+        self.restore(consumer)
+    }
+
+    /// Rebuilds the processor's state from the committed offsets of the
+    /// assigned partitions.
+    fn restore(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
         let assignment = self.kafka("reading the assignment", consumer.assignment())?;
         let committed = if assignment.count() == 0 {
             Vec::new()
@@ -612,10 +673,18 @@ impl<P: Processor> Driver<P> {
                         .transactions_aborted
                         .get_or_create(&self.labels())
                         .inc();
-                    // Dropping the producer would abort too; aborting here
-                    // releases read_committed readers sooner.
-                    let _ = producer.abort_transaction(Duration::from_secs(10));
-                    return Err(e);
+                    // When the abort fails too (a fenced or failed producer),
+                    // the clients are recreated.
+                    return match producer.abort_transaction(KAFKA_TIMEOUT) {
+                        Ok(()) => Err(StageError::Aborted {
+                            stage: self.cfg.stage,
+                            source: Box::new(e),
+                        }),
+                        Err(abort) => {
+                            tracing::warn!(stage = self.cfg.stage, error = %abort, "aborting the transaction failed");
+                            Err(e)
+                        }
+                    };
                 }
                 self.metrics
                     .transactions
