@@ -73,15 +73,19 @@ enum Op {
     ScaleToZeroAndBack,
     GrowPartitions,
     AbortedTransaction,
+    /// The window shape changes, as `kubectl patch` of `spec.window` does:
+    /// the replicas roll into the new generation's group.
+    WindowChange,
 }
 
-const OPS: [Op; 6] = [
+const OPS: [Op; 7] = [
     Op::None,
     Op::KillReplica,
     Op::AddReplica,
     Op::ScaleToZeroAndBack,
     Op::GrowPartitions,
     Op::AbortedTransaction,
+    Op::WindowChange,
 ];
 
 /// Everything a seed decides.
@@ -293,13 +297,36 @@ struct Run {
     sc: Scenario,
     topic: String,
     output: String,
+    /// The group's name before the window generation, as the operator
+    /// builds it.
     group: String,
+    /// The window shape (size, slide) of each generation, the current last.
+    shapes: Vec<(i64, i64)>,
     replicas: Vec<Replica>,
     started: usize,
 }
 
+/// The generation name the operator and the consumer give a window shape.
+fn generation((size, slide): (i64, i64)) -> String {
+    if size == slide {
+        format!("w{size}s")
+    } else {
+        format!("w{size}s-{slide}s")
+    }
+}
+
 impl Run {
+    fn shape(&self) -> (i64, i64) {
+        self.shapes.last().copied().unwrap_or((10, 10))
+    }
+
+    fn group_id(&self) -> String {
+        format!("{}.{}", self.group, generation(self.shape()))
+    }
+
     fn args(&self) -> Vec<String> {
+        let (size, slide) = self.shape();
+        let group = self.group_id();
         let a: Vec<String> = [
             "--brokers",
             &kafka_brokers(),
@@ -308,11 +335,11 @@ impl Run {
             "--stream-name",
             STREAM,
             "--group-id",
-            &self.group,
+            &group,
             "--window-seconds",
-            &self.sc.size_s.to_string(),
+            &size.to_string(),
             "--slide-seconds",
-            &self.sc.slide_s.to_string(),
+            &slide.to_string(),
             "--allowed-lateness-seconds",
             &self.sc.lateness_s.to_string(),
             "--idle-partition-seconds",
@@ -331,7 +358,7 @@ impl Run {
     }
 
     fn start_replica(&mut self) {
-        let name = format!("{}-r{}", self.group, self.started);
+        let name = format!("{}-r{}", self.group_id(), self.started);
         self.started += 1;
         let r = Replica::start(&name, &self.args());
         self.replicas.push(r);
@@ -386,6 +413,29 @@ impl Run {
                     *partitions = grown;
                 }
             }
+            Op::WindowChange => {
+                let (size, _) = self.shape();
+                let new_size = [10, 20, 30]
+                    .into_iter()
+                    .filter(|s| *s != size)
+                    .collect::<Vec<i64>>()[rng.random_range(0..2)];
+                let slide = if rng.random_bool(0.3) {
+                    new_size / 2
+                } else {
+                    new_size
+                };
+                // A rolling update: the old replicas stop, as many of the
+                // new generation start.
+                let n = self.replicas.len();
+                for r in &mut self.replicas {
+                    r.terminate().await;
+                }
+                self.replicas.clear();
+                self.shapes.push((new_size, slide));
+                for _ in 0..n {
+                    self.start_replica();
+                }
+            }
             Op::AbortedTransaction => {
                 let v = serde_json::json!({"id": "aborted", "text": "never committed", "created_at": truth::rfc3339(base_ms()), "author_id": "ghost"});
                 let records: Vec<(i32, Vec<u8>)> = (0..*partitions)
@@ -409,7 +459,9 @@ struct Outcome {
     late: u64,
 }
 
-fn check(got: &BTreeMap<i64, Window>, want: &BTreeMap<i64, Window>) -> Result<Outcome, String> {
+/// Every published window holds at most what the truth has (a generation
+/// that was replaced publishes only some windows).
+fn check_within(got: &BTreeMap<i64, Window>, want: &BTreeMap<i64, Window>) -> Result<(), String> {
     let le = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
         a.iter().all(|(k, n)| b.get(k).is_some_and(|m| n <= m))
     };
@@ -429,6 +481,11 @@ fn check(got: &BTreeMap<i64, Window>, want: &BTreeMap<i64, Window>) -> Result<Ou
             ));
         }
     }
+    Ok(())
+}
+
+fn check(got: &BTreeMap<i64, Window>, want: &BTreeMap<i64, Window>) -> Result<Outcome, String> {
+    check_within(got, want)?;
     let late: u64 = got.values().map(|g| g.late).sum();
     let counted: u64 = got.values().map(|g| g.count).sum();
     let truth: u64 = want.values().map(|w| w.count).sum();
@@ -470,6 +527,7 @@ async fn run(sc: Scenario) -> Result<Outcome, String> {
         topic: unique_name(&format!("camp{}", sc.seed)),
         output: unique_name(&format!("camp{}-out", sc.seed)),
         group: unique_name(&format!("camp{}", sc.seed)),
+        shapes: vec![(sc.size_s, sc.slide_s)],
         replicas: Vec::new(),
         started: 0,
         sc: sc.clone(),
@@ -494,13 +552,18 @@ async fn run(sc: Scenario) -> Result<Outcome, String> {
         }
     }
     let raw = read_committed_records(&run.topic).await;
-    let rules = Rules {
-        stream: STREAM,
-        size_ms: sc.size_s * 1000,
-        slide_ms: sc.slide_s * 1000,
-        future_after_ms: chrono::Utc::now().timestamp_millis() + 300_000,
+    let future_after_ms = chrono::Utc::now().timestamp_millis() + 300_000;
+    let truth_of = |(size, slide): (i64, i64)| {
+        let rules = Rules {
+            stream: STREAM,
+            size_ms: size * 1000,
+            slide_ms: slide * 1000,
+            future_after_ms,
+        };
+        truth::expected(&raw, &rules)
     };
-    let want = truth::expected(&raw, &rules);
+    let last = run.shape();
+    let want = truth_of(last);
     let total: u64 = want.values().map(|w| w.count).sum();
     // Every membership is either counted or late once all windows are out:
     // within window + lateness + idle timeout of the last one, and the
@@ -511,8 +574,10 @@ async fn run(sc: Scenario) -> Result<Outcome, String> {
         let got = tokio::task::spawn_blocking(move || read_output(&output))
             .await
             .expect("reader task");
-        let got = truth::published(STREAM, &got);
-        let sum: u64 = got.values().map(|g| g.count + g.late).sum();
+        let got = truth::published_by_generation(STREAM, &got);
+        let sum: u64 = got
+            .get(&generation(last))
+            .map_or(0, |g| g.values().map(|g| g.count + g.late).sum());
         if sum >= total || tokio::time::Instant::now() > deadline {
             break got;
         }
@@ -521,7 +586,19 @@ async fn run(sc: Scenario) -> Result<Outcome, String> {
     for r in &mut run.replicas {
         r.kill();
     }
-    check(&got, &want)
+    // Earlier generations were replaced part-way: what they published holds
+    // no more than the truth; the last one recomputed everything.
+    for (name, windows) in &got {
+        let shape = run.shapes.iter().rev().find(|s| generation(**s) == *name);
+        let Some(shape) = shape else {
+            return Err(format!("windows of an unknown generation {name}"));
+        };
+        if *shape != last {
+            check_within(windows, &truth_of(*shape))?;
+        }
+    }
+    let empty = BTreeMap::new();
+    check(got.get(&generation(last)).unwrap_or(&empty), &want)
 }
 
 struct Tally {
