@@ -14,6 +14,11 @@
 //!   truth's counts exactly;
 //! - when nothing was late, every window equals the truth exactly.
 //!
+//! Operations: replica kill -9 and restart, replica added, scale to 0 and
+//! back, partitions added, an aborted transaction on the topic, a window
+//! change (a new generation) and, less often, a broker kill -9 and restart
+//! (`tests/env/kill-broker`).
+//!
 //! The README's test command runs the fixed seeds 1..=20. More:
 //!
 //! ```text
@@ -76,6 +81,10 @@ enum Op {
     /// The window shape changes, as `kubectl patch` of `spec.window` does:
     /// the replicas roll into the new generation's group.
     WindowChange,
+    /// `kill -9` of the broker (node 1) and a restart 0-2 s later. Drawn
+    /// less often, and run with no other scenario at the same time: the
+    /// broker is shared.
+    BrokerKill,
 }
 
 const OPS: [Op; 7] = [
@@ -121,7 +130,13 @@ impl Scenario {
         shapes.sort();
         shapes.dedup();
         let ops: Vec<Op> = (0..PHASES - 1)
-            .map(|_| OPS[rng.random_range(0..OPS.len())])
+            .map(|_| {
+                if rng.random_bool(0.05) {
+                    Op::BrokerKill
+                } else {
+                    OPS[rng.random_range(0..OPS.len())]
+                }
+            })
             .collect();
         let pauses_ms = (0..PHASES)
             .map(|_| {
@@ -436,6 +451,19 @@ impl Run {
                     self.start_replica();
                 }
             }
+            Op::BrokerKill => {
+                let down = rng.random_range(0..3).to_string();
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/env/kill-broker");
+                let status = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new("bash")
+                        .args([script, "1", &down])
+                        .status()
+                })
+                .await
+                .expect("kill-broker task")
+                .expect("running tests/env/kill-broker");
+                assert!(status.success(), "tests/env/kill-broker failed");
+            }
             Op::AbortedTransaction => {
                 let v = serde_json::json!({"id": "aborted", "text": "never committed", "created_at": truth::rfc3339(base_ms()), "author_id": "ghost"});
                 let records: Vec<(i32, Vec<u8>)> = (0..*partitions)
@@ -601,6 +629,9 @@ async fn run(sc: Scenario) -> Result<Outcome, String> {
     check(got.get(&generation(last)).unwrap_or(&empty), &want)
 }
 
+/// Scenarios share the broker; one that kills it runs alone.
+static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 struct Tally {
     scenarios: usize,
     windows: usize,
@@ -620,7 +651,14 @@ async fn campaign(seeds: Vec<u64>) {
     let mut failures = Vec::new();
     let mut results = futures::stream::iter(seeds.iter().map(|s| Scenario::draw(*s)))
         .map(|sc| async move {
-            let r = tokio::spawn(run(sc.clone())).await;
+            // A broker kill would hit every scenario running at the time.
+            let r = if sc.ops.contains(&Op::BrokerKill) {
+                let _alone = BROKER.write().await;
+                tokio::spawn(run(sc.clone())).await
+            } else {
+                let _shared = BROKER.read().await;
+                tokio::spawn(run(sc.clone())).await
+            };
             (sc, r)
         })
         .buffer_unordered(PARALLEL);
