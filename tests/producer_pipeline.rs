@@ -541,84 +541,51 @@ async fn a_restart_reads_its_checkpoint_however_much_others_wrote() {
             count.into(),
         ]
     };
-    let run = |args: Vec<String>, tag: &'static str| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Producer::start(&args, &[], &logs, tag)
-    };
     let of = |recs: &[Record], stream: &str| -> Vec<Record> {
         recs.iter()
             .filter(|r| r.headers["stream"] == stream)
             .cloned()
             .collect()
     };
-    let mut mine = run(synthetic("mine", "5", "1000"), "ckpt-mine1");
+    // Runs a stream's producer until its `count` tweets are in the topic
+    // and returns how many records it read back to find where to resume.
+    let resume = |stream: &'static str, seed: &'static str, count: &'static str, tag| {
+        let args = synthetic(stream, seed, count);
+        let logs = &logs;
+        let topic = &topic;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let idle = [("TWS_EXIT_WHEN_DONE", "false")];
+            let p = Producer::start(&args, &idle, logs, tag);
+            let n: usize = count.parse().unwrap();
+            eventually(
+                &format!("{stream}'s {count}"),
+                Duration::from_secs(120),
+                || async { (of(&read_topic(topic).await, stream).len() >= n).then_some(()) },
+            )
+            .await;
+            required_metric(&p, "twitterstream_producer_resume_records_scanned_total").await
+        }
+    };
     assert_eq!(
-        mine.wait_exit(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        mine.log_text()
+        resume("mine", "5", "1000", "ckpt-mine1").await,
+        0.0,
+        "a new topic"
     );
     // Another stream buries it under 400,000 records.
-    let mut other = run(synthetic("other", "6", "400000"), "ckpt-other");
-    assert_eq!(
-        other.wait_exit(Duration::from_secs(120)).await,
-        0,
-        "{}",
-        other.log_text()
-    );
-
+    resume("other", "6", "400000", "ckpt-other").await;
     // The restart continues at 1000 without reading the topic back.
-    let idle = [("TWS_EXIT_WHEN_DONE", "false")];
-    let args = synthetic("mine", "5", "3000");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mine = Producer::start(&args, &idle, &logs, "ckpt-mine2");
-    eventually("mine's 3000", Duration::from_secs(60), || async {
-        (of(&read_topic(&topic).await, "mine").len() >= 3000).then_some(())
-    })
-    .await;
-    assert_eq!(
-        required_metric(&mine, "twitterstream_producer_resume_records_scanned_total").await,
-        0.0,
-        "{}",
-        mine.log_text()
-    );
-    assert_synthetic(&of(&read_topic(&topic).await, "mine"), 5, 3000, "mine");
+    assert_eq!(resume("mine", "5", "3000", "ckpt-mine2").await, 0.0);
 
     // A new stream on the busy topic looks back a bounded span, then has a
     // checkpoint: its own restart reads nothing back.
-    let args = synthetic("newcomer", "8", "10");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let newcomer = Producer::start(&args, &idle, &logs, "ckpt-new1");
-    eventually("the newcomer's 10", Duration::from_secs(60), || async {
-        (of(&read_topic(&topic).await, "newcomer").len() >= 10).then_some(())
-    })
-    .await;
-    let scanned = required_metric(
-        &newcomer,
-        "twitterstream_producer_resume_records_scanned_total",
-    )
-    .await;
+    let scanned = resume("newcomer", "8", "10", "ckpt-new1").await;
     let bound = 2.0 * twitterstream_workers::producer::resume::MAX_SPAN as f64;
     assert!(
         scanned > 0.0 && scanned <= bound,
         "scanned {scanned}, bound {bound}"
     );
-    drop(newcomer);
-    let args = synthetic("newcomer", "8", "20");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let newcomer = Producer::start(&args, &idle, &logs, "ckpt-new2");
-    eventually("the newcomer's 20", Duration::from_secs(60), || async {
-        (of(&read_topic(&topic).await, "newcomer").len() >= 20).then_some(())
-    })
-    .await;
-    assert_eq!(
-        required_metric(
-            &newcomer,
-            "twitterstream_producer_resume_records_scanned_total"
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(resume("newcomer", "8", "20", "ckpt-new2").await, 0.0);
     let recs = read_topic(&topic).await;
     assert_synthetic(&of(&recs, "newcomer"), 8, 20, "newcomer");
     assert_synthetic(&of(&recs, "mine"), 5, 3000, "mine");

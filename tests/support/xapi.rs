@@ -895,20 +895,22 @@ fn answer(
             none,
         );
     }
-    let since_id = match param("since_id").map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(id)) => Some(id),
+    // A tweet id parameter, or X's 400 for one that is not a number.
+    let id_param = |name: &str| match param(name).map(str::parse::<u64>) {
+        None => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
         Some(Err(_)) => {
-            let v = param("since_id").unwrap_or("");
-            return (
-                invalid_request(
-                    "since_id",
-                    v,
-                    format!("The `since_id` query parameter value [{v}] is not valid"),
-                ),
-                none,
-            );
+            let v = param(name).unwrap_or("");
+            Err(Box::new(invalid_request(
+                name,
+                v,
+                format!("The `{name}` query parameter value [{v}] is not valid"),
+            )))
         }
+    };
+    let (since_id, until_id) = match (id_param("since_id"), id_param("until_id")) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(r), _) | (_, Err(r)) => return (*r, none),
     };
     let oldest_allowed_id = snowflake(week_ago, 0);
     if let Some(id) = since_id
@@ -926,21 +928,6 @@ fn answer(
             none,
         );
     }
-    let until_id = match param("until_id").map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            let v = param("until_id").unwrap_or("");
-            return (
-                invalid_request(
-                    "until_id",
-                    v,
-                    format!("The `until_id` query parameter value [{v}] is not valid"),
-                ),
-                none,
-            );
-        }
-    };
     let before_id = match param("next_token").or(param("pagination_token")) {
         None => None,
         Some(t) => match decode_token(t) {

@@ -578,22 +578,13 @@ impl<P: Processor> Driver<P> {
     /// its committed offset and rebuilds the state from there, as after a
     /// rebalance but without one.
     fn rewind(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
-        let assignment = self.kafka("reading the assignment", consumer.assignment())?;
-        if assignment.count() > 0 {
-            let committed = self.kafka(
-                "reading committed offsets",
-                consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
-            )?;
+        let committed = self.committed_positions(consumer)?;
+        if !committed.is_empty() {
             let mut to = TopicPartitionList::new();
-            for e in committed.elements() {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Offset::Offset(o),
-                    _ if self.cfg.earliest => Offset::Beginning,
-                    _ => Offset::End,
-                };
+            for c in &committed {
                 self.kafka(
                     "rewinding",
-                    to.add_partition_offset(e.topic(), e.partition(), offset),
+                    to.add_partition_offset(&self.cfg.topic, c.partition, Offset::Offset(c.offset)),
                 )?;
             }
             let sought = self.kafka("rewinding", consumer.seek_partitions(to, KAFKA_TIMEOUT))?;
@@ -603,41 +594,56 @@ impl<P: Processor> Driver<P> {
                 }
             }
         }
-        self.restore(consumer)
+        self.restore_from(consumer, committed)
     }
 
     /// Rebuilds the processor's state from the committed offsets of the
     /// assigned partitions.
     fn restore(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), StageError> {
+        let committed = self.committed_positions(consumer)?;
+        self.restore_from(consumer, committed)
+    }
+
+    /// Each assigned partition's committed offset and metadata; where nothing
+    /// is committed, where `auto.offset.reset` starts.
+    fn committed_positions(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+    ) -> Result<Vec<Committed>, StageError> {
         let assignment = self.kafka("reading the assignment", consumer.assignment())?;
-        let committed = if assignment.count() == 0 {
-            Vec::new()
-        } else {
-            let tpl = self.kafka(
-                "reading committed offsets",
-                consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
-            )?;
-            let mut out = Vec::new();
-            for e in tpl.elements() {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => {
-                        // Nothing committed: where auto.offset.reset starts.
-                        let (low, high) = self.kafka(
-                            "reading partition bounds",
-                            consumer.fetch_watermarks(e.topic(), e.partition(), KAFKA_TIMEOUT),
-                        )?;
-                        if self.cfg.earliest { low } else { high }
-                    }
-                };
-                out.push(Committed {
-                    partition: e.partition(),
-                    offset,
-                    metadata: e.metadata().to_owned(),
-                });
-            }
-            out
-        };
+        if assignment.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let tpl = self.kafka(
+            "reading committed offsets",
+            consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
+        )?;
+        let mut out = Vec::new();
+        for e in tpl.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => {
+                    let (low, high) = self.kafka(
+                        "reading partition bounds",
+                        consumer.fetch_watermarks(e.topic(), e.partition(), KAFKA_TIMEOUT),
+                    )?;
+                    if self.cfg.earliest { low } else { high }
+                }
+            };
+            out.push(Committed {
+                partition: e.partition(),
+                offset,
+                metadata: e.metadata().to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn restore_from(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        committed: Vec<Committed>,
+    ) -> Result<(), StageError> {
         self.health.kafka_ok(now_ms());
         if self.cfg.report_lag {
             self.health.assigned.store(true, Ordering::SeqCst);

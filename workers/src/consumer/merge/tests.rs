@@ -269,14 +269,7 @@ proptest! {
         }
         // Partials over the budget travel as pieces, shuffled with the rest.
         if let Some(budget) = piece_budget {
-            partials = partials
-                .into_iter()
-                .flat_map(|p| crate::consumer::partials::encode_within(p, 0, budget))
-                .map(|json| match serde_json::from_slice(&json) {
-                    Ok(crate::consumer::partials::InternalRecord::Partial { partial, .. }) => *partial,
-                    other => panic!("not a partial: {other:?}"),
-                })
-                .collect();
+            partials = partials.iter().flat_map(|p| pieces_of(p, budget)).collect();
         }
         // A deterministic shuffle driven by `order`.
         let len = partials.len();
