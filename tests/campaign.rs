@@ -33,10 +33,11 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
-use twitterstream_tests::consumer::{Replica, read_output};
+use twitterstream_tests::consumer::{Replica, ReplicaArgs, read_output};
 use twitterstream_tests::kafka::{self, produce_aborted, produce_as, read_committed_records};
 use twitterstream_tests::truth::{self, Rules, Tweet, Window};
-use twitterstream_tests::{kafka_brokers, unique_name};
+use twitterstream_tests::unique_name;
+use twitterstream_workers::consumer::window::WindowSpec;
 
 const STREAM: &str = "camp";
 /// Scenarios run at once: they mostly wait for windows to close.
@@ -323,11 +324,15 @@ struct Run {
 
 /// The generation name the operator and the consumer give a window shape.
 fn generation((size, slide): (i64, i64)) -> String {
-    if size == slide {
-        format!("w{size}s")
-    } else {
-        format!("w{size}s-{slide}s")
+    let seconds = |s: i64| Duration::from_secs(s.unsigned_abs());
+    WindowSpec {
+        size: seconds(size),
+        slide: seconds(slide),
+        allowed_lateness: Duration::ZERO,
+        idle_timeout: Duration::ZERO,
+        max_future_skew: None,
     }
+    .generation()
 }
 
 impl Run {
@@ -340,36 +345,23 @@ impl Run {
     }
 
     fn args(&self) -> Vec<String> {
-        let (size, slide) = self.shape();
         let group = self.group_id();
-        let a: Vec<String> = [
-            "--brokers",
-            &kafka_brokers(),
-            "--topic",
-            &self.topic,
-            "--stream-name",
-            STREAM,
-            "--group-id",
-            &group,
-            "--window-seconds",
-            &size.to_string(),
-            "--slide-seconds",
-            &slide.to_string(),
+        let args = ReplicaArgs {
+            topic: &self.topic,
+            stream: STREAM,
+            group: &group,
+            output: &self.output,
+            window: self.shape(),
+        };
+        let (lateness, idle) = (self.sc.lateness_s.to_string(), IDLE_S.to_string());
+        args.with(&[
             "--allowed-lateness-seconds",
-            &self.sc.lateness_s.to_string(),
+            &lateness,
             "--idle-partition-seconds",
-            &IDLE_S.to_string(),
-            "--output-topic",
-            &self.output,
-            "--top-n",
-            "1000",
+            &idle,
             "--threads",
             "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a
+        ])
     }
 
     fn start_replica(&mut self) {

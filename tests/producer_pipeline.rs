@@ -280,6 +280,22 @@ fn write_credentials(dir: &Path, consumer_secret: &str) {
     }
 }
 
+/// What a search test starts from: the X server, a topic of `partitions`,
+/// the log directory and, in it, a credentials directory `creds`.
+async fn search_setup(
+    tag: &str,
+    partitions: i32,
+    creds: &str,
+) -> (XApiServer, String, PathBuf, PathBuf) {
+    let s = server().await;
+    let topic = unique_name(tag);
+    create_topic(&topic, partitions, 1).await;
+    let logs = log_dir();
+    let creds = logs.join(creds);
+    write_credentials(&creds, CS);
+    (s, topic, logs, creds)
+}
+
 async fn server() -> XApiServer {
     let s = XApiServer::start().await;
     s.set_user(Some(UserKeys::new(CK, CS, AT, ATS)));
@@ -368,12 +384,7 @@ fn matching(added: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_exactly_once_over_polls_and_a_killed_producer() {
-    let s = server().await;
-    let topic = unique_name("pp-search");
-    create_topic(&topic, 3, 1).await;
-    let logs = log_dir();
-    let creds = logs.join("creds");
-    write_credentials(&creds, CS);
+    let (s, topic, logs, creds) = search_setup("pp-search", 3, "creds").await;
     let stream = "superbowl-live";
     let mut expected = ids(&matching(s.add(tweets(230, TimeDelta::minutes(30), 0))));
     let base = s.base_url();
@@ -433,12 +444,7 @@ async fn search_exactly_once_over_polls_and_a_killed_producer() {
 /// (`until_id`), and the topic ends up with every tweet once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_larger_than_the_buffer_commits_in_parts_and_resumes_its_rest() {
-    let s = server().await;
-    let topic = unique_name("pp-parts");
-    create_topic(&topic, 2, 1).await;
-    let logs = log_dir();
-    let creds = logs.join("creds-parts");
-    write_credentials(&creds, CS);
+    let (s, topic, logs, creds) = search_setup("pp-parts", 2, "creds-parts").await;
     let stream = "backfill";
     let expected = ids(&matching(s.add(tweets(320, TimeDelta::minutes(20), 0))));
     let base = s.base_url();
@@ -596,12 +602,7 @@ async fn a_restart_reads_its_checkpoint_however_much_others_wrote() {
 /// producer stops asking (it polled the same finished span forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_past_its_end_time_stops_polling() {
-    let s = server().await;
-    let topic = unique_name("pp-ended");
-    create_topic(&topic, 1, 1).await;
-    let logs = log_dir();
-    let creds = logs.join("creds-ended");
-    write_credentials(&creds, CS);
+    let (s, topic, logs, creds) = search_setup("pp-ended", 1, "creds-ended").await;
     let expected = ids(&matching(s.add(tweets(30, TimeDelta::minutes(90), 0))));
     let base = s.base_url();
     let start = (Utc::now() - TimeDelta::hours(3)).to_rfc3339();
@@ -626,12 +627,7 @@ async fn a_search_past_its_end_time_stops_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_rides_out_every_server_fault() {
-    let s = server().await;
-    let topic = unique_name("pp-faults");
-    create_topic(&topic, 2, 1).await;
-    let logs = log_dir();
-    let creds = logs.join("creds");
-    write_credentials(&creds, CS);
+    let (s, topic, logs, creds) = search_setup("pp-faults", 2, "creds").await;
     let stream = "faults";
     let mut expected = ids(&matching(s.add(tweets(120, TimeDelta::minutes(40), 0))));
     let base = s.base_url();
@@ -1173,12 +1169,7 @@ async fn filtered_stream_syncs_its_rule_filters_and_reconnects() {
 /// message (and the operator as ProducerReady=False CrashLoopBackOff).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incomplete_credentials_exit_2_with_a_termination_message() {
-    let s = server().await;
-    let topic = unique_name("pp-incomplete");
-    create_topic(&topic, 1, 1).await;
-    let logs = log_dir();
-    let creds = logs.join("creds");
-    write_credentials(&creds, CS);
+    let (s, topic, logs, creds) = search_setup("pp-incomplete", 1, "creds").await;
     std::fs::remove_file(creds.join("accessTokenSecret")).unwrap();
     let termination = logs.join("termination-log");
     let base = s.base_url();

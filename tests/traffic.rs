@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use twitterstream_tests::consumer::{Replica, metric, read_output, wait_ready};
+use twitterstream_tests::consumer::{Replica, ReplicaArgs, metric, read_output, wait_ready};
 use twitterstream_tests::kafka::{self, produce, produce_as, read_committed_records};
 use twitterstream_tests::truth::{self, Rules, Tweet, Window};
-use twitterstream_tests::{kafka_brokers, unique_name};
+use twitterstream_tests::unique_name;
 
 const STREAM: &str = "demo";
 const AUTHORS: [&str; 5] = ["ann", "bob", "cy", "dee", "eve"];
@@ -49,27 +49,14 @@ impl Pipeline {
 
     /// 10 s tumbling windows, all 1000 top hashtags and mentions, and `settings`.
     fn replica_with(&self, name: &str, settings: &[&str]) -> Replica {
-        let mut args: Vec<String> = [
-            "--brokers",
-            &kafka_brokers(),
-            "--topic",
-            &self.topic,
-            "--stream-name",
-            STREAM,
-            "--group-id",
-            &self.group,
-            "--window-seconds",
-            "10",
-            "--output-topic",
-            &self.output,
-            "--top-n",
-            "1000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(settings.iter().map(|s| s.to_string()));
-        Replica::start(&format!("{}-{name}", self.group), &args)
+        let args = ReplicaArgs {
+            topic: &self.topic,
+            stream: STREAM,
+            group: &self.group,
+            output: &self.output,
+            window: (10, 10),
+        };
+        Replica::start(&format!("{}-{name}", self.group), &args.with(settings))
     }
 
     async fn truth(&self) -> BTreeMap<i64, Window> {

@@ -155,6 +155,36 @@ fn a_window_change_is_a_new_consumer_group() {
     );
 }
 
+/// The group's last part and the consumer's output keys name the window
+/// shape alike: the operator's name for it is the consumer's.
+#[test]
+fn the_group_names_the_window_as_the_consumer_does() {
+    use twitterstream_workers::consumer::window::WindowSpec;
+    for (seconds, slide) in [
+        (10, None),
+        (10, Some(10)),
+        (60, Some(10)),
+        (86400, Some(3600)),
+    ] {
+        let mut tws = superbowl();
+        tws.spec.window.seconds = seconds;
+        tws.spec.window.slide_seconds = slide;
+        let mut cargs = vec!["twitterstream-consumer".to_string()];
+        cargs.extend(args(&deployment(&tws, Component::Consumer, &cfg())));
+        let parsed = ConsumerArgs::try_parse_from(&cargs).unwrap();
+        let consumer = WindowSpec::from_args(&parsed).generation();
+        assert_eq!(window_generation(&tws.spec.window), consumer);
+        assert!(
+            parsed
+                .group_id
+                .as_deref()
+                .is_some_and(|g| g.ends_with(&format!(".{consumer}"))),
+            "{:?}",
+            parsed.group_id
+        );
+    }
+}
+
 #[test]
 fn rendered_args_are_accepted_by_the_workers_parsers() {
     let mut tws = superbowl();

@@ -124,6 +124,47 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Where a test replica reads and writes, and its window shape.
+pub struct ReplicaArgs<'a> {
+    pub topic: &'a str,
+    pub stream: &'a str,
+    pub group: &'a str,
+    pub output: &'a str,
+    /// Window size and slide, seconds.
+    pub window: (i64, i64),
+}
+
+impl ReplicaArgs<'_> {
+    /// The command line: these, every top hashtag and mention up to 1000
+    /// (the truth compares whole lists), and `extra`.
+    pub fn with(&self, extra: &[&str]) -> Vec<String> {
+        let (size, slide) = (self.window.0.to_string(), self.window.1.to_string());
+        let brokers = kafka_brokers();
+        [
+            "--brokers",
+            &brokers,
+            "--topic",
+            self.topic,
+            "--stream-name",
+            self.stream,
+            "--group-id",
+            self.group,
+            "--window-seconds",
+            &size,
+            "--slide-seconds",
+            &slide,
+            "--output-topic",
+            self.output,
+            "--top-n",
+            "1000",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
 /// Sum of a metric's samples (without labels or with any labels).
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

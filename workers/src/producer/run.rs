@@ -521,7 +521,7 @@ async fn commit_batch(
         .iter()
         .filter_map(|r| r.seq)
         .max()
-        .map(|seq| Checkpoint::new("replay", Some(u128::from(seq))));
+        .map(|seq| Checkpoint::new(source_name(Source::Replay), Some(u128::from(seq))));
     let mut delay = Duration::from_millis(200);
     loop {
         if sent {
@@ -761,7 +761,7 @@ async fn run_synthetic(
         // On shutdown the partial batch is still committed: its records are
         // complete, and committing is the clean way to finish.
         let checkpoint = Checkpoint::new(
-            "synthetic",
+            source_name(Source::Synthetic),
             (batch_start + n).checked_sub(1).map(u128::from),
         );
         let committed = if sent {
