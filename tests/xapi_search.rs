@@ -318,6 +318,65 @@ async fn uncommitted_poll_is_fetched_again() {
     assert_eq!(set(&again), set(&ids));
 }
 
+/// Item 7 of #12: a poll delivered in parts. Naming a part (`open_part`)
+/// moves nothing; only `commit_part`, after the part is delivered, does. A
+/// part that was not delivered is fetched again; after one that was, the
+/// next poll asks only for the older rest (`until_id`) and then moves the
+/// cursor past the whole poll.
+#[tokio::test]
+async fn a_poll_delivered_in_parts_resumes_after_the_last_delivered_part() {
+    let s = server().await;
+    let all = s.add(corpus(250, TimeDelta::hours(1), "rust"));
+    let clock = FakeClock::new();
+    let (mut p, _) = poller(
+        &s,
+        CredentialsProvider::fixed(user_creds(CS)),
+        config("rust"),
+        &clock,
+        Duration::from_secs(5),
+    );
+    let ids = |b: &Batch| -> Vec<String> { b.tweets.iter().map(|t| t.id().to_owned()).collect() };
+    let oldest = |v: &[String]| {
+        v.iter()
+            .min_by_key(|i| i.parse::<u64>().unwrap())
+            .unwrap()
+            .clone()
+    };
+
+    // The first page's part could not be delivered.
+    let first = p.next_batch().await.unwrap();
+    assert!(!first.end_of_poll);
+    assert!(p.open_part(&oldest(&ids(&first))).is_some());
+    assert_eq!(p.open_poll(), None, "naming a part commits nothing");
+    p.abandon_poll();
+    let again = p.next_batch().await.unwrap();
+    assert_eq!(ids(&again), ids(&first), "the undelivered part comes again");
+    assert_eq!(s.requests().last().unwrap().param("until_id"), None);
+
+    // Delivered this time.
+    let open = p.open_part(&oldest(&ids(&again))).unwrap();
+    p.commit_part(open.clone());
+    assert_eq!(p.open_poll(), Some(&open));
+    // The process goes away mid-poll; the next poll fetches the rest only.
+    p.abandon_poll();
+    let (rest, batches) = poll(&mut p).await;
+    let req = s
+        .requests()
+        .iter()
+        .rev()
+        .find(|r| r.param("next_token").is_none())
+        .cloned()
+        .unwrap();
+    assert_eq!(req.param("until_id"), Some(open.until.as_str()));
+    let mut got = ids(&again);
+    got.extend(rest);
+    assert_no_duplicates(&got);
+    assert_eq!(set(&got), set(&all));
+    assert!(batches.last().unwrap().commit.is_some());
+    assert_eq!(p.since_id(), Some(open.newest.as_str()));
+    assert_eq!(p.open_poll(), None);
+}
+
 #[tokio::test]
 async fn raw_tweet_json_is_kept_exactly() {
     let s = server().await;

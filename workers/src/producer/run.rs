@@ -378,7 +378,8 @@ async fn run_search(
                 .map(|r| r.key.as_str())
                 .min_by(|a, b| id_cmp(a, b))
                 .map(str::to_owned);
-            let part = match until.as_deref().and_then(|u| poller.commit_part(u)) {
+            let open = until.as_deref().and_then(|u| poller.open_part(u));
+            let part = match &open {
                 Some(open) => Checkpoint {
                     source: start.source.clone(),
                     after: poller.since_id().and_then(parse_id),
@@ -389,8 +390,13 @@ async fn run_search(
                 None => Checkpoint::new(&start.source, poller.since_id().and_then(parse_id)),
             };
             pending_bytes = 0;
+            // Only a delivered part moves the poller: one that failed is
+            // fetched again.
             if deliver(publisher, &mut pending, &part, metrics).await? {
                 metrics.tweets_published.inc_by(poll_tweets);
+                if let Some(open) = open {
+                    poller.commit_part(open);
+                }
             } else {
                 // The next poll starts again after the last committed part.
                 poller.abandon_poll();

@@ -368,17 +368,22 @@ impl SearchPoller {
         self.open.as_ref()
     }
 
-    /// Records that the tweets of the poll in progress from `until` (its
-    /// oldest delivered tweet) to the newest are delivered, and returns the
-    /// open poll to persist. `None` when no poll with tweets is in progress.
-    pub fn commit_part(&mut self, until: &str) -> Option<OpenPoll> {
+    /// The open poll that delivering the poll in progress from `until` (its
+    /// oldest tweet so far) to its newest would leave, to persist with that
+    /// part; nothing moves until [`SearchPoller::commit_part`]. `None` when
+    /// no poll with tweets is in progress.
+    pub fn open_part(&self, until: &str) -> Option<OpenPoll> {
         let newest = self.poll.as_ref()?.newest_id.clone()?;
-        let open = OpenPoll {
+        Some(OpenPoll {
             newest,
             until: until.to_owned(),
-        };
-        self.open = Some(open.clone());
-        Some(open)
+        })
+    }
+
+    /// Records that a part named by [`SearchPoller::open_part`] is delivered:
+    /// the next poll, should this one be abandoned, asks only for the rest.
+    pub fn commit_part(&mut self, open: OpenPoll) {
+        self.open = Some(open);
     }
 
     /// Forgets the poll in progress (a part of it could not be delivered):
