@@ -8,6 +8,8 @@ pub mod output;
 pub mod partials;
 pub mod pipeline;
 pub mod sentiment;
+#[cfg(test)]
+mod simulation;
 pub mod source;
 pub mod stage;
 pub mod tweet;

@@ -56,8 +56,9 @@ pub struct AggregateStage {
     in_flight: BTreeMap<i32, (i64, SourceCommit)>,
     /// The closed-until times the last committed markers said.
     markers_committed: BTreeMap<i32, i64>,
-    /// Those of the markers in the batch being committed.
-    markers_in_flight: Option<BTreeMap<i32, i64>>,
+    /// Those of the markers in the batch being committed, and the cycle's
+    /// time (the stage reads no clock of its own).
+    markers_in_flight: Option<(BTreeMap<i32, i64>, i64)>,
     markers_at_ms: i64,
     /// The source topic's partition count as last seen; partials and
     /// markers carry it, so mergers learn of partitions added to the topic
@@ -155,6 +156,28 @@ impl AggregateStage {
         }
     }
 
+    /// Whether some partition is still short of the records its previous
+    /// owner had read (`replay_until`). A commit's `read=` must not fall
+    /// below that point: the records in between were published up to the
+    /// previous floor, and an owner after this one, trusting a lower
+    /// `read=`, would count them late again for windows they were already
+    /// published in. `read=` only moves when a window closes, so none closes
+    /// until the replay is done. Found by `consumer::simulation` (its
+    /// regression seeds): a replica rewound after an aborted transaction (or
+    /// rebalanced) closed a window at offset 168 of a replay up to 240, the
+    /// next reset came before offset 240 was committed, and two tweets in
+    /// between were counted twice. Commits of versions that did not say
+    /// (`i64::MAX`) are not waited for.
+    fn replaying(&self) -> bool {
+        self.trackers.iter().any(|(p, t)| {
+            self.engine.floor(*p).is_some()
+                && self
+                    .replay_until
+                    .get(p)
+                    .is_some_and(|r| *r != i64::MAX && t.next() < *r)
+        })
+    }
+
     /// Records, per partition whose publication point moved, the offset from
     /// which records are judged against the new one. Called whenever it can
     /// move: after every `advance` and after the group's horizon is applied.
@@ -244,7 +267,13 @@ impl Processor for AggregateStage {
 
     fn cycle(&mut self, now_ms: i64) -> Batch {
         let mut batch = Batch::default();
-        let closed = self.engine.advance(now_ms);
+        // No window closes while replaying what the previous owner had read
+        // (see `replaying`).
+        let closed = if self.replaying() {
+            Vec::new()
+        } else {
+            self.engine.advance(now_ms)
+        };
         let watermarks = self.engine.partition_watermarks();
         for (window, aggregate) in closed {
             let span = tracing::info_span!("window", start = window.start_ms, end = window.end_ms);
@@ -336,7 +365,7 @@ impl Processor for AggregateStage {
                         payload: payload.clone(),
                     });
                 }
-                self.markers_in_flight = Some(until);
+                self.markers_in_flight = Some((until, now_ms));
             }
         }
         self.in_flight = state;
@@ -355,9 +384,9 @@ impl Processor for AggregateStage {
 
     fn committed(&mut self) {
         self.committed = std::mem::take(&mut self.in_flight);
-        if let Some(markers) = self.markers_in_flight.take() {
+        if let Some((markers, at_ms)) = self.markers_in_flight.take() {
             self.markers_committed = markers;
-            self.markers_at_ms = chrono::Utc::now().timestamp_millis();
+            self.markers_at_ms = at_ms;
         }
     }
 
@@ -433,3 +462,6 @@ fn ingest(
     };
     Ok(engine.ingest_at(partition, t, &tweet, now_ms, replayed)?)
 }
+
+#[cfg(test)]
+mod tests;
