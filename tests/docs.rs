@@ -472,7 +472,9 @@ const KUBERNETES_REASONS: &[&str] = &[
 /// checked; returns how many it checked, or what does not exist.
 fn check_names(section: &str) -> Result<usize, Vec<String>> {
     let operator = sources("operator/src");
-    let workers = sources("workers/src");
+    // The workers and their contract crate (workers/contract), which
+    // holds their flags.
+    let workers = sources("workers");
     let metric_names: BTreeSet<String> = binaries()
         .iter()
         .flat_map(|b| parse(&b.encoded))

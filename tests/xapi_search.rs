@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use twitterstream_contract::producer::SearchEndpoint;
 use twitterstream_tests::xapi::{
     Fault, SeenAuth, TweetSpec, UserKeys, XApiServer, hmac_sha1_signature, signature_base_string,
 };
-use twitterstream_workers::producer::config::SearchEndpoint;
 use twitterstream_workers::producer::credentials::{
     CredentialSource, Credentials, CredentialsProvider, Secret, UserCredentials,
 };

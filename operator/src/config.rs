@@ -1,13 +1,9 @@
 //! The operator's command line (each flag also from the environment).
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use twitterstream_contract::LogFormat;
 
 /// Reconciles TwitterStream resources into producer/consumer Deployments and Kafka topics.
 #[derive(Debug, Clone, Parser)]

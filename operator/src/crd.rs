@@ -155,39 +155,8 @@ fn default_poll_interval() -> i32 {
     10
 }
 
-/// Where the producer gets tweets from.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// Poll the X API v2 search endpoint.
-    #[default]
-    XSearch,
-    /// Follow the X API v2 filtered stream.
-    XStream,
-    /// Replay a JSONL file of tweets.
-    Replay,
-    /// Generate synthetic tweets.
-    Synthetic,
-}
-
-impl Source {
-    /// The value of the workers' `--source` flag.
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            Source::XSearch => "x-search",
-            Source::XStream => "x-stream",
-            Source::Replay => "replay",
-            Source::Synthetic => "synthetic",
-        }
-    }
-
-    /// Sources that call the X API and so need credentials and a single producer.
-    pub fn uses_x_api(self) -> bool {
-        matches!(self, Source::XSearch | Source::XStream)
-    }
-}
+/// Where the producer gets tweets from (the workers' `--source`).
+pub use twitterstream_contract::Source;
 
 /// Options of the replay source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

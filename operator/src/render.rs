@@ -2,9 +2,9 @@
 //! No I/O: the reconciler applies what these return, and unit tests check them
 //! without a cluster.
 //!
-//! The worker arguments follow the workers' flag contract
-//! (`workers/src/{producer,consumer}/config.rs`); a test feeds them through the
-//! workers' own parsers.
+//! The worker arguments are the workers' own argument types
+//! (`twitterstream_contract`), filled in from the spec and rendered
+//! by the contract; a test feeds them back through the workers' parsers.
 
 use crate::crd::{ContainerSpec, Source, TwitterStream};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -20,6 +20,8 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, to_args};
 
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "twitterstream-operator";
@@ -142,53 +144,39 @@ pub fn spec_hash(tws: &TwitterStream) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The producer's command-line arguments.
+/// The producer's command-line arguments: its typed arguments, rendered by
+/// the contract (no flag is spelled here).
 pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
     let s = &tws.spec;
-    let mut args = vec![
-        "--source".to_string(),
-        s.source.as_flag().to_string(),
-        "--stream-name".to_string(),
-        tws.name_any(),
-        "--namespace".to_string(),
-        tws.namespace().unwrap_or_default(),
-        "--brokers".to_string(),
-        s.kafka.brokers.join(","),
-        "--topic".to_string(),
-        s.kafka.topic.clone(),
-        "--keyword".to_string(),
-        s.keyword.clone(),
-        "--poll-interval-seconds".to_string(),
-        s.poll_interval_seconds.to_string(),
-        "--http-addr".to_string(),
-        format!("0.0.0.0:{HTTP_PORT}"),
-        "--log-format".to_string(),
-        "json".to_string(),
-    ];
-    if let Some(lang) = &s.language {
-        args.extend(["--language".to_string(), lang.clone()]);
-    }
-    if let Some(t) = &s.start_time {
-        args.extend(["--start-time".to_string(), t.0.to_string()]);
-    }
-    if let Some(t) = &s.end_time {
-        args.extend(["--end-time".to_string(), t.0.to_string()]);
-    }
-    if let Some(n) = s.min_faves {
-        args.extend(["--min-faves".to_string(), n.to_string()]);
-    }
+    let mut a = ProducerArgs::new(
+        s.source,
+        &tws.name_any(),
+        s.kafka.brokers.clone(),
+        &s.kafka.topic,
+    );
+    a.namespace = Some(tws.namespace().unwrap_or_default());
+    a.keyword = Some(s.keyword.clone());
+    a.poll_interval_seconds = unsigned(s.poll_interval_seconds.into());
+    a.http_addr = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16));
+    a.log_format = LogFormat::Json;
+    a.language = s.language.clone();
+    a.start_time = s
+        .start_time
+        .as_ref()
+        .and_then(|t| t.0.to_string().parse().ok());
+    a.end_time = s
+        .end_time
+        .as_ref()
+        .and_then(|t| t.0.to_string().parse().ok());
+    a.min_faves = s.min_faves.map(unsigned);
     if s.credentials_secret.is_some() {
-        args.extend(["--credentials-dir".to_string(), CREDENTIALS_DIR.to_string()]);
+        a.credentials_dir = Some(CREDENTIALS_DIR.into());
     }
     if s.source == Source::Replay
         && let Some(r) = &s.replay
     {
-        args.extend([
-            "--replay-file".to_string(),
-            format!("{REPLAY_DIR}/{}", r.key),
-            "--replay-speed".to_string(),
-            r.speed.to_string(),
-        ]);
+        a.replay_file = Some(format!("{REPLAY_DIR}/{}", r.key).into());
+        a.replay_speed = r.speed;
     }
     if s.source == Source::Synthetic {
         let syn = s.synthetic.clone().unwrap_or(crate::crd::SyntheticSpec {
@@ -196,49 +184,32 @@ pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
             count: None,
             seed: 1,
         });
-        args.extend([
-            "--synthetic-rate".to_string(),
-            syn.rate.to_string(),
-            "--seed".to_string(),
-            syn.seed.to_string(),
-        ]);
-        if let Some(c) = syn.count {
-            args.extend(["--synthetic-count".to_string(), c.to_string()]);
-        }
+        a.synthetic_rate = syn.rate;
+        a.seed = unsigned(syn.seed);
+        a.synthetic_count = syn.count.map(unsigned);
     }
-    args
+    to_args(&a)
 }
 
-/// The consumer's command-line arguments.
+/// The consumer's command-line arguments, rendered like the producer's.
 pub fn consumer_args(tws: &TwitterStream) -> Vec<String> {
     let s = &tws.spec;
-    let mut args = vec![
-        "--stream-name".to_string(),
-        tws.name_any(),
-        "--group-id".to_string(),
-        group_id(tws),
-        "--brokers".to_string(),
-        s.kafka.brokers.join(","),
-        "--topic".to_string(),
-        s.kafka.topic.clone(),
-        "--window-seconds".to_string(),
-        s.window.seconds.to_string(),
-        "--allowed-lateness-seconds".to_string(),
-        s.window.allowed_lateness_seconds.to_string(),
-        "--top-n".to_string(),
-        s.consumer.top_n.to_string(),
-        "--http-addr".to_string(),
-        format!("0.0.0.0:{HTTP_PORT}"),
-        "--log-format".to_string(),
-        "json".to_string(),
-    ];
-    if let Some(slide) = s.window.slide_seconds {
-        args.extend(["--slide-seconds".to_string(), slide.to_string()]);
-    }
-    if let Some(out) = &s.kafka.output_topic {
-        args.extend(["--output-topic".to_string(), out.clone()]);
-    }
-    args
+    let mut a = ConsumerArgs::new(&tws.name_any(), s.kafka.brokers.clone(), &s.kafka.topic);
+    a.group_id = Some(group_id(tws));
+    a.window_seconds = unsigned(s.window.seconds);
+    a.slide_seconds = s.window.slide_seconds.map(unsigned);
+    a.allowed_lateness_seconds = unsigned(s.window.allowed_lateness_seconds);
+    a.top_n = unsigned(s.consumer.top_n.into()) as usize;
+    a.http_addr = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16));
+    a.log_format = LogFormat::Json;
+    a.output_topic = s.kafka.output_topic.clone();
+    to_args(&a)
+}
+
+/// The CRD's integers are signed (Kubernetes' convention); its schema keeps
+/// these non-negative.
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 fn default_resources() -> ResourceRequirements {

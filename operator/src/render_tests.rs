@@ -1,8 +1,8 @@
 use super::*;
 use crate::crd::{TwitterStream, TwitterStreamSpec};
-use clap::Parser;
-use twitterstream_workers::consumer::config::ConsumerArgs;
-use twitterstream_workers::producer::config::ProducerArgs;
+use twitterstream_contract::consumer::ConsumerArgs;
+use twitterstream_contract::producer::ProducerArgs;
+use twitterstream_contract::{LogFormat, Source, parse_rendered};
 
 /// The README's example, as the apiserver stores it after defaulting.
 fn superbowl() -> TwitterStream {
@@ -49,10 +49,10 @@ fn args(d: &Deployment) -> Vec<String> {
     pod_spec(d).containers[0].args.clone().unwrap()
 }
 
+/// The value of `--name=value` in rendered arguments.
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
-        .position(|a| a == name)
-        .map(|i| args[i + 1].as_str())
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
 }
 
 #[test]
@@ -100,34 +100,52 @@ fn names_namespace_labels_and_owner() {
 fn producer_args_follow_the_spec() {
     let tws = superbowl();
     let a = args(&deployment(&tws, Component::Producer, &cfg()));
-    assert_eq!(flag(&a, "--source"), Some("x-search"));
-    assert_eq!(flag(&a, "--keyword"), Some("superbowl"));
-    assert_eq!(flag(&a, "--language"), Some("en"));
-    assert_eq!(flag(&a, "--start-time"), Some("2020-01-01T00:00:00Z"));
-    assert_eq!(flag(&a, "--end-time"), Some("2020-03-03T00:00:00Z"));
-    assert_eq!(flag(&a, "--min-faves"), Some("60000"));
-    assert_eq!(flag(&a, "--poll-interval-seconds"), Some("10"));
+    let p: ProducerArgs = parse_rendered(&a).unwrap();
+    assert_eq!(p.source, Source::XSearch);
+    assert_eq!(p.keyword.as_deref(), Some("superbowl"));
+    assert_eq!(p.language.as_deref(), Some("en"));
     assert_eq!(
-        flag(&a, "--brokers"),
-        Some("kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092")
+        p.start_time.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2020-01-01T00:00:00+00:00")
     );
-    assert_eq!(flag(&a, "--topic"), Some("raw-twitter"));
-    assert_eq!(flag(&a, "--credentials-dir"), Some(CREDENTIALS_DIR));
+    assert_eq!(
+        p.end_time.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2020-03-03T00:00:00+00:00")
+    );
+    assert_eq!(p.min_faves, Some(60000));
+    assert_eq!(p.poll_interval_seconds, 10);
+    assert_eq!(
+        p.brokers,
+        [
+            "kafka-0.kafka:9092",
+            "kafka-1.kafka:9092",
+            "kafka-2.kafka:9092"
+        ]
+    );
+    assert_eq!(p.topic, "raw-twitter");
+    assert_eq!(p.credentials_dir, Some(CREDENTIALS_DIR.into()));
+    assert_eq!(p.namespace.as_deref(), Some("sports"));
+    assert_eq!(p.log_format, LogFormat::Json);
+    // Only what differs from a flag's default is spelled out.
+    assert_eq!(flag(&a, "--poll-interval-seconds"), None);
+    assert_eq!(flag(&a, "--min-faves"), Some("60000"));
 }
 
 #[test]
 fn consumer_args_follow_the_spec() {
     let tws = superbowl();
     let a = args(&deployment(&tws, Component::Consumer, &cfg()));
-    assert_eq!(flag(&a, "--window-seconds"), Some("10"));
-    assert_eq!(flag(&a, "--slide-seconds"), Some("10"));
-    assert_eq!(flag(&a, "--allowed-lateness-seconds"), Some("5"));
-    assert_eq!(flag(&a, "--output-topic"), Some("superbowl-windows"));
+    let c: ConsumerArgs = parse_rendered(&a).unwrap();
+    assert_eq!(c.window_seconds, 10);
+    assert_eq!(c.slide(), 10);
+    assert_eq!(c.allowed_lateness_seconds, 5);
+    assert_eq!(c.output_topic.as_deref(), Some("superbowl-windows"));
     assert_eq!(
-        flag(&a, "--group-id"),
+        c.group_id.as_deref(),
         Some("twitterstream.sports.superbowl.w10s")
     );
-    assert_eq!(flag(&a, "--top-n"), Some("10"));
+    assert_eq!(c.top_n, 10);
+    assert_eq!(c.log_format, LogFormat::Json);
 }
 
 /// Item 5 of #12: a changed window size or slide is a new group (and so a
@@ -169,9 +187,8 @@ fn the_group_names_the_window_as_the_consumer_does() {
         let mut tws = superbowl();
         tws.spec.window.seconds = seconds;
         tws.spec.window.slide_seconds = slide;
-        let mut cargs = vec!["twitterstream-consumer".to_string()];
-        cargs.extend(args(&deployment(&tws, Component::Consumer, &cfg())));
-        let parsed = ConsumerArgs::try_parse_from(&cargs).unwrap();
+        let parsed: ConsumerArgs =
+            parse_rendered(&args(&deployment(&tws, Component::Consumer, &cfg()))).unwrap();
         let consumer = WindowSpec::from_args(&parsed).generation();
         assert_eq!(window_generation(&tws.spec.window), consumer);
         assert!(
@@ -196,17 +213,13 @@ fn rendered_args_are_accepted_by_the_workers_parsers() {
             speed: 2.0,
         });
         let [p, c] = deployments(&tws, &cfg());
-        let mut pargs = vec!["twitterstream-producer".to_string()];
-        pargs.extend(args(&p));
-        let parsed =
-            ProducerArgs::try_parse_from(&pargs).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let parsed: ProducerArgs =
+            parse_rendered(&args(&p)).unwrap_or_else(|e| panic!("{source}: {e}"));
         parsed.validate().unwrap();
         assert_eq!(parsed.stream_name, "superbowl");
         assert_eq!(parsed.brokers.len(), 3);
 
-        let mut cargs = vec!["twitterstream-consumer".to_string()];
-        cargs.extend(args(&c));
-        let parsed = ConsumerArgs::try_parse_from(&cargs).unwrap_or_else(|e| panic!("{e}"));
+        let parsed: ConsumerArgs = parse_rendered(&args(&c)).unwrap_or_else(|e| panic!("{e}"));
         parsed.validate().unwrap();
         assert_eq!(parsed.output_topic.as_deref(), Some("superbowl-windows"));
         assert_eq!(parsed.slide(), 10);

@@ -1,14 +1,6 @@
 //! Pieces both workers share: logging set-up.
 
-use clap::ValueEnum;
-
-/// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use twitterstream_contract::LogFormat;
 
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the default `info`.
 pub fn init_logging(format: LogFormat) {

@@ -1,6 +1,6 @@
 use clap::Parser;
 use std::process::ExitCode;
-use twitterstream_workers::consumer::config::ConsumerArgs;
+use twitterstream_contract::consumer::ConsumerArgs;
 
 fn main() -> ExitCode {
     let args = ConsumerArgs::parse();

@@ -2,7 +2,7 @@ use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use twitterstream_workers::producer::config::ProducerArgs;
+use twitterstream_contract::producer::ProducerArgs;
 use twitterstream_workers::producer::run::{RunError, run, shutdown_on_signals};
 use twitterstream_workers::producer::search::{Clock, SystemClock};
 use twitterstream_workers::producer::synthetic::{ManualClock, Scratch, SyntheticGenerator};

@@ -1,5 +1,4 @@
 pub mod aggregate;
-pub mod config;
 pub mod http;
 pub mod merge;
 pub mod metrics;

@@ -9,7 +9,6 @@
 //! librdkafka consumer: the work per record is CPU-bound and the Kafka calls
 //! block, so an async runtime would only add hand-offs.
 
-use crate::consumer::config::{ConsumerArgs, StartFrom};
 use crate::consumer::metrics::{Health, Metrics};
 use crate::consumer::output::MergeStage;
 use crate::consumer::partials;
@@ -21,6 +20,7 @@ use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use twitterstream_contract::consumer::{ConsumerArgs, StartFrom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

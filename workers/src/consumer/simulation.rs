@@ -21,7 +21,6 @@
 //! [`OPS`]) and `TWS_SIM_ABORTS` scales the abort probability (0: none).
 
 use crate::consumer::aggregate::WindowResult;
-use crate::consumer::config::TimeMode;
 use crate::consumer::metrics::Metrics;
 use crate::consumer::output::MergeStage;
 use crate::consumer::source::AggregateStage;
@@ -32,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use twitterstream_contract::consumer::TimeMode;
 
 const STREAM: &str = "sim";
 const PARTIALS: &str = "partials";

@@ -11,7 +11,6 @@
 //! once their windows are out), so replayed partials are complete, and none
 //! at or below the floor is published twice.
 
-use crate::consumer::config::TimeMode;
 use crate::consumer::merge::Partial;
 use crate::consumer::metrics::Metrics;
 use crate::consumer::offsets::{self, DONE, OffsetTracker, SourceCommit};
@@ -21,6 +20,7 @@ use crate::consumer::tweet::{ParsedTweet, TweetError};
 use crate::consumer::window::{RemotePartition, WindowEngine, WindowError, WindowSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use twitterstream_contract::consumer::TimeMode;
 
 /// How often `Closed` markers are repeated when nothing changes, so that a
 /// merger replaying from its committed offset learns them again.

@@ -224,7 +224,7 @@ fn stream_header<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     use rdkafka::message::Headers;
     m.headers()?
         .iter()
-        .find(|h| h.key == crate::producer::publisher::HEADER_STREAM)?
+        .find(|h| h.key == twitterstream_contract::header::STREAM)?
         .value
 }
 

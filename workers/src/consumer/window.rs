@@ -34,11 +34,11 @@
 //! visible in the output without ever re-emitting a window.
 
 use crate::consumer::aggregate::Aggregate;
-use crate::consumer::config::{ConsumerArgs, TimeMode};
 use crate::consumer::tweet::ParsedTweet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use twitterstream_contract::consumer::{ConsumerArgs, TimeMode};
 
 /// Times the engine accepts: the years 0000 to 9999 that RFC 3339 can write.
 /// Bounding them also keeps all window arithmetic far from overflow.

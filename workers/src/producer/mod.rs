@@ -1,7 +1,6 @@
 pub mod auth;
 pub mod backoff;
 pub mod checkpoint;
-pub mod config;
 pub mod credentials;
 pub mod metrics;
 pub mod publisher;

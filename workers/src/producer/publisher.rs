@@ -21,16 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Record headers stamped on every tweet.
-pub const HEADER_STREAM: &str = "stream";
-pub const HEADER_KEYWORD: &str = "keyword";
-pub const HEADER_SOURCE: &str = "source";
-pub const HEADER_INGESTED_AT: &str = "ingested_at";
-/// Position in a replayable source (synthetic index, replay line number);
-/// what a restarted producer resumes after. Absent for X API sources, which
-/// resume from the newest tweet id instead.
-pub const HEADER_SEQ: &str = "seq";
+use twitterstream_contract::header;
 
 /// How long a transaction may stay open. A search poll is one transaction
 /// and may page through rate-limit waits, so this is generous; brokers cap
@@ -417,24 +408,24 @@ impl Publisher {
         let mut seq_digits = [0u8; 20];
         let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
-                key: HEADER_STREAM,
+                key: header::STREAM,
                 value: Some(self.config.stream.as_str()),
             })
             .insert(Header {
-                key: HEADER_KEYWORD,
+                key: header::KEYWORD,
                 value: Some(self.config.keyword.as_deref().unwrap_or("")),
             })
             .insert(Header {
-                key: HEADER_SOURCE,
+                key: header::SOURCE,
                 value: Some(self.config.source),
             })
             .insert(Header {
-                key: HEADER_INGESTED_AT,
+                key: header::INGESTED_AT,
                 value: Some(ingested_at),
             });
         if let Some(seq) = seq {
             headers = headers.insert(Header {
-                key: HEADER_SEQ,
+                key: header::SEQ,
                 value: Some(decimal(seq, &mut seq_digits)),
             });
         }

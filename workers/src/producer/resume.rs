@@ -22,7 +22,6 @@
 //! starts small and grows until it does.
 
 use super::checkpoint::{self, Checkpoint, CheckpointGroup};
-use super::publisher::{HEADER_SEQ, HEADER_SOURCE, HEADER_STREAM};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -30,6 +29,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, util::Timeout};
 use std::time::{Duration, Instant};
+use twitterstream_contract::header;
 
 /// Which position a stream resumes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,9 +366,9 @@ fn position_of<M: Message>(m: &M, q: &ResumeQuery) -> Option<u128> {
     for h in headers.iter() {
         let value = h.value.and_then(|v| std::str::from_utf8(v).ok());
         match h.key {
-            HEADER_STREAM => stream_ok = value == Some(q.stream.as_str()),
-            HEADER_SOURCE => source_ok = value == Some(q.source.as_str()),
-            HEADER_SEQ => seq = value.and_then(|v| v.parse::<u128>().ok()),
+            header::STREAM => stream_ok = value == Some(q.stream.as_str()),
+            header::SOURCE => source_ok = value == Some(q.source.as_str()),
+            header::SEQ => seq = value.and_then(|v| v.parse::<u128>().ok()),
             _ => {}
         }
     }

@@ -18,7 +18,6 @@
 //! as a single producer replica; a second one fences the first, which exits.
 
 use super::checkpoint::{Checkpoint, OpenPoll as CheckpointedPoll};
-use super::config::{ProducerArgs, Source};
 use super::credentials::{CredentialSource, CredentialsError, CredentialsProvider};
 use super::metrics::{self, Metrics};
 use super::publisher::{PublishError, Publisher, PublisherConfig, TweetRecord};
@@ -33,6 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
+use twitterstream_contract::Source;
+use twitterstream_contract::producer::ProducerArgs;
 
 /// Records per synthetic/replay transaction: large enough that the commit
 /// round trip is a small share of the time, small enough to keep in memory

@@ -14,7 +14,6 @@
 
 use super::auth::Auth;
 use super::backoff::{Backoff, BackoffConfig};
-use super::config::{ProducerArgs, SearchEndpoint};
 use super::credentials::CredentialsProvider;
 use super::xapi::{
     ApiErrorItem, Endpoint, RateLimit, ReceivedTweet, SearchPage, SearchRequest, XApiClient,
@@ -26,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use twitterstream_contract::producer::{ProducerArgs, SearchEndpoint};
 
 /// How far back `/2/tweets/search/recent` reaches.
 pub const RECENT_WINDOW: TimeDelta = TimeDelta::days(7);

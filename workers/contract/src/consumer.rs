@@ -1,8 +1,8 @@
-//! The consumer's command-line and environment contract. The operator renders
-//! exactly these flags into the consumer Deployment; a test in the operator
-//! crate feeds its rendered arguments back through this parser.
+//! The consumer's command line and environment. The operator fills in a
+//! [`ConsumerArgs`] from the spec (`new` gives the flags' defaults) and
+//! renders it with [`crate::to_args`]; the consumer parses it back with clap.
 
-use crate::common::LogFormat;
+use crate::LogFormat;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 
@@ -31,7 +31,7 @@ pub enum StartFrom {
 /// transaction (exactly-once; read the output with isolation.level=read_committed).
 /// Without it, results are printed and offsets commit only after the window is
 /// printed (at-least-once).
-#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Parser, serde::Serialize)]
 #[command(name = "twitterstream-consumer", version)]
 pub struct ConsumerArgs {
     /// Kafka bootstrap brokers, comma-separated host:port.
@@ -108,6 +108,32 @@ pub enum ConfigError {
 }
 
 impl ConsumerArgs {
+    /// The arguments the flags' defaults give, for the operator to fill in
+    /// (`contract::to_args` renders only what differs; its test keeps these
+    /// equal to the defaults above).
+    pub fn new(stream_name: &str, brokers: Vec<String>, topic: &str) -> Self {
+        ConsumerArgs {
+            brokers,
+            topic: topic.to_owned(),
+            stream_name: stream_name.to_owned(),
+            group_id: None,
+            window_seconds: 10,
+            slide_seconds: None,
+            allowed_lateness_seconds: 0,
+            idle_partition_seconds: 30,
+            max_future_skew_seconds: 300,
+            time_mode: TimeMode::Event,
+            output_topic: None,
+            top_n: 10,
+            start_from: StartFrom::Earliest,
+            print: None,
+            threads: 0,
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            log_format: LogFormat::Text,
+            print_config: false,
+        }
+    }
+
     pub fn slide(&self) -> u64 {
         self.slide_seconds.unwrap_or(self.window_seconds)
     }

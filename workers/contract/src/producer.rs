@@ -1,26 +1,12 @@
-//! The producer's command-line and environment contract. The operator renders
-//! exactly these flags into the producer Deployment; a test in the operator
-//! crate feeds its rendered arguments back through this parser.
+//! The producer's command line and environment. The operator fills in a
+//! [`ProducerArgs`] from the spec (`new` gives the flags' defaults) and
+//! renders it with [`crate::to_args`]; the producer parses it back with clap.
 
-use crate::common::LogFormat;
+use crate::{LogFormat, Source};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// Where tweets come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// Poll X API v2 search (`/2/tweets/search/recent` or `/all`).
-    XSearch,
-    /// X API v2 filtered stream (bearer token only).
-    XStream,
-    /// Replay a JSONL file of v2 tweets or v1.1 statuses.
-    Replay,
-    /// Deterministic synthetic tweets (no credentials needed).
-    Synthetic,
-}
 
 /// Which search endpoint to poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -42,7 +28,7 @@ pub enum SearchEndpoint {
 /// or point --credentials-dir at a directory of files named consumerKey,
 /// consumerSecret, accessToken, accessTokenSecret, bearerToken (a mounted
 /// Secret); the directory is re-read when its files change.
-#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Parser, serde::Serialize)]
 #[command(name = "twitterstream-producer", version)]
 pub struct ProducerArgs {
     /// Where tweets come from.
@@ -146,6 +132,39 @@ pub enum ConfigError {
 }
 
 impl ProducerArgs {
+    /// The arguments the flags' defaults give, for the operator to fill in
+    /// (`contract::to_args` renders only what differs; its test keeps these
+    /// equal to the defaults above).
+    pub fn new(source: Source, stream_name: &str, brokers: Vec<String>, topic: &str) -> Self {
+        ProducerArgs {
+            source,
+            keyword: None,
+            language: None,
+            start_time: None,
+            end_time: None,
+            min_faves: None,
+            poll_interval_seconds: 10,
+            brokers,
+            topic: topic.to_owned(),
+            stream_name: stream_name.to_owned(),
+            namespace: None,
+            x_api_base_url: "https://api.x.com".to_owned(),
+            search_endpoint: SearchEndpoint::Auto,
+            include_retweets: false,
+            credentials_dir: None,
+            replay_file: None,
+            replay_speed: 0.0,
+            synthetic_rate: 100.0,
+            synthetic_count: None,
+            seed: 1,
+            exit_when_done: false,
+            poll_buffer_bytes: 64 << 20,
+            http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
+            log_format: LogFormat::Text,
+            print_config: false,
+        }
+    }
+
     /// The stream qualified by its namespace (`<namespace>.<name>`, or the
     /// bare name without one): what must be unique per Kafka cluster and per
     /// X app. Namespaces hold no dots, so this cannot be ambiguous.

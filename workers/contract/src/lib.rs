@@ -1,0 +1,198 @@
+//! The contract between the operator and the workers, typed once: the
+//! workers' argument types ([`ProducerArgs`], [`ConsumerArgs`], parsed by the
+//! workers with clap and built by the operator as values), the enums both
+//! sides name ([`Source`], [`LogFormat`]), the record header names, and
+//! [`to_args`], which renders an argument value into the command line that
+//! parses back into it. The flag names exist only in the clap definitions.
+
+use serde::Serialize;
+
+pub mod consumer;
+pub mod producer;
+
+pub use consumer::ConsumerArgs;
+pub use producer::ProducerArgs;
+
+/// Where the producer gets tweets from: the CRD's `spec.source` and the
+/// producer's `--source`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Poll the X API v2 search endpoint (`/2/tweets/search/recent` or `/all`).
+    #[default]
+    XSearch,
+    /// Follow the X API v2 filtered stream (bearer token only).
+    XStream,
+    /// Replay a JSONL file of v2 tweets or v1.1 statuses.
+    Replay,
+    /// Generate deterministic synthetic tweets (no credentials needed).
+    Synthetic,
+}
+
+impl Source {
+    /// Sources that call the X API and so need credentials and a single
+    /// producer.
+    pub fn uses_x_api(self) -> bool {
+        matches!(self, Source::XSearch | Source::XStream)
+    }
+}
+
+/// How log lines are written to stderr, by the workers and the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Headers the producer stamps on every tweet record.
+pub mod header {
+    /// The TwitterStream's name: consumers skip records of other streams
+    /// sharing the topic.
+    pub const STREAM: &str = "stream";
+    pub const KEYWORD: &str = "keyword";
+    pub const SOURCE: &str = "source";
+    /// When the producer read the tweet (RFC 3339).
+    pub const INGESTED_AT: &str = "ingested_at";
+    /// Position in a replayable source (synthetic index, replay line
+    /// number): what a restarted producer resumes after. Absent for X API
+    /// sources, which resume from the newest tweet id instead.
+    pub const SEQ: &str = "seq";
+}
+
+/// The command line that parses back into `args`: `--flag=value` for each
+/// value that differs from its flag's default, in the order the flags are
+/// declared (so the same value always renders the same, and a Deployment's
+/// render hash only changes with a value). `--flag=value` keeps a value
+/// that starts with `-` (a keyword like `-is:retweet`) from reading as a
+/// flag. Fields that are not serialised (`--print-config`) are never
+/// rendered.
+pub fn to_args<T: clap::CommandFactory + Serialize>(args: &T) -> Vec<String> {
+    let values = match serde_json::to_value(args) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return Vec::new(),
+    };
+    let command = T::command();
+    let mut out = Vec::new();
+    for arg in command.get_arguments() {
+        let (Some(long), Some(value)) = (arg.get_long(), values.get(arg.get_id().as_str())) else {
+            continue;
+        };
+        if !arg.get_action().takes_values() {
+            // A switch: present when true.
+            if value.as_bool() == Some(true) {
+                out.push(format!("--{long}"));
+            }
+            continue;
+        }
+        let Some(rendered) = render(value, arg.get_value_delimiter()) else {
+            continue;
+        };
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        if is_default(&rendered, &default) {
+            continue;
+        }
+        out.push(format!("--{long}={rendered}"));
+    }
+    out
+}
+
+/// Parses a command line from [`to_args`] as the worker does, except that
+/// the environment's `TWS_*` variables are not read: what the rendering
+/// left out takes the flags' defaults. For tests of rendered arguments.
+pub fn parse_rendered<T: clap::Parser>(args: &[String]) -> Result<T, clap::Error> {
+    let mut command = T::command();
+    let ids: Vec<String> = command
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |a| a.env(None::<&str>));
+    }
+    let bin = command.get_name().to_owned();
+    let matches = command.try_get_matches_from(std::iter::once(bin).chain(args.iter().cloned()))?;
+    T::from_arg_matches(&matches)
+}
+
+/// A serialised value as clap reads it; `None` for an unset option.
+fn render(value: &serde_json::Value, delimiter: Option<char>) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().filter_map(|v| render(v, None)).collect();
+            Some(parts.join(&delimiter.unwrap_or(',').to_string()))
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+/// Whether `rendered` is what the flag means without it: the same text, or
+/// the same number (`100.0` and the default `100`).
+fn is_default(rendered: &str, default: &[String]) -> bool {
+    let [default] = default else {
+        return false;
+    };
+    if rendered == default {
+        return true;
+    }
+    match (rendered.parse::<f64>(), default.parse::<f64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_left_out_and_the_rest_parses_back() {
+        let mut p = ProducerArgs::new(Source::Synthetic, "demo", vec!["k:9092".into()], "t");
+        assert_eq!(
+            to_args(&p),
+            [
+                "--source=synthetic",
+                "--brokers=k:9092",
+                "--topic=t",
+                "--stream-name=demo"
+            ]
+        );
+        p.keyword = Some("-is:retweet lang:en".into());
+        p.include_retweets = true;
+        p.synthetic_rate = 2.5;
+        p.brokers.push("k2:9092".into());
+        p.log_format = LogFormat::Json;
+        let back: ProducerArgs = parse_rendered(&to_args(&p)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, p);
+
+        let mut c = ConsumerArgs::new("demo", vec!["k:9092".into()], "t");
+        assert_eq!(
+            to_args(&c),
+            ["--brokers=k:9092", "--topic=t", "--stream-name=demo"]
+        );
+        c.slide_seconds = Some(5);
+        c.time_mode = consumer::TimeMode::Processing;
+        c.print = Some(false);
+        c.output_topic = Some("out".into());
+        let back: ConsumerArgs = parse_rendered(&to_args(&c)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, c);
+    }
+}
