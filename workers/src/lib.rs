@@ -4,4 +4,5 @@
 pub mod common;
 pub mod consumer;
 pub mod producer;
+pub mod shutdown;
 pub mod transaction;

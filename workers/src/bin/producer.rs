@@ -3,9 +3,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twitterstream_contract::producer::ProducerArgs;
-use twitterstream_workers::producer::run::{RunError, run, shutdown_on_signals};
+use twitterstream_workers::producer::run::{RunError, run};
 use twitterstream_workers::producer::search::{Clock, SystemClock};
 use twitterstream_workers::producer::synthetic::{ManualClock, Scratch, SyntheticGenerator};
+use twitterstream_workers::shutdown::shutdown_on_signals;
 
 /// Writes synthetic tweets as `key<TAB>value` lines (what `kcat -K '\t'`
 /// reads), for benchmarks that compare the producer with kcat on the same

@@ -9,7 +9,7 @@
 
 use crate::consumer::sentiment::Polarity;
 use crate::consumer::tweet::ParsedTweet;
-use crate::consumer::window::WindowKey;
+use crate::consumer::window_key::WindowKey;
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -14,7 +14,7 @@
 //! dropped.
 
 use crate::consumer::aggregate::Aggregate;
-use crate::consumer::window::WindowKey;
+use crate::consumer::window_key::WindowKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

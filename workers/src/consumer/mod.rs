@@ -13,3 +13,4 @@ pub mod source;
 pub mod stage;
 pub mod tweet;
 pub mod window;
+pub mod window_key;

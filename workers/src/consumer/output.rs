@@ -13,7 +13,8 @@ use crate::consumer::metrics::Metrics;
 use crate::consumer::offsets;
 use crate::consumer::partials::InternalRecord;
 use crate::consumer::stage::{Batch, Committed, OutRecord, Processor};
-use crate::consumer::window::{WindowKey, WindowSpec};
+use crate::consumer::window::WindowSpec;
+use crate::consumer::window_key::WindowKey;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

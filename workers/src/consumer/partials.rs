@@ -8,7 +8,7 @@
 //! more partials for, so windows it had no data in can still complete.
 
 use crate::consumer::merge::{Partial, Piece};
-use crate::consumer::window::WindowKey;
+use crate::consumer::window_key::WindowKey;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

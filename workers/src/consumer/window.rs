@@ -35,7 +35,7 @@
 
 use crate::consumer::aggregate::Aggregate;
 use crate::consumer::tweet::ParsedTweet;
-use serde::{Deserialize, Serialize};
+use crate::consumer::window_key::WindowKey;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use twitterstream_contract::consumer::{ConsumerArgs, TimeMode};
@@ -44,20 +44,6 @@ use twitterstream_contract::consumer::{ConsumerArgs, TimeMode};
 /// Bounding them also keeps all window arithmetic far from overflow.
 pub const MIN_TIME_MS: i64 = -62_167_219_200_000;
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
-
-/// The half-open interval `[start_ms, end_ms)` of one window, in milliseconds
-/// since the Unix epoch. Ordered by start, which is emission order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowKey {
-    pub start_ms: i64,
-    pub end_ms: i64,
-}
-
-impl WindowKey {
-    pub fn contains(&self, t_ms: i64) -> bool {
-        self.start_ms <= t_ms && t_ms < self.end_ms
-    }
-}
 
 /// The shape of the windows and the tolerance for disorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

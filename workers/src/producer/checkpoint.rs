@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// The checkpoint group of a stream (`qualified` is `<namespace>.<name>`).
 pub fn group_id(qualified: &str) -> String {
-    super::publisher::transactional_id(qualified)
+    super::identity::transactional_id(qualified)
 }
 
 /// Kafka's default `offset.metadata.max.bytes`; a checkpoint is far smaller.

@@ -2,6 +2,7 @@ pub mod auth;
 pub mod backoff;
 pub mod checkpoint;
 pub mod credentials;
+pub mod identity;
 pub mod metrics;
 pub mod publisher;
 pub mod replay;

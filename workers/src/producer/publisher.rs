@@ -11,6 +11,7 @@
 //! killed process left behind) in `init_transactions`.
 
 use super::checkpoint::{Checkpoint, CheckpointGroup};
+use super::identity::transactional_id;
 use super::synthetic::decimal;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -33,14 +34,6 @@ const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// rdkafka's poll spins through the last millisecond of each call, so
 /// shorter intervals cost CPU.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The transactional id of a stream's producer (`qualified` is
-/// `<namespace>.<name>`): stable across restarts, so the restarted process
-/// fences the old one, and distinct across namespaces, so equally named
-/// streams do not.
-pub fn transactional_id(qualified: &str) -> String {
-    format!("twitterstream-producer-{qualified}")
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -16,8 +16,8 @@
 use super::auth::Auth;
 use super::credentials::CredentialsProvider;
 use super::metrics::Metrics;
-use super::run::Shutdown;
 use super::xapi::{ReceivedTweet, TWEET_FIELDS, XApiError};
+use crate::shutdown::Shutdown;
 use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;

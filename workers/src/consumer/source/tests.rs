@@ -1,5 +1,5 @@
 use super::*;
-use crate::consumer::window::WindowKey;
+use crate::consumer::window_key::WindowKey;
 use std::time::Duration;
 
 const BASE_MS: i64 = 1_800_000_000_000;
