@@ -177,7 +177,7 @@ fn a_window_change_is_a_new_consumer_group() {
 /// shape alike: the operator's name for it is the consumer's.
 #[test]
 fn the_group_names_the_window_as_the_consumer_does() {
-    use twitterstream_workers::consumer::window::WindowSpec;
+    use twitterstream_workers::consumer::pipeline::window_spec;
     for (seconds, slide) in [
         (10, None),
         (10, Some(10)),
@@ -189,7 +189,7 @@ fn the_group_names_the_window_as_the_consumer_does() {
         tws.spec.window.slide_seconds = slide;
         let parsed: ConsumerArgs =
             parse_rendered(&args(&deployment(&tws, Component::Consumer, &cfg()))).unwrap();
-        let consumer = WindowSpec::from_args(&parsed).generation();
+        let consumer = window_spec(&parsed).generation();
         assert_eq!(window_generation(&tws.spec.window), consumer);
         assert!(
             parsed

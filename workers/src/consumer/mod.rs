@@ -1,15 +1,15 @@
 pub mod aggregate;
+pub mod aggregate_stage;
 pub mod http;
 pub mod merge;
+pub mod merge_stage;
 pub mod metrics;
 pub mod offsets;
-pub mod output;
 pub mod partials;
 pub mod pipeline;
 pub mod sentiment;
 #[cfg(test)]
 mod simulation;
-pub mod source;
 pub mod stage;
 pub mod tweet;
 pub mod window;

@@ -9,10 +9,10 @@
 //! librdkafka consumer: the work per record is CPU-bound and the Kafka calls
 //! block, so an async runtime would only add hand-offs.
 
+use crate::consumer::aggregate_stage::AggregateStage;
+use crate::consumer::merge_stage::MergeStage;
 use crate::consumer::metrics::{Health, Metrics};
-use crate::consumer::output::MergeStage;
 use crate::consumer::partials;
-use crate::consumer::source::AggregateStage;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
 use rdkafka::ClientConfig;
@@ -37,6 +37,17 @@ pub enum PipelineError {
     Pool(rayon::ThreadPoolBuildError),
     #[error("a stage thread panicked")]
     Panicked,
+}
+
+/// The windows the flags ask for.
+pub fn window_spec(args: &ConsumerArgs) -> WindowSpec {
+    WindowSpec {
+        size: Duration::from_secs(args.window_seconds),
+        slide: Duration::from_secs(args.slide()),
+        allowed_lateness: Duration::from_secs(args.allowed_lateness_seconds),
+        idle_timeout: Duration::from_secs(args.idle_partition_seconds),
+        max_future_skew: Some(Duration::from_secs(args.max_future_skew_seconds)),
+    }
 }
 
 /// Identifies this replica across restarts, so that a restarted replica's
@@ -120,7 +131,7 @@ async fn shutdown_signal() {
 /// Runs the consumer until SIGTERM/SIGINT, then commits what is complete and
 /// returns.
 pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
-    let spec = WindowSpec::from_args(&args);
+    let spec = window_spec(&args);
     // Reject a bad spec before touching Kafka.
     crate::consumer::window::WindowEngine::with_mode(spec, args.time_mode)?;
     let metrics = Arc::new(Metrics::new());
@@ -281,5 +292,34 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         Ok(())
     } else {
         Err(PipelineError::Panicked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_spec_follows_the_flags() {
+        use clap::Parser;
+        let args = ConsumerArgs::try_parse_from([
+            "c",
+            "--brokers=k:1",
+            "--topic=t",
+            "--stream-name=s",
+            "--window-seconds=60",
+            "--slide-seconds=15",
+            "--allowed-lateness-seconds=5",
+            "--idle-partition-seconds=7",
+        ])
+        .unwrap();
+        let want = WindowSpec {
+            size: Duration::from_secs(60),
+            slide: Duration::from_secs(15),
+            allowed_lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(7),
+            max_future_skew: Some(Duration::from_secs(300)),
+        };
+        assert_eq!(window_spec(&args), want);
     }
 }

@@ -21,9 +21,9 @@
 //! [`OPS`]) and `TWS_SIM_ABORTS` scales the abort probability (0: none).
 
 use crate::consumer::aggregate::WindowResult;
+use crate::consumer::aggregate_stage::AggregateStage;
+use crate::consumer::merge_stage::MergeStage;
 use crate::consumer::metrics::Metrics;
-use crate::consumer::output::MergeStage;
-use crate::consumer::source::AggregateStage;
 use crate::consumer::stage::{Batch, Committed, GroupView, Processor};
 use crate::consumer::window::WindowSpec;
 use rand::rngs::StdRng;

@@ -38,7 +38,7 @@ use crate::consumer::tweet::ParsedTweet;
 use crate::consumer::window_key::WindowKey;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use twitterstream_contract::consumer::{ConsumerArgs, TimeMode};
+use twitterstream_contract::consumer::TimeMode;
 
 /// Times the engine accepts: the years 0000 to 9999 that RFC 3339 can write.
 /// Bounding them also keeps all window arithmetic far from overflow.
@@ -75,16 +75,6 @@ impl WindowSpec {
             format!("w{}", name(self.size))
         } else {
             format!("w{}-{}", name(self.size), name(self.slide))
-        }
-    }
-
-    pub fn from_args(args: &ConsumerArgs) -> Self {
-        WindowSpec {
-            size: Duration::from_secs(args.window_seconds),
-            slide: Duration::from_secs(args.slide()),
-            allowed_lateness: Duration::from_secs(args.allowed_lateness_seconds),
-            idle_timeout: Duration::from_secs(args.idle_partition_seconds),
-            max_future_skew: Some(Duration::from_secs(args.max_future_skew_seconds)),
         }
     }
 }

@@ -79,27 +79,6 @@ fn windows_align_to_the_epoch() {
 }
 
 #[test]
-fn from_args_uses_the_flags() {
-    use clap::Parser;
-    let args = ConsumerArgs::try_parse_from([
-        "c",
-        "--brokers=k:1",
-        "--topic=t",
-        "--stream-name=s",
-        "--window-seconds=60",
-        "--slide-seconds=15",
-        "--allowed-lateness-seconds=5",
-        "--idle-partition-seconds=7",
-    ])
-    .unwrap();
-    let want = WindowSpec {
-        max_future_skew: Some(Duration::from_secs(300)),
-        ..spec(60, 15, 5, 7)
-    };
-    assert_eq!(WindowSpec::from_args(&args), want);
-}
-
-#[test]
 fn in_order_tweets_close_when_the_watermark_passes_the_end() {
     let mut e = engine(10, 10, 0, 60);
     for ts in [1, 2, 9] {
