@@ -4,17 +4,31 @@
 //! `main.rs` only parses arguments and calls [`run`]; everything else lives in
 //! this library so tests can drive it.
 
+// The resource and its rendering.
 pub mod child;
-pub mod conditions;
-pub mod config;
-pub mod controller;
 pub mod crd;
+pub mod render;
+// The reconcile: `controller` runs the watches and calls `reconcile`, which
+// deletes (`cleanup`) or applies (`apply`) and observes (`status`, with
+// `diagnosis` of pods that are not ready and `conditions`).
+mod apply;
+mod cleanup;
+pub mod conditions;
+mod context;
+pub mod controller;
+mod diagnosis;
+mod error;
+mod events;
+mod status;
+// Kafka topics.
+pub mod topic;
+// The process: flags, leader election, health and metrics.
+pub mod config;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+// README generation (`crdgen --reference`).
 pub mod reference;
-pub mod render;
-pub mod topic;
 
 use anyhow::Context as _;
 use std::sync::Arc;

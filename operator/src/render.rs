@@ -432,11 +432,8 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
 }
 
 /// Both children, producer first, each stamped with its render hash.
-pub fn deployments(tws: &TwitterStream, cfg: &RenderConfig) -> [Deployment; 2] {
-    [
-        stamped(deployment(tws, Component::Producer, cfg)),
-        stamped(deployment(tws, Component::Consumer, cfg)),
-    ]
+pub fn deployments(tws: &TwitterStream, cfg: &RenderConfig) -> [(Component, Deployment); 2] {
+    [Component::Producer, Component::Consumer].map(|c| (c, stamped(deployment(tws, c, cfg))))
 }
 
 /// Adds the render-hash annotation (of the object without it).

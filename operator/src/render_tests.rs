@@ -58,7 +58,7 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 #[test]
 fn names_namespace_labels_and_owner() {
     let tws = superbowl();
-    let [p, c] = deployments(&tws, &cfg());
+    let [(_, p), (_, c)] = deployments(&tws, &cfg());
     assert_eq!(p.metadata.name.as_deref(), Some("superbowl-producer"));
     assert_eq!(c.metadata.name.as_deref(), Some("superbowl-consumer"));
     for (d, component) in [(&p, "producer"), (&c, "consumer")] {
@@ -212,7 +212,7 @@ fn rendered_args_are_accepted_by_the_workers_parsers() {
             key: "tweets.jsonl".into(),
             speed: 2.0,
         });
-        let [p, c] = deployments(&tws, &cfg());
+        let [(_, p), (_, c)] = deployments(&tws, &cfg());
         let parsed: ProducerArgs =
             parse_rendered(&args(&p)).unwrap_or_else(|e| panic!("{source}: {e}"));
         parsed.validate().unwrap();
@@ -265,7 +265,7 @@ fn credentials_are_a_read_only_secret_volume_never_env_or_args() {
 #[test]
 fn pods_run_restricted() {
     let tws = superbowl();
-    for d in deployments(&tws, &cfg()) {
+    for (_, d) in deployments(&tws, &cfg()) {
         let pod = pod_spec(&d);
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -346,7 +346,7 @@ fn suspend_scales_to_zero_and_scale_does_not_roll_pods() {
     assert_eq!(hash(&tws), before, "replica change keeps the pod template");
     tws.spec.suspend = true;
     assert_eq!(hash(&tws), before, "suspend keeps the pod template");
-    for d in deployments(&tws, &cfg()) {
+    for (_, d) in deployments(&tws, &cfg()) {
         assert_eq!(d.spec.unwrap().replicas, Some(0));
     }
     tws.spec.keyword = "halftime".into();
@@ -372,8 +372,8 @@ fn search_producers_are_replaced_not_surged() {
 #[test]
 fn render_hash_changes_with_the_object_only() {
     let mut tws = superbowl();
-    let [p1, c1] = deployments(&tws, &cfg());
-    let [p2, c2] = deployments(&tws, &cfg());
+    let [(_, p1), (_, c1)] = deployments(&tws, &cfg());
+    let [(_, p2), (_, c2)] = deployments(&tws, &cfg());
     assert_eq!(
         render_hash(&p1),
         render_hash(&p2),
@@ -382,7 +382,7 @@ fn render_hash_changes_with_the_object_only() {
     assert_ne!(render_hash(&p1), render_hash(&c1));
     assert_eq!(render_hash(&c1), render_hash(&c2));
     tws.spec.consumer.replicas = 3;
-    let [p3, c3] = deployments(&tws, &cfg());
+    let [(_, p3), (_, c3)] = deployments(&tws, &cfg());
     assert_eq!(
         render_hash(&p1),
         render_hash(&p3),

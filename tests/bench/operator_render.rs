@@ -57,7 +57,7 @@ fn main() {
                 out.push_str("---\n");
             }
             "children" => {
-                for mut d in deployments(&t, &cfg) {
+                for (_, mut d) in deployments(&t, &cfg) {
                     d.metadata.owner_references = None;
                     d.metadata.namespace = None;
                     let mut v = serde_json::to_value(&d).expect("deployment JSON");

@@ -1,0 +1,178 @@
+//! What every reconcile shares: the client, the rendering settings, Kafka,
+//! metrics, Events, and the caches that keep a steady state cheap.
+
+use crate::child::ChildDeployment;
+use crate::crd::TwitterStream;
+use crate::error::Error;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::render::{FIELD_MANAGER, RenderConfig};
+use crate::topic::{TopicRequest, Topics};
+use kube::api::ListParams;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// A stream's key in the per-object maps.
+pub(crate) fn key(tws: &TwitterStream) -> (String, String) {
+    (tws.namespace().unwrap_or_default(), tws.name_any())
+}
+
+/// How long a successful topic check is trusted.
+const TOPIC_RECHECK: Duration = Duration::from_secs(60);
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub render: RenderConfig,
+    pub topics: Topics,
+    pub metrics: Arc<Metrics>,
+    pub(crate) events: Events,
+    /// Consecutive failures per object, for the error policy's backoff.
+    pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
+    /// Watch caches of the children, per watched scope (None = all namespaces).
+    pub(crate) deployment_caches: RwLock<Vec<(Option<String>, Store<ChildDeployment>)>>,
+    /// When each topic was last found as the spec asks: Kafka is asked again
+    /// only after TOPIC_RECHECK, not on every pod event.
+    pub(crate) topics_checked: Mutex<HashMap<TopicRequest, Instant>>,
+    /// Per child Deployment (namespace, name): its generation after this
+    /// process last applied it. A Deployment at another generation was
+    /// changed by someone else (`kubectl edit`, `kubectl scale deploy`), and
+    /// the render hash it still carries would hide that.
+    pub(crate) applied_generations: Mutex<HashMap<(String, String), i64>>,
+    /// How long deletion waits for topics to be deleted (see `finalize`).
+    pub(crate) topic_delete_timeout: Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        render: RenderConfig,
+        topics: Topics,
+        metrics: Arc<Metrics>,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: Some(instance),
+        };
+        Self {
+            events: Events::start(client.clone(), reporter),
+            client,
+            render,
+            topics,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            deployment_caches: RwLock::new(Vec::new()),
+            topics_checked: Mutex::new(HashMap::new()),
+            applied_generations: Mutex::new(HashMap::new()),
+            topic_delete_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// The TwitterStreams this operator watches, other than `tws` and those
+    /// being deleted: a topic one of them uses is not deleted with `tws`.
+    pub(crate) async fn other_streams(
+        &self,
+        tws: &TwitterStream,
+    ) -> Result<Vec<TwitterStream>, Error> {
+        let scopes: Vec<Option<String>> = self
+            .deployment_caches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(scope, _)| scope.clone())
+            .collect();
+        let mut out = Vec::new();
+        for scope in scopes {
+            let api: Api<TwitterStream> = match &scope {
+                Some(ns) => Api::namespaced(self.client.clone(), ns),
+                None => Api::all(self.client.clone()),
+            };
+            for o in api.list(&ListParams::default()).await? {
+                let same = o.namespace() == tws.namespace() && o.name_any() == tws.name_any();
+                if !same && o.meta().deletion_timestamp.is_none() {
+                    out.push(o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How long a deleted stream waits for its topics to be deleted while
+    /// Kafka is unreachable before it is deleted anyway.
+    pub fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
+        self.topic_delete_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn record_outcome(&self, tws: &TwitterStream, failed: bool) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            let n = f.entry(key(tws)).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            f.remove(&key(tws));
+            0
+        }
+    }
+
+    /// Whether this process applied the Deployment at exactly its current
+    /// generation: nobody changed its spec since.
+    pub(crate) fn applied_as_is(&self, ns: &str, d: &ChildDeployment) -> bool {
+        let key = (ns.to_owned(), d.metadata.name.clone().unwrap_or_default());
+        let applied = self
+            .applied_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        d.metadata.generation.is_some() && applied.get(&key) == d.metadata.generation.as_ref()
+    }
+
+    pub(crate) fn remember_applied(&self, ns: &str, d: &ChildDeployment) {
+        if let (Some(name), Some(generation)) = (&d.metadata.name, d.metadata.generation) {
+            self.applied_generations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((ns.to_owned(), name.clone()), generation);
+        }
+    }
+
+    pub(crate) fn cached_deployment(&self, ns: &str, name: &str) -> Option<ChildDeployment> {
+        let caches = self
+            .deployment_caches
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = ObjectRef::<ChildDeployment>::new(name).within(ns);
+        caches
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns))
+            .and_then(|(_, store)| store.get(&key))
+            .map(|d| (*d).clone())
+    }
+
+    pub(crate) fn topic_recently_checked(&self, req: &TopicRequest) -> bool {
+        let checked = self
+            .topics_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        checked
+            .get(req)
+            .is_some_and(|t| t.elapsed() < TOPIC_RECHECK)
+    }
+
+    pub(crate) fn topic_checked(&self, req: &TopicRequest, ok: bool) {
+        let mut checked = self
+            .topics_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ok {
+            checked.insert(req.clone(), Instant::now());
+        } else {
+            checked.remove(req);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What the children add up to: each component's readiness (computed from
+//! its Deployment, and in the pods' own words when it is not ready) and the
+//! TwitterStream's status, written only when it changed.
+
+use crate::child::ChildDeployment;
+use crate::conditions::{self, Observation};
+use crate::context::Context;
+use crate::crd::{ComponentStatus, TopicStatus, TwitterStream, TwitterStreamStatus};
+use crate::diagnosis;
+use crate::error::Error;
+use crate::render::{self, Component};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use std::collections::HashMap;
+
+/// Observes the components, writes the status if it changed, and returns
+/// whether the stream is ready.
+pub(crate) async fn observe_and_write(
+    tws: &TwitterStream,
+    ctx: &Context,
+    api: &Api<TwitterStream>,
+    topic: Observation,
+    topic_status: Option<TopicStatus>,
+    children: &[(Component, ChildDeployment)],
+) -> Result<bool, Error> {
+    let mut parts = vec![topic];
+    let mut component_status = HashMap::new();
+    for (component, d) in children {
+        let (obs, status) = component_readiness(tws, ctx, *component, d).await?;
+        parts.push(obs);
+        component_status.insert(*component, status);
+    }
+    let ready = conditions::ready(&parts, tws.spec.suspend);
+    tracing::Span::current().record("ready", ready.ok);
+    let mut observed = vec![ready.clone()];
+    observed.extend(parts);
+    let previous = tws.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = TwitterStreamStatus {
+        observed_generation: tws.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &observed,
+            tws.metadata.generation,
+            &now,
+        ),
+        producer: component_status.remove(&Component::Producer),
+        consumer: component_status.remove(&Component::Consumer),
+        topic: topic_status.or(previous.topic.clone()),
+    };
+    // Unchanged status: skip the write, so a steady state costs no API writes.
+    if !same_status(&previous, &status) {
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(
+            &tws.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(ready.ok)
+}
+
+/// Status equality that ignores transition times (they only change with status).
+fn same_status(a: &TwitterStreamStatus, b: &TwitterStreamStatus) -> bool {
+    a == b
+}
+
+async fn component_readiness(
+    tws: &TwitterStream,
+    ctx: &Context,
+    component: Component,
+    d: &ChildDeployment,
+) -> Result<(Observation, ComponentStatus), Error> {
+    let type_ = match component {
+        Component::Producer => conditions::PRODUCER_READY,
+        Component::Consumer => conditions::CONSUMER_READY,
+    };
+    let want = d.replicas.unwrap_or(0);
+    let status = ComponentStatus {
+        replicas: d.status_replicas.unwrap_or(0),
+        ready_replicas: d.ready_replicas.unwrap_or(0),
+        updated_replicas: d.updated_replicas.unwrap_or(0),
+        selector: render::selector_string(tws, component),
+    };
+    let rolled_out = d.observed_generation >= d.metadata.generation
+        && status.updated_replicas >= want
+        && status.ready_replicas >= want
+        && status.replicas == want;
+    let obs = if tws.spec.suspend {
+        Observation::new(type_, false, "Suspended", "scaled to zero while suspended")
+    } else if rolled_out {
+        Observation::new(
+            type_,
+            true,
+            if want == 0 {
+                "ScaledToZero"
+            } else {
+                "AllReplicasReady"
+            },
+            format!("{}/{} pods ready", status.ready_replicas, want),
+        )
+    } else {
+        // Say why in the pod's own words: a missing Secret, an image that
+        // cannot be pulled, a pod that cannot be scheduled.
+        let (reason, message) = diagnosis::pod_problem(ctx, d, &status.selector)
+            .await?
+            .unwrap_or_else(|| {
+                (
+                    "RollingOut".to_string(),
+                    format!(
+                        "{}/{} pods ready, {} updated",
+                        status.ready_replicas, want, status.updated_replicas
+                    ),
+                )
+            });
+        Observation::new(type_, false, reason, message)
+    };
+    Ok((obs, status))
+}
