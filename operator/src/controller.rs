@@ -202,3 +202,6 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool
     });
     futures::future::join_all(controllers).await;
 }
+
+#[cfg(test)]
+mod tests;

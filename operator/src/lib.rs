@@ -19,6 +19,8 @@ pub mod controller;
 mod diagnosis;
 mod error;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod status;
 // Kafka topics.
 pub mod topic;
