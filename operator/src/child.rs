@@ -17,25 +17,25 @@ use std::collections::BTreeMap;
 
 /// A child Deployment as the reconciler sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ChildDeployment {
+pub(crate) struct ChildDeployment {
     /// Name, namespace, generation, deletionTimestamp, ownerReferences (the
     /// Controller maps a child to its TwitterStream through them) and the
     /// render-hash annotation; nothing else. (The watch keeps its own
     /// resourceVersion before objects are summarized.)
-    pub metadata: ObjectMeta,
+    pub(crate) metadata: ObjectMeta,
     /// spec.replicas
-    pub replicas: Option<i32>,
+    pub(crate) replicas: Option<i32>,
     /// status.observedGeneration
-    pub observed_generation: Option<i64>,
+    pub(crate) observed_generation: Option<i64>,
     /// status.replicas, readyReplicas and updatedReplicas.
-    pub status_replicas: Option<i32>,
-    pub ready_replicas: Option<i32>,
-    pub updated_replicas: Option<i32>,
+    pub(crate) status_replicas: Option<i32>,
+    pub(crate) ready_replicas: Option<i32>,
+    pub(crate) updated_replicas: Option<i32>,
 }
 
 impl ChildDeployment {
     /// The render hash the Deployment carries, if any.
-    pub fn render_hash(&self) -> Option<&str> {
+    pub(crate) fn render_hash(&self) -> Option<&str> {
         self.metadata
             .annotations
             .as_ref()?
@@ -101,7 +101,7 @@ impl Resource for ChildDeployment {
 }
 
 /// A Deployment watch event as a [`ChildDeployment`] event.
-pub fn summarize(event: watcher::Event<Deployment>) -> watcher::Event<ChildDeployment> {
+pub(crate) fn summarize(event: watcher::Event<Deployment>) -> watcher::Event<ChildDeployment> {
     use watcher::Event;
     match event {
         Event::Apply(d) => Event::Apply(d.into()),

@@ -3,22 +3,22 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-pub const READY: &str = "Ready";
-pub const TOPIC_READY: &str = "TopicReady";
-pub const PRODUCER_READY: &str = "ProducerReady";
-pub const CONSUMER_READY: &str = "ConsumerReady";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const TOPIC_READY: &str = "TopicReady";
+pub(crate) const PRODUCER_READY: &str = "ProducerReady";
+pub(crate) const CONSUMER_READY: &str = "ConsumerReady";
 
 /// What the reconciler concluded about one aspect of the resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observation {
-    pub type_: &'static str,
-    pub ok: bool,
-    pub reason: String,
-    pub message: String,
+pub(crate) struct Observation {
+    pub(crate) type_: &'static str,
+    pub(crate) ok: bool,
+    pub(crate) reason: String,
+    pub(crate) message: String,
 }
 
 impl Observation {
-    pub fn new(
+    pub(crate) fn new(
         type_: &'static str,
         ok: bool,
         reason: impl Into<String>,
@@ -35,7 +35,7 @@ impl Observation {
 
 /// Turns observations into conditions, keeping the previous transition time
 /// of each condition whose status did not change.
-pub fn merge(
+pub(crate) fn merge(
     previous: &[Condition],
     observed: &[Observation],
     generation: Option<i64>,
@@ -63,7 +63,7 @@ pub fn merge(
 }
 
 /// The summary condition: Ready when every other observation is.
-pub fn ready(parts: &[Observation], suspended: bool) -> Observation {
+pub(crate) fn ready(parts: &[Observation], suspended: bool) -> Observation {
     if suspended {
         return Observation::new(
             READY,

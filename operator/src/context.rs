@@ -25,11 +25,11 @@ pub(crate) fn key(tws: &TwitterStream) -> (String, String) {
 const TOPIC_RECHECK: Duration = Duration::from_secs(60);
 
 /// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub render: RenderConfig,
-    pub topics: Topics,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) render: RenderConfig,
+    pub(crate) topics: Topics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) events: Events,
     /// Consecutive failures per object, for the error policy's backoff.
     pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
@@ -48,7 +48,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         render: RenderConfig,
         topics: Topics,
@@ -104,7 +104,7 @@ impl Context {
 
     /// How long a deleted stream waits for its topics to be deleted while
     /// Kafka is unreachable before it is deleted anyway.
-    pub fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
         self.topic_delete_timeout = timeout;
         self
     }

@@ -1,9 +1,9 @@
 //! The reconciler: a `TwitterStream` in, its topic, Deployments and status out.
 
 use crate::child::{self, ChildDeployment};
-pub use crate::context::Context;
+pub(crate) use crate::context::Context;
 use crate::crd::TwitterStream;
-pub use crate::error::Error;
+pub(crate) use crate::error::Error;
 use crate::{apply, cleanup, status};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,7 +27,7 @@ use tracing::{Instrument, field, info, info_span, warn};
 const MAX_CONCURRENT_RECONCILES: u16 = 16;
 
 /// Reconciles one TwitterStream; failures also become a Warning Event.
-pub async fn reconcile(tws: Arc<TwitterStream>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(tws: Arc<TwitterStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!(
         "reconcile",
         namespace = tws.namespace().unwrap_or_default(),
@@ -54,7 +54,7 @@ pub async fn reconcile(tws: Arc<TwitterStream>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// Retries with exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes.
-pub fn error_policy(tws: Arc<TwitterStream>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(tws: Arc<TwitterStream>, error: &Error, ctx: Arc<Context>) -> Action {
     let attempts = ctx
         .failures
         .lock()
@@ -92,7 +92,7 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
 
 /// Runs the controller over the given namespaces (all when empty) until a
 /// shutdown signal. `ready` is set once the watches are running.
-pub async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool>) {
+pub(crate) async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<AtomicBool>) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {

@@ -61,7 +61,7 @@ pub(crate) async fn pod_problem(
 }
 
 /// What the kubelet says is wrong with a pod, from its status alone.
-pub fn problem_in_status(pod: &str, ps: &PodStatus) -> Option<(String, String)> {
+pub(crate) fn problem_in_status(pod: &str, ps: &PodStatus) -> Option<(String, String)> {
     for cs in ps
         .init_container_statuses
         .iter()

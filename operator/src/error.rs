@@ -5,7 +5,7 @@ use crate::topic::TopicError;
 
 /// A failed reconcile.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
@@ -15,7 +15,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::Topic(e) => e.reason(),

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
-pub struct HttpState {
-    pub metrics: Arc<Metrics>,
+pub(crate) struct HttpState {
+    pub(crate) metrics: Arc<Metrics>,
     /// Set once the controller's watches have synced; a standby replica
     /// waiting for the Lease is live but not ready.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
 }
 
 async fn healthz() -> &'static str {
@@ -40,7 +40,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -49,7 +49,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

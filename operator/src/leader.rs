@@ -7,11 +7,11 @@ use kube_lease_manager::LeaseManagerBuilder;
 use std::future::Future;
 use tracing::{error, info};
 
-pub struct Lease {
-    pub client: Client,
-    pub name: String,
-    pub namespace: String,
-    pub identity: String,
+pub(crate) struct Lease {
+    pub(crate) client: Client,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) identity: String,
 }
 
 /// Seconds a Lease stays valid without renewal; the holder renews `GRACE`
@@ -22,7 +22,10 @@ const GRACE: u64 = 5;
 /// Waits for the Lease, then runs `work` while holding it. Losing the Lease
 /// ends the process with an error, so that a replica that could have been
 /// partitioned away never keeps reconciling next to the new leader.
-pub async fn run_as_leader(lease: Lease, work: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub(crate) async fn run_as_leader(
+    lease: Lease,
+    work: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let manager = LeaseManagerBuilder::new(lease.client, &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)

@@ -5,7 +5,7 @@
 //! this library so tests can drive it.
 
 // The resource and its rendering.
-pub mod child;
+mod child;
 pub mod crd;
 pub mod render;
 // The reconcile: `controller` runs the watches and calls `reconcile`, which
@@ -13,9 +13,9 @@ pub mod render;
 // `diagnosis` of pods that are not ready and `conditions`).
 mod apply;
 mod cleanup;
-pub mod conditions;
+mod conditions;
 mod context;
-pub mod controller;
+mod controller;
 mod diagnosis;
 mod error;
 mod events;
@@ -23,11 +23,11 @@ mod events;
 mod fixtures;
 mod status;
 // Kafka topics.
-pub mod topic;
+mod topic;
 // The process: flags, leader election, health and metrics.
 pub mod config;
-pub mod http;
-pub mod leader;
+mod http;
+mod leader;
 pub mod metrics;
 // README generation (`crdgen --reference`).
 pub mod reference;

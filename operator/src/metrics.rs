@@ -9,16 +9,16 @@ use prometheus_client::registry::Registry;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
-    pub reason: String,
+pub(crate) struct FailureLabels {
+    pub(crate) reason: String,
 }
 
 pub struct Metrics {
-    pub registry: Registry,
-    pub reconciles: Counter,
-    pub failures: Family<FailureLabels, Counter>,
-    pub duration: Histogram,
-    pub managed: Gauge,
+    pub(crate) registry: Registry,
+    pub(crate) reconciles: Counter,
+    pub(crate) failures: Family<FailureLabels, Counter>,
+    pub(crate) duration: Histogram,
+    pub(crate) managed: Gauge,
 }
 
 impl Default for Metrics {

@@ -78,15 +78,15 @@ fn root_schema(v: &CustomResourceDefinitionVersion) -> Option<&JSONSchemaProps> 
 }
 
 /// A Kubernetes type whose schema is recognised and not expanded.
-pub struct KnownType {
+pub(crate) struct KnownType {
     /// Shown in the type column, e.g. `core/v1 Affinity`.
-    pub label: String,
+    pub(crate) label: String,
     /// Its properties' names and descriptions.
-    pub properties: BTreeMap<String, Option<String>>,
+    pub(crate) properties: BTreeMap<String, Option<String>>,
 }
 
 impl KnownType {
-    pub fn of<T: schemars::JsonSchema>() -> Self {
+    pub(crate) fn of<T: schemars::JsonSchema>() -> Self {
         let schema = schemars::schema_for!(T);
         let properties = schema
             .as_object()
@@ -130,7 +130,7 @@ fn k8s_label(schema_name: &str) -> String {
 }
 
 /// The Kubernetes types a pod-shaped spec commonly embeds.
-pub fn known_types() -> Vec<KnownType> {
+pub(crate) fn known_types() -> Vec<KnownType> {
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
     vec![

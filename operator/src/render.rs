@@ -24,19 +24,19 @@ use std::net::SocketAddr;
 use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, to_args};
 
 /// Field manager for server-side apply.
-pub const FIELD_MANAGER: &str = "twitterstream-operator";
+pub(crate) const FIELD_MANAGER: &str = "twitterstream-operator";
 /// Annotation on the pod template that changes whenever the pods' behaviour
 /// should: a spec change rolls the pods, a replica change does not.
-pub const SPEC_HASH_ANNOTATION: &str = "twitterstream.io/spec-hash";
+pub(crate) const SPEC_HASH_ANNOTATION: &str = "twitterstream.io/spec-hash";
 /// Annotation on each child: a hash of the whole rendered object, so the
 /// reconciler can tell from its watch cache that an apply would change nothing.
-pub const RENDER_HASH_ANNOTATION: &str = "twitterstream.io/render-hash";
+pub(crate) const RENDER_HASH_ANNOTATION: &str = "twitterstream.io/render-hash";
 /// Where the credentials Secret is mounted in producer pods.
-pub const CREDENTIALS_DIR: &str = "/var/run/secrets/twitterstream.io/x-api";
+pub(crate) const CREDENTIALS_DIR: &str = "/var/run/secrets/twitterstream.io/x-api";
 /// Where the replay ConfigMap is mounted in producer pods.
-pub const REPLAY_DIR: &str = "/var/run/twitterstream.io/replay";
+pub(crate) const REPLAY_DIR: &str = "/var/run/twitterstream.io/replay";
 /// The workers' health and metrics port.
-pub const HTTP_PORT: i32 = 8080;
+pub(crate) const HTTP_PORT: i32 = 8080;
 /// Non-root user the worker images run as.
 const RUN_AS_USER: i64 = 65532;
 
@@ -71,12 +71,15 @@ impl Component {
 }
 
 /// `<name>-producer` / `<name>-consumer`.
-pub fn deployment_name(tws: &TwitterStream, component: Component) -> String {
+pub(crate) fn deployment_name(tws: &TwitterStream, component: Component) -> String {
     format!("{}-{}", tws.name_any(), component.as_str())
 }
 
 /// Labels that select one component's pods.
-pub fn selector_labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
+pub(crate) fn selector_labels(
+    tws: &TwitterStream,
+    component: Component,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
@@ -91,7 +94,7 @@ pub fn selector_labels(tws: &TwitterStream, component: Component) -> BTreeMap<St
 }
 
 /// The selector as a string, for status and the scale subresource.
-pub fn selector_string(tws: &TwitterStream, component: Component) -> String {
+pub(crate) fn selector_string(tws: &TwitterStream, component: Component) -> String {
     selector_labels(tws, component)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -112,7 +115,7 @@ fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String>
 /// sharing a Kafka cluster never share offsets, and ending in the window
 /// generation, so a changed window starts a group (and partials topic) of
 /// its own instead of reading the old one's state with another size.
-pub fn group_id(tws: &TwitterStream) -> String {
+pub(crate) fn group_id(tws: &TwitterStream) -> String {
     format!(
         "twitterstream.{}.{}.{}",
         tws.namespace().unwrap_or_default(),
@@ -124,7 +127,7 @@ pub fn group_id(tws: &TwitterStream) -> String {
 /// Names the window shape: `w10s` (tumbling), `w60s-10s` (60 s every 10 s).
 /// The consumer puts the same in its output keys. Lateness is left out: it
 /// changes no window's bounds, so the group's state stays valid.
-pub fn window_generation(w: &crate::crd::WindowSpec) -> String {
+pub(crate) fn window_generation(w: &crate::crd::WindowSpec) -> String {
     match w.slide_seconds.filter(|s| *s != w.seconds) {
         None => format!("w{}s", w.seconds),
         Some(slide) => format!("w{}s-{}s", w.seconds, slide),
@@ -133,7 +136,7 @@ pub fn window_generation(w: &crate::crd::WindowSpec) -> String {
 
 /// Hash of everything that should roll the pods when it changes. Replica
 /// counts and `suspend` are left out: scaling must not restart pods.
-pub fn spec_hash(tws: &TwitterStream) -> String {
+pub(crate) fn spec_hash(tws: &TwitterStream) -> String {
     let mut spec = tws.spec.clone();
     spec.producer.replicas = 0;
     spec.consumer.replicas = 0;
@@ -146,7 +149,7 @@ pub fn spec_hash(tws: &TwitterStream) -> String {
 
 /// The producer's command-line arguments: its typed arguments, rendered by
 /// the contract (no flag is spelled here).
-pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
+pub(crate) fn producer_args(tws: &TwitterStream) -> Vec<String> {
     let s = &tws.spec;
     let mut a = ProducerArgs::new(
         s.source,
@@ -192,7 +195,7 @@ pub fn producer_args(tws: &TwitterStream) -> Vec<String> {
 }
 
 /// The consumer's command-line arguments, rendered like the producer's.
-pub fn consumer_args(tws: &TwitterStream) -> Vec<String> {
+pub(crate) fn consumer_args(tws: &TwitterStream) -> Vec<String> {
     let s = &tws.spec;
     let mut a = ConsumerArgs::new(&tws.name_any(), s.kafka.brokers.clone(), &s.kafka.topic);
     a.group_id = Some(group_id(tws));
@@ -449,7 +452,7 @@ fn stamped(mut d: Deployment) -> Deployment {
 }
 
 /// The render hash an existing child carries, if any.
-pub fn render_hash(d: &Deployment) -> Option<&str> {
+pub(crate) fn render_hash(d: &Deployment) -> Option<&str> {
     d.metadata
         .annotations
         .as_ref()?

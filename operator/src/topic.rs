@@ -14,29 +14,29 @@ use std::time::Duration;
 
 /// What a pipeline asks of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TopicRequest {
-    pub name: String,
-    pub partitions: i32,
-    pub replication_factor: i32,
+pub(crate) struct TopicRequest {
+    pub(crate) name: String,
+    pub(crate) partitions: i32,
+    pub(crate) replication_factor: i32,
 }
 
 /// The topic as it is in Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicState {
-    pub partitions: i32,
-    pub replication_factor: i32,
+pub(crate) struct TopicState {
+    pub(crate) partitions: i32,
+    pub(crate) replication_factor: i32,
 }
 
 /// What `ensure` had to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TopicChange {
+pub(crate) enum TopicChange {
     None,
     Created,
     PartitionsIncreased { from: i32, to: i32 },
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TopicError {
+pub(crate) enum TopicError {
     #[error("Kafka brokers {brokers} unreachable: {source}")]
     Unreachable {
         brokers: String,
@@ -61,7 +61,7 @@ pub enum TopicError {
 
 impl TopicError {
     /// Short CamelCase reason for conditions, Events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             TopicError::Unreachable { .. } => "KafkaUnreachable",
             TopicError::CannotShrink { .. } => "PartitionsCannotShrink",
@@ -95,7 +95,7 @@ const CONCURRENT_LOOKUPS: usize = 4;
 /// Clients by broker list, so every pipeline on the same cluster shares one
 /// connection set: an admin client for changes, and a metadata client (see
 /// [`LOOKUPS_PER_METADATA_CLIENT`]) for lookups.
-pub struct Topics {
+pub(crate) struct Topics {
     clients: Mutex<HashMap<String, Admin>>,
     metadata: Mutex<HashMap<String, Arc<MetadataClient>>>,
     lookups: tokio::sync::Semaphore,
@@ -103,7 +103,7 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             metadata: Mutex::new(HashMap::new()),
@@ -160,7 +160,7 @@ impl Topics {
     }
 
     /// The topic's state, or `None` when it does not exist.
-    pub async fn describe(
+    pub(crate) async fn describe(
         &self,
         brokers: &str,
         topic: &str,
@@ -197,7 +197,7 @@ impl Topics {
     }
 
     /// Makes the topic exist with at least the requested partitions.
-    pub async fn ensure(
+    pub(crate) async fn ensure(
         &self,
         brokers: &str,
         want: &TopicRequest,
@@ -266,7 +266,7 @@ impl Topics {
     }
 
     /// Deletes a topic; a topic that is already gone is not an error.
-    pub async fn delete(&self, brokers: &str, topic: &str) -> Result<(), TopicError> {
+    pub(crate) async fn delete(&self, brokers: &str, topic: &str) -> Result<(), TopicError> {
         let admin = self.client(brokers)?;
         let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
         for r in admin.delete_topics(&[topic], &opts).await? {
