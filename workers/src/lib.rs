@@ -5,4 +5,4 @@ pub mod common;
 pub mod consumer;
 pub mod producer;
 pub mod shutdown;
-pub mod transaction;
+mod transaction;

@@ -117,8 +117,8 @@ impl Merger {
         self.count = self.count.max(sources).max(partition + 1);
         Ok(())
     }
-
     /// The source partitions this merger waits for.
+    #[cfg(test)]
     pub fn source_partitions(&self) -> i32 {
         self.count
     }
@@ -178,8 +178,8 @@ impl Merger {
         }
         Ok(Offer::Accepted)
     }
-
     /// Records that `partition` has nothing for `window`.
+    #[cfg(test)]
     pub fn no_data(&mut self, window: WindowKey, partition: i32) -> Result<(), MergeError> {
         self.check(partition, 0)?;
         if !self.is_stale(&window) {
@@ -272,8 +272,8 @@ impl Merger {
         self.pending.remove(&window);
         self.finalised.insert(window);
     }
-
     /// Windows holding partials or markers.
+    #[cfg(test)]
     pub fn pending_windows(&self) -> usize {
         self.pending.len()
     }

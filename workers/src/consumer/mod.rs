@@ -1,16 +1,16 @@
 pub mod aggregate;
-pub mod aggregate_stage;
-pub mod http;
-pub mod merge;
-pub mod merge_stage;
+mod aggregate_stage;
+mod http;
+mod merge;
+mod merge_stage;
 pub mod metrics;
-pub mod offsets;
-pub mod partials;
+mod offsets;
+mod partials;
 pub mod pipeline;
-pub mod sentiment;
+mod sentiment;
 #[cfg(test)]
 mod simulation;
-pub mod stage;
-pub mod tweet;
+mod stage;
+mod tweet;
 pub mod window;
-pub mod window_key;
+mod window_key;

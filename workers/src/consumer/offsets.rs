@@ -61,8 +61,8 @@ impl OffsetTracker {
     pub fn next(&self) -> i64 {
         self.next
     }
-
     /// Runs waiting for their windows.
+    #[cfg(test)]
     pub fn pending_runs(&self) -> usize {
         self.runs.len()
     }

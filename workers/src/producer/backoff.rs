@@ -39,11 +39,6 @@ impl Backoff {
         self.attempt = 0;
     }
 
-    /// Consecutive failures so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
     /// The delay before the next retry; `unit` in [0, 1) supplies the jitter.
     pub fn next_delay_with(&mut self, unit: f64) -> Duration {
         let ceiling = self.ceiling();

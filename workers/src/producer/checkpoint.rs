@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub fn group_id(qualified: &str) -> String {
     super::identity::transactional_id(qualified)
 }
-
 /// Kafka's default `offset.metadata.max.bytes`; a checkpoint is far smaller.
+#[cfg(test)]
 pub const MAX_ENCODED: usize = 4096;
 
 /// Where a stream stands after a committed transaction.

@@ -209,7 +209,6 @@ pub struct Publisher {
     producer: Arc<BaseProducer<DeliveryContext>>,
     stop_polling: Arc<AtomicBool>,
     config: PublisherConfig,
-    stats: Arc<DeliveryStats>,
     in_transaction: bool,
     checkpoints: Option<Arc<CheckpointGroup>>,
 }
@@ -281,34 +280,13 @@ impl Publisher {
             producer,
             stop_polling: stop,
             config,
-            stats,
             in_transaction: false,
             checkpoints: None,
         })
     }
 
-    pub fn config(&self) -> &PublisherConfig {
-        &self.config
-    }
-
-    pub fn delivery_stats(&self) -> &DeliveryStats {
-        &self.stats
-    }
-
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
-    }
-
-    /// Whether the cluster answers a metadata request for the topic.
-    pub fn metadata_reachable(&self, timeout: Duration) -> bool {
-        self.producer
-            .client()
-            .fetch_metadata(Some(&self.config.topic), timeout)
-            .is_ok_and(|md| {
-                md.topics()
-                    .iter()
-                    .any(|t| t.name() == self.config.topic && t.error().is_none())
-            })
     }
 
     /// A cheap handle for readiness checks from other tasks.
