@@ -346,7 +346,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
             let p = pods.pods_of("superbowl-producer");
             std::future::ready(
                 p.into_iter()
-                    .find(|p| p.argv.iter().any(|a| a == "superbowl halftime")),
+                    .find(|p| p.argv.iter().any(|a| a == "--keyword=superbowl halftime")),
             )
         },
     )

@@ -147,6 +147,10 @@ pub(crate) fn spec_hash(tws: &TwitterStream) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Flags rendered even at their default: the listen address is the one the
+/// Deployment's container port and probes name.
+const SPELLED: &[&str] = &["http_addr"];
+
 /// The producer's command-line arguments: its typed arguments, rendered by
 /// the contract (no flag is spelled here).
 pub(crate) fn producer_args(tws: &TwitterStream) -> Vec<String> {
@@ -191,7 +195,7 @@ pub(crate) fn producer_args(tws: &TwitterStream) -> Vec<String> {
         a.seed = unsigned(syn.seed);
         a.synthetic_count = syn.count.map(unsigned);
     }
-    to_args(&a)
+    to_args(&a, SPELLED)
 }
 
 /// The consumer's command-line arguments, rendered like the producer's.
@@ -206,7 +210,7 @@ pub(crate) fn consumer_args(tws: &TwitterStream) -> Vec<String> {
     a.http_addr = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16));
     a.log_format = LogFormat::Json;
     a.output_topic = s.kafka.output_topic.clone();
-    to_args(&a)
+    to_args(&a, SPELLED)
 }
 
 /// The CRD's integers are signed (Kubernetes' convention); its schema keeps

@@ -126,8 +126,11 @@ fn producer_args_follow_the_spec() {
     assert_eq!(p.credentials_dir, Some(CREDENTIALS_DIR.into()));
     assert_eq!(p.namespace.as_deref(), Some("sports"));
     assert_eq!(p.log_format, LogFormat::Json);
-    // Only what differs from a flag's default is spelled out.
+    // Defaults are left out (a TWS_* variable in the pod template can still
+    // set them), except the listen address that the container port names.
     assert_eq!(flag(&a, "--poll-interval-seconds"), None);
+    assert_eq!(flag(&a, "--x-api-base-url"), None);
+    assert_eq!(flag(&a, "--http-addr"), Some("0.0.0.0:8080"));
     assert_eq!(flag(&a, "--min-faves"), Some("60000"));
 }
 

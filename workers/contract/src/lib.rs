@@ -73,13 +73,15 @@ pub mod header {
 }
 
 /// The command line that parses back into `args`: `--flag=value` for each
-/// value that differs from its flag's default, in the order the flags are
-/// declared (so the same value always renders the same, and a Deployment's
-/// render hash only changes with a value). `--flag=value` keeps a value
-/// that starts with `-` (a keyword like `-is:retweet`) from reading as a
-/// flag. Fields that are not serialised (`--print-config`) are never
-/// rendered.
-pub fn to_args<T: clap::CommandFactory + Serialize>(args: &T) -> Vec<String> {
+/// value that differs from its flag's default, and for the flags named in
+/// `spelled` (by field name) whatever their value, in the order the flags
+/// are declared. Leaving defaults out lets a `TWS_*` variable in the pod's
+/// environment still set them; `spelled` is for values the Deployment's own
+/// fields depend on (the listen address its ports and probes name).
+/// `--flag=value` keeps a value that starts with `-` (a keyword like
+/// `-is:retweet`) from reading as a flag. Unset options and fields that are
+/// not serialised (`--print-config`) are left out.
+pub fn to_args<T: clap::CommandFactory + Serialize>(args: &T, spelled: &[&str]) -> Vec<String> {
     let values = match serde_json::to_value(args) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => return Vec::new(),
@@ -105,7 +107,7 @@ pub fn to_args<T: clap::CommandFactory + Serialize>(args: &T) -> Vec<String> {
             .iter()
             .map(|d| d.to_string_lossy().into_owned())
             .collect();
-        if is_default(&rendered, &default) {
+        if is_default(&rendered, &default) && !spelled.contains(&arg.get_id().as_str()) {
             continue;
         }
         out.push(format!("--{long}={rendered}"));
@@ -163,36 +165,64 @@ fn is_default(rendered: &str, default: &[String]) -> bool {
 mod tests {
     use super::*;
 
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// `new` gives exactly what the parser gives for the required flags
+    /// alone: the defaults agree.
     #[test]
-    fn defaults_are_left_out_and_the_rest_parses_back() {
+    fn new_holds_the_parsers_defaults() {
+        let p: ProducerArgs = parse_rendered(&strings(&[
+            "--source=synthetic",
+            "--brokers=k:9092",
+            "--topic=t",
+            "--stream-name=demo",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p,
+            ProducerArgs::new(Source::Synthetic, "demo", vec!["k:9092".into()], "t")
+        );
+        let c: ConsumerArgs = parse_rendered(&strings(&[
+            "--brokers=k:9092",
+            "--topic=t",
+            "--stream-name=demo",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c, ConsumerArgs::new("demo", vec!["k:9092".into()], "t"));
+    }
+
+    #[test]
+    fn rendered_arguments_parse_back_into_the_same_values() {
         let mut p = ProducerArgs::new(Source::Synthetic, "demo", vec!["k:9092".into()], "t");
         assert_eq!(
-            to_args(&p),
+            to_args(&p, &["http_addr"]),
             [
                 "--source=synthetic",
                 "--brokers=k:9092",
                 "--topic=t",
-                "--stream-name=demo"
-            ]
+                "--stream-name=demo",
+                "--http-addr=0.0.0.0:8080"
+            ],
+            "defaults are left out unless spelled; unset options always"
         );
         p.keyword = Some("-is:retweet lang:en".into());
         p.include_retweets = true;
         p.synthetic_rate = 2.5;
         p.brokers.push("k2:9092".into());
         p.log_format = LogFormat::Json;
-        let back: ProducerArgs = parse_rendered(&to_args(&p)).unwrap_or_else(|e| panic!("{e}"));
+        let back: ProducerArgs =
+            parse_rendered(&to_args(&p, &[])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, p);
 
         let mut c = ConsumerArgs::new("demo", vec!["k:9092".into()], "t");
-        assert_eq!(
-            to_args(&c),
-            ["--brokers=k:9092", "--topic=t", "--stream-name=demo"]
-        );
         c.slide_seconds = Some(5);
         c.time_mode = consumer::TimeMode::Processing;
         c.print = Some(false);
         c.output_topic = Some("out".into());
-        let back: ConsumerArgs = parse_rendered(&to_args(&c)).unwrap_or_else(|e| panic!("{e}"));
+        let back: ConsumerArgs =
+            parse_rendered(&to_args(&c, &[])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, c);
     }
 }
