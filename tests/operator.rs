@@ -108,10 +108,11 @@ fn args(d: &Deployment) -> Vec<String> {
         .unwrap()
 }
 
+/// The value of `--name=value` in rendered arguments.
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
-        .position(|a| a == name)
-        .map(|i| args[i + 1].clone())
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_owned)
 }
 
 async fn ready_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
@@ -210,10 +211,9 @@ async fn example_becomes_ready_then_follows_changes_suspend_and_scale() {
     assert_eq!(flag(&pargs, "--keyword").as_deref(), Some("superbowl"));
     assert_eq!(flag(&pargs, "--topic").as_deref(), Some(topic.as_str()));
     assert_eq!(flag(&pargs, "--min-faves").as_deref(), Some("60000"));
-    assert_eq!(
-        flag(&args(&consumer), "--window-seconds").as_deref(),
-        Some("10")
-    );
+    let cargs: twitterstream_contract::ConsumerArgs =
+        twitterstream_contract::parse_rendered(&args(&consumer)).expect("consumer arguments");
+    assert_eq!(cargs.window_seconds, 10);
     let image = producer
         .spec
         .as_ref()

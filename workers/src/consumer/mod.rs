@@ -1,12 +1,12 @@
 pub mod aggregate;
 mod aggregate_stage;
-mod http;
 mod merge;
 mod merge_stage;
 pub mod metrics;
 mod offsets;
 mod partials;
 pub mod pipeline;
+mod probes;
 mod sentiment;
 #[cfg(test)]
 mod simulation;

@@ -12,6 +12,9 @@
 use crate::consumer::aggregate_stage::AggregateStage;
 use crate::consumer::merge_stage::MergeStage;
 use crate::consumer::metrics::{Health, Metrics};
+use crate::consumer::probes::ConsumerProbes;
+use crate::ops;
+use crate::shutdown::{Shutdown, shutdown_on_signals};
 use crate::consumer::partials;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
@@ -106,28 +109,6 @@ async fn discover(args: &ConsumerArgs, brokers: &str) -> Result<Topology, partia
     })
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Runs the consumer until SIGTERM/SIGINT, then commits what is complete and
 /// returns.
 pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
@@ -137,39 +118,27 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
+    // The ops server stops last, once the stages are done (or on a signal
+    // before they started).
+    let (stop_http, http_stop) = Shutdown::new();
+    let probes = ConsumerProbes {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let (_, http) = ops::serve(args.http_addr, probes, http_stop)
         .await
         .map_err(|source| PipelineError::Http {
             addr: args.http_addr,
             source,
         })?;
-    let http = {
-        let (metrics, health) = (metrics.clone(), health.clone());
-        let mut rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let app = crate::consumer::http::router(metrics, health);
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        })
-    };
-
-    let signal = tokio::spawn(shutdown_signal());
-    tokio::pin!(signal);
+    let mut signal = shutdown_on_signals();
     let brokers = args.brokers.join(",");
     let group = args.group().to_owned();
     let mut backoff = Duration::from_millis(500);
     let topology = loop {
         tokio::select! {
-            _ = &mut signal => {
-                let _ = stop_tx.send(true);
+            _ = signal.wait() => {
+                let _ = stop_http.send(true);
                 let _ = http.await;
                 return Ok(());
             }
@@ -276,7 +245,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         threads.push(t);
     }
     tokio::select! {
-        _ = &mut signal => tracing::info!("shutting down: committing what is complete"),
+        _ = signal.wait() => tracing::info!("shutting down: committing what is complete"),
         Some(name) = done_rx.recv() => {
             health.broken.store(true, Ordering::SeqCst);
             tracing::error!(stage = name, "a stage ended on its own");
@@ -286,7 +255,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
         .await
         .unwrap_or(false);
-    let _ = stop_tx.send(true);
+    let _ = stop_http.send(true);
     let _ = http.await;
     if joined {
         Ok(())

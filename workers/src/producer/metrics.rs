@@ -1,18 +1,13 @@
-//! Prometheus metrics and the ops HTTP server (`/healthz`, `/readyz`,
-//! `/metrics`).
+//! The producer's Prometheus metrics, and what it tells the ops server
+//! (`crate::ops`).
 
 use super::search::SearchEvent;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use crate::ops::Probes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -175,66 +170,25 @@ impl Metrics {
     }
 }
 
-type ReadyCheck = Arc<dyn Fn(Duration) -> bool + Send + Sync>;
-
-#[derive(Clone)]
-struct Ops {
-    metrics: Arc<Metrics>,
-    ready: ReadyCheck,
+/// What the producer tells the ops server (`crate::ops`): ready while Kafka
+/// answers a metadata request for the topic (`ready`, given a timeout).
+pub(crate) struct ProducerProbes<F> {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ready: F,
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    let check = ops.ready.clone();
-    let ok = tokio::task::spawn_blocking(move || check(Duration::from_secs(3)))
-        .await
-        .unwrap_or(false);
-    if ok {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Kafka metadata for the topic is not reachable\n",
-        )
-    }
-}
-
-async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ops.metrics.encode(),
-    )
-}
-
-/// Binds the ops server; returns the bound address (port 0 picks one) and
-/// the task serving it.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: impl Fn(Duration) -> bool + Send + Sync + 'static,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(Ops {
-            metrics,
-            ready: Arc::new(ready),
-        });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "ops HTTP server failed");
+impl<F: Fn(Duration) -> bool + Send + Sync + 'static> Probes for ProducerProbes<F> {
+    fn ready(&self) -> Result<(), String> {
+        if (self.ready)(Duration::from_secs(3)) {
+            Ok(())
+        } else {
+            Err("Kafka metadata for the topic is not reachable".to_owned())
         }
-    });
-    Ok((bound, task))
+    }
+
+    fn metrics(&self) -> Option<String> {
+        Some(self.metrics.encode())
+    }
 }
 
 #[cfg(test)]

@@ -115,8 +115,11 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         source,
         compression: "lz4",
     })?;
-    let (addr, _server) =
-        metrics::serve(args.http_addr, metrics.clone(), publisher.readiness_probe())
+    let probes = metrics::ProducerProbes {
+        metrics: metrics.clone(),
+        ready: publisher.readiness_probe(),
+    };
+    let (addr, _server) = crate::ops::serve(args.http_addr, probes, shutdown.clone())
             .await
             .map_err(|source| RunError::Http {
                 addr: args.http_addr,
