@@ -93,10 +93,18 @@ mod tests {
 
     impl Probes for Fixed {
         fn live(&self) -> Result<(), String> {
-            if self.live { Ok(()) } else { Err("a stage stopped".to_owned()) }
+            if self.live {
+                Ok(())
+            } else {
+                Err("a stage stopped".to_owned())
+            }
         }
         fn ready(&self) -> Result<(), String> {
-            if self.ready { Ok(()) } else { Err("not assigned yet".to_owned()) }
+            if self.ready {
+                Ok(())
+            } else {
+                Err("not assigned yet".to_owned())
+            }
         }
         fn metrics(&self) -> Option<String> {
             Some("# EOF\n".to_owned())
@@ -125,9 +133,13 @@ mod tests {
             live: true,
             ready: false,
         };
-        let (addr, task) = serve("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), probes, shutdown)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (addr, task) = serve(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            probes,
+            shutdown,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (status, _, body) = get(addr, "/readyz").await;
         assert_eq!((status, body.as_str()), (503, "not assigned yet\n"));
@@ -148,9 +160,13 @@ mod tests {
             live: false,
             ready: true,
         };
-        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), probes, shutdown)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (addr, _task) = serve(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            probes,
+            shutdown,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let (status, _, body) = get(addr, "/healthz").await;
         assert_eq!((status, body.as_str()), (503, "a stage stopped\n"));
         assert_eq!(get(addr, "/readyz").await.0, 200);

@@ -12,12 +12,12 @@
 use crate::consumer::aggregate_stage::AggregateStage;
 use crate::consumer::merge_stage::MergeStage;
 use crate::consumer::metrics::{Health, Metrics};
-use crate::consumer::probes::ConsumerProbes;
-use crate::ops;
-use crate::shutdown::{Shutdown, shutdown_on_signals};
 use crate::consumer::partials;
+use crate::consumer::probes::ConsumerProbes;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
+use crate::ops;
+use crate::shutdown::{Shutdown, shutdown_on_signals};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;

@@ -120,11 +120,11 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         ready: publisher.readiness_probe(),
     };
     let (addr, _server) = crate::ops::serve(args.http_addr, probes, shutdown.clone())
-            .await
-            .map_err(|source| RunError::Http {
-                addr: args.http_addr,
-                source,
-            })?;
+        .await
+        .map_err(|source| RunError::Http {
+            addr: args.http_addr,
+            source,
+        })?;
     tracing::info!(
         %addr,
         source,
