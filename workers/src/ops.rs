@@ -126,20 +126,27 @@ mod tests {
         (status, kind, r.text().await.unwrap_or_default())
     }
 
+    /// A server on a free loopback port answering from `Fixed`, and the
+    /// sender that stops it.
+    async fn start(
+        live: bool,
+        ready: bool,
+    ) -> (
+        tokio::sync::watch::Sender<bool>,
+        SocketAddr,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (stop, shutdown) = Shutdown::new();
+        let addr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (addr, task) = serve(addr, Fixed { live, ready }, shutdown)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (stop, addr, task)
+    }
+
     #[tokio::test]
     async fn answers_from_the_probes_and_stops_on_shutdown() {
-        let (stop, shutdown) = Shutdown::new();
-        let probes = Fixed {
-            live: true,
-            ready: false,
-        };
-        let (addr, task) = serve(
-            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-            probes,
-            shutdown,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (stop, addr, task) = start(true, false).await;
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (status, _, body) = get(addr, "/readyz").await;
         assert_eq!((status, body.as_str()), (503, "not assigned yet\n"));
@@ -155,18 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_liveness_fails_healthz_with_its_reason() {
-        let (_stop, shutdown) = Shutdown::new();
-        let probes = Fixed {
-            live: false,
-            ready: true,
-        };
-        let (addr, _task) = serve(
-            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-            probes,
-            shutdown,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (_stop, addr, _task) = start(false, true).await;
         let (status, _, body) = get(addr, "/healthz").await;
         assert_eq!((status, body.as_str()), (503, "a stage stopped\n"));
         assert_eq!(get(addr, "/readyz").await.0, 200);
