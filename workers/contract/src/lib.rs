@@ -41,6 +41,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// The name in flags, the CRD, record headers and checkpoints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::XSearch => "x-search",
+            Source::XStream => "x-stream",
+            Source::Replay => "replay",
+            Source::Synthetic => "synthetic",
+        }
+    }
+
     /// Sources that call the X API and so need credentials and a single
     /// producer.
     pub fn uses_x_api(self) -> bool {
@@ -164,6 +174,17 @@ fn is_default(rendered: &str, default: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_names_agree_with_clap_and_serde() {
+        use clap::ValueEnum;
+        for s in Source::value_variants() {
+            let clap = s.to_possible_value().map(|v| v.get_name().to_owned());
+            let serde = serde_json::to_value(s).ok();
+            assert_eq!(clap.as_deref(), Some(s.as_str()));
+            assert_eq!(serde, Some(serde_json::Value::from(s.as_str())));
+        }
+    }
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| a.to_string()).collect()

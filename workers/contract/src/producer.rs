@@ -180,15 +180,8 @@ impl ProducerArgs {
         if self.brokers.iter().all(|b| b.trim().is_empty()) {
             return Err(ConfigError::NoBrokers);
         }
-        let needs_keyword = match self.source {
-            Source::XSearch => Some("x-search"),
-            Source::XStream => Some("x-stream"),
-            _ => None,
-        };
-        if let Some(src) = needs_keyword
-            && self.keyword.as_deref().is_none_or(|k| k.trim().is_empty())
-        {
-            return Err(ConfigError::KeywordRequired(src));
+        if self.source.uses_x_api() && self.keyword.as_deref().is_none_or(|k| k.trim().is_empty()) {
+            return Err(ConfigError::KeywordRequired(self.source.as_str()));
         }
         if self.source == Source::Replay && self.replay_file.is_none() {
             return Err(ConfigError::ReplayFileRequired);

@@ -9,6 +9,7 @@
 //! try to commit with a stale generation, which the broker fences.
 
 use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
+use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -679,18 +680,7 @@ impl<P: Processor> Driver<P> {
                         .transactions_aborted
                         .get_or_create(&self.labels())
                         .inc();
-                    // When the abort fails too (a fenced or failed producer),
-                    // the clients are recreated.
-                    return match producer.abort_transaction(KAFKA_TIMEOUT) {
-                        Ok(()) => Err(StageError::Aborted {
-                            stage: self.cfg.stage,
-                            source: Box::new(e),
-                        }),
-                        Err(abort) => {
-                            tracing::warn!(stage = self.cfg.stage, error = %abort, "aborting the transaction failed");
-                            Err(e)
-                        }
-                    };
+                    return Err(e);
                 }
                 self.metrics
                     .transactions
@@ -713,6 +703,9 @@ impl<P: Processor> Driver<P> {
         Ok(())
     }
 
+    /// Publishes the batch and commits its input offsets in one transaction.
+    /// `Aborted` when it failed and was aborted (the clients are still good);
+    /// any other error means the clients are recreated.
     fn transaction(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -720,42 +713,51 @@ impl<P: Processor> Driver<P> {
         batch: &Batch,
         tpl: &TopicPartitionList,
     ) -> Result<(), StageError> {
-        self.kafka("beginning a transaction", producer.begin_transaction())?;
+        let group = match tpl.count() {
+            0 => None,
+            _ => Some(
+                consumer
+                    .group_metadata()
+                    .ok_or(StageError::NoGroupMetadata {
+                        stage: self.cfg.stage,
+                    })?,
+            ),
+        };
+        transaction::begin(producer).map_err(|e| self.txn_error(e))?;
         for r in &batch.records {
             let mut record = BaseRecord::to(&r.topic).key(&r.key).payload(&r.payload);
             if let Some(p) = r.partition {
                 record = record.partition(p);
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) => {
-                        // The background thread drains the queue.
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return self.kafka("producing", Err(e)),
-                }
+            // rdkafka's send hands the record back in its error, for a retry.
+            #[allow(clippy::result_large_err)]
+            let sent = transaction::send(record, |r| producer.send(r));
+            if let Err(e) = sent {
+                let e = transaction::abort_after(producer, "producing", e, KAFKA_TIMEOUT);
+                return Err(self.txn_error(e));
             }
         }
-        if tpl.count() > 0 {
-            let group = consumer
-                .group_metadata()
-                .ok_or(StageError::NoGroupMetadata {
-                    stage: self.cfg.stage,
-                })?;
-            self.kafka(
-                "adding offsets to the transaction",
-                producer.send_offsets_to_transaction(tpl, &group, KAFKA_TIMEOUT),
-            )?;
+        let offsets = group.as_ref().map(|g| (tpl, g));
+        transaction::commit(producer, offsets, KAFKA_TIMEOUT).map_err(|e| self.txn_error(e))
+    }
+
+    fn txn_error(&self, e: TxnError) -> StageError {
+        let stage = self.cfg.stage;
+        match e {
+            TxnError::Aborted { op, source } => StageError::Aborted {
+                stage,
+                source: Box::new(StageError::Kafka {
+                    stage,
+                    what: op,
+                    source,
+                }),
+            },
+            TxnError::Fatal { op, source } => StageError::Kafka {
+                stage,
+                what: op,
+                source,
+            },
         }
-        self.kafka(
-            "committing the transaction",
-            crate::transaction::commit(producer, KAFKA_TIMEOUT),
-        )
     }
 
     fn print(&self, lines: &[String]) -> Result<(), StageError> {

@@ -13,6 +13,7 @@
 use super::checkpoint::{Checkpoint, CheckpointGroup};
 use super::identity::transactional_id;
 use super::synthetic::decimal;
+use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -43,44 +44,35 @@ pub enum PublishError {
         #[source]
         source: KafkaError,
     },
-    #[error("Kafka transaction {op} failed: {source}")]
-    Transaction {
-        op: &'static str,
-        #[source]
-        source: KafkaError,
-    },
-    /// The transaction was aborted: its records are not visible, so the
-    /// caller sends them again (or re-fetches them).
-    #[error("Kafka transaction aborted after {op} failed: {source}")]
-    Aborted {
-        op: &'static str,
-        #[source]
-        source: KafkaError,
-    },
-    /// Another producer with the same transactional id took over, or
-    /// librdkafka hit an unrecoverable error: this process must stop.
-    #[error("fatal Kafka producer error during {op} (fenced by a newer instance?): {source}")]
-    Fatal {
-        op: &'static str,
-        #[source]
-        source: KafkaError,
-    },
+    #[error("Kafka init_transactions failed: {0}")]
+    Init(#[source] KafkaError),
+    /// A transaction that did not commit: `Aborted` (its records are not
+    /// visible; the caller sends or fetches them again) or `Fatal`.
+    #[error(transparent)]
+    Transaction(#[from] TxnError),
+    #[error("cannot add the checkpoint to the transaction: {0}")]
+    Checkpoint(#[source] KafkaError),
     #[error("producing to {topic} failed: {source}")]
     Send {
         topic: String,
         #[source]
         source: KafkaError,
     },
+    #[error("flushing the Kafka producer failed: {0}")]
+    Flush(#[source] KafkaError),
     #[error("a Kafka producer call panicked or was cancelled: {0}")]
     Join(String),
 }
 
 impl PublishError {
+    /// Another producer with the same transactional id took over, or the
+    /// producer is unusable: this process must stop.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            PublishError::Fatal { .. } | PublishError::Create { .. }
-        )
+        match self {
+            PublishError::Transaction(e) => e.is_fatal(),
+            PublishError::Create { .. } | PublishError::Init(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -232,18 +224,6 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// What to do with a failed transactional call.
-fn classify(op: &'static str, e: KafkaError) -> PublishError {
-    match &e {
-        KafkaError::Transaction(t) if t.is_fatal() => PublishError::Fatal { op, source: e },
-        _ => PublishError::Transaction { op, source: e },
-    }
-}
-
-fn requires_abort(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(t) if t.txn_requires_abort())
-}
-
 fn retriable(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(t) if t.is_retriable())
 }
@@ -349,26 +329,19 @@ impl Publisher {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
-                Err(e) => return Err(classify("init_transactions", e)),
+                Err(e) => return Err(PublishError::Init(e)),
             }
         }
     }
 
     pub fn begin(&mut self) -> Result<(), PublishError> {
-        self.producer
-            .begin_transaction()
-            .map_err(|e| classify("begin_transaction", e))?;
+        transaction::begin(self.producer.as_ref())?;
         self.in_transaction = true;
         Ok(())
     }
 
     /// Enqueues one record of the open transaction. Waits (briefly, by
     /// blocking) while librdkafka's queue is full rather than dropping.
-    pub fn send_record(&self, record: &TweetRecord, ingested_at: &str) -> Result<(), PublishError> {
-        self.send(&record.key, &record.value, record.seq, ingested_at)
-    }
-
-    /// Like [`Publisher::send_record`] without building a record first.
     pub fn send(
         &self,
         key: &str,
@@ -400,26 +373,17 @@ impl Publisher {
                 value: Some(decimal(seq, &mut seq_digits)),
             });
         }
-        let mut r = BaseRecord::to(&self.config.topic)
+        let r = BaseRecord::to(&self.config.topic)
             .key(key)
             .payload(value)
             .headers(headers);
-        loop {
-            match self.producer.send(r) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    r = back;
-                    // The polling thread drains delivery reports meanwhile.
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((source, _)) => {
-                    return Err(PublishError::Send {
-                        topic: self.config.topic.clone(),
-                        source,
-                    });
-                }
-            }
-        }
+        // rdkafka's send hands the record back in its error, for a retry.
+        #[allow(clippy::result_large_err)]
+        let sent = transaction::send(r, |r| self.producer.send(r));
+        sent.map_err(|source| PublishError::Send {
+            topic: self.config.topic.clone(),
+            source,
+        })
     }
 
     /// Where [`Publisher::commit`] writes checkpoints.
@@ -432,64 +396,22 @@ impl Publisher {
     /// an abortable failure the transaction is aborted and `Aborted`
     /// returned: none of its records are visible, the caller sends them again.
     pub async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError> {
-        if let (Some(c), Some(group)) = (checkpoint, self.checkpoints.clone()) {
-            let tpl = c
-                .offsets(&group.topic)
-                .map_err(|e| classify("send_offsets_to_transaction", e))?;
-            let r = self
-                .blocking(move |p| {
-                    p.send_offsets_to_transaction(&tpl, &group.metadata, TXN_CALL_TIMEOUT)
-                })
-                .await?;
-            if let Err(e) = r {
-                if matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) {
-                    self.in_transaction = false;
-                    return Err(PublishError::Fatal {
-                        op: "send_offsets_to_transaction",
-                        source: e,
-                    });
-                }
-                tracing::warn!(error = %e, "adding the checkpoint to the transaction failed; aborting it");
-                self.abort().await?;
-                return Err(PublishError::Aborted {
-                    op: "send_offsets_to_transaction",
-                    source: e,
-                });
-            }
-        }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let r = self
-                .blocking(|p| crate::transaction::commit(p, TXN_CALL_TIMEOUT))
-                .await?;
-            match r {
-                Ok(()) => {
-                    self.in_transaction = false;
-                    return Ok(());
-                }
-                Err(e) if retriable(&e) && attempts < 5 => {
-                    tracing::warn!(error = %e, attempts, "commit_transaction failed with a retriable error; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
-                }
-                Err(e) if matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
-                    self.in_transaction = false;
-                    return Err(PublishError::Fatal {
-                        op: "commit_transaction",
-                        source: e,
-                    });
-                }
-                Err(e) => {
-                    let must_abort = requires_abort(&e);
-                    tracing::warn!(error = %e, must_abort, "commit_transaction failed; aborting the transaction");
-                    self.abort().await?;
-                    return Err(PublishError::Aborted {
-                        op: "commit_transaction",
-                        source: e,
-                    });
-                }
-            }
-        }
+        let offsets = match (checkpoint, self.checkpoints.clone()) {
+            (Some(c), Some(group)) => Some((
+                c.offsets(&group.topic).map_err(PublishError::Checkpoint)?,
+                group,
+            )),
+            _ => None,
+        };
+        let r = self
+            .blocking(move |p| {
+                let offsets = offsets.as_ref().map(|(tpl, g)| (tpl, &g.metadata));
+                transaction::commit(p, offsets, TXN_CALL_TIMEOUT)
+            })
+            .await?;
+        // Committed, aborted or fatal: no transaction is open any more.
+        self.in_transaction = false;
+        Ok(r?)
     }
 
     /// Aborts the open transaction, discarding its records.
@@ -497,36 +419,17 @@ impl Publisher {
         if !self.in_transaction {
             return Ok(());
         }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self
-                .blocking(|p| p.abort_transaction(TXN_CALL_TIMEOUT))
-                .await?
-            {
-                Ok(()) => {
-                    self.in_transaction = false;
-                    return Ok(());
-                }
-                Err(e) if retriable(&e) && attempts < 5 => {
-                    tracing::warn!(error = %e, attempts, "abort_transaction failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempts)).await;
-                }
-                Err(e) => {
-                    self.in_transaction = false;
-                    return Err(PublishError::Fatal {
-                        op: "abort_transaction",
-                        source: e,
-                    });
-                }
-            }
-        }
+        let r = self
+            .blocking(|p| transaction::abort(p, TXN_CALL_TIMEOUT))
+            .await?;
+        self.in_transaction = false;
+        Ok(r?)
     }
 
     /// Waits for every enqueued record's delivery report.
     pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
         self.blocking(move |p| p.flush(timeout))
             .await?
-            .map_err(|e| classify("flush", e))
+            .map_err(PublishError::Flush)
     }
 }

@@ -22,6 +22,8 @@
 //! starts small and grows until it does.
 
 use super::checkpoint::{self, Checkpoint, CheckpointGroup};
+use super::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -110,6 +112,43 @@ pub async fn resume(q: ResumeQuery) -> Result<Resume, ResumeError> {
     tokio::task::spawn_blocking(move || resume_blocking(&q))
         .await
         .map_err(|e| ResumeError::Join(e.to_string()))?
+}
+
+/// [`resume`], tried again with a growing delay while Kafka is away or slow.
+/// `None` on shutdown.
+pub(crate) async fn resume_retrying(
+    q: ResumeQuery,
+    metrics: &Metrics,
+    shutdown: &mut Shutdown,
+) -> Result<Option<Resume>, ResumeError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let r = tokio::select! {
+            r = resume(q.clone()) => r,
+            _ = shutdown.wait() => return Ok(None),
+        };
+        match r {
+            Ok(found) => {
+                metrics.resume_records_scanned.inc_by(found.scanned);
+                tracing::info!(
+                    from_checkpoint = found.from_checkpoint,
+                    scanned = found.scanned,
+                    checkpoint = %found.checkpoint.encode(),
+                    "resuming"
+                );
+                return Ok(Some(found));
+            }
+            Err(e) if e.is_transient() => {
+                metrics.publish_errors.inc();
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot find where to resume; retrying");
+                if !shutdown.sleep(delay).await {
+                    return Ok(None);
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The maximum of `values` when they prove to cover the partition's last
