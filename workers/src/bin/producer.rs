@@ -3,9 +3,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twitterstream_contract::producer::ProducerArgs;
+use twitterstream_workers::producer::clock::{Clock, ManualClock, SystemClock};
 use twitterstream_workers::producer::run::{RunError, run};
-use twitterstream_workers::producer::search::{Clock, SystemClock};
-use twitterstream_workers::producer::synthetic::{ManualClock, Scratch, SyntheticGenerator};
+use twitterstream_workers::producer::synthetic::{Scratch, SyntheticGenerator};
 use twitterstream_workers::shutdown::shutdown_on_signals;
 
 /// Writes synthetic tweets as `key<TAB>value` lines (what `kcat -K '\t'`

@@ -1,7 +1,9 @@
 mod auth;
 mod backoff;
 mod checkpoint;
+pub mod clock;
 pub mod credentials;
+mod format;
 mod identity;
 pub mod metrics;
 mod publisher;

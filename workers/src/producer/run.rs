@@ -18,14 +18,16 @@
 //! as a single producer replica; a second one fences the first, which exits.
 
 use super::checkpoint::{Checkpoint, OpenPoll as CheckpointedPoll};
+use super::clock::SystemClock;
 use super::credentials::{CredentialSource, CredentialsError, CredentialsProvider};
+use super::format::decimal;
 use super::metrics::{self, Metrics};
 use super::publisher::{PublishError, Publisher, PublisherConfig, TweetRecord};
 use super::replay::{self, Pacer};
 use super::resume::{self, Position, ResumeError, ResumeQuery};
-use super::search::{OpenPoll, SearchConfig, SearchError, SearchPoller, SystemClock, id_cmp};
+use super::search::{OpenPoll, SearchConfig, SearchError, SearchPoller, id_cmp};
 use super::stream::{self, StreamError};
-use super::synthetic::{Scratch, SyntheticGenerator, decimal};
+use super::synthetic::{Scratch, SyntheticGenerator};
 use super::xapi::{XApiClient, XApiError};
 use crate::shutdown::Shutdown;
 use chrono::{SecondsFormat, Utc};
