@@ -25,7 +25,8 @@ use twitterstream_tests::kafka::create_topic;
 use twitterstream_tests::process::free_port;
 use twitterstream_tests::xapi::{Fault, SeenAuth, TweetSpec, UserKeys, XApiServer};
 use twitterstream_tests::{eventually, kafka_brokers, unique_name};
-use twitterstream_workers::producer::synthetic::{ManualClock, SyntheticGenerator};
+use twitterstream_workers::producer::clock::ManualClock;
+use twitterstream_workers::producer::synthetic::SyntheticGenerator;
 use twitterstream_workers::producer::xapi::TWEET_FIELDS;
 
 const CK: &str = "pp-consumer-key-Zq81";

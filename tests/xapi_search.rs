@@ -22,12 +22,11 @@ use twitterstream_contract::producer::SearchEndpoint;
 use twitterstream_tests::xapi::{
     Fault, SeenAuth, TweetSpec, UserKeys, XApiServer, hmac_sha1_signature, signature_base_string,
 };
+use twitterstream_workers::producer::clock::Clock;
 use twitterstream_workers::producer::credentials::{
     CredentialSource, Credentials, CredentialsProvider, Secret, UserCredentials,
 };
-use twitterstream_workers::producer::search::{
-    Batch, Clock, SearchConfig, SearchEvent, SearchPoller,
-};
+use twitterstream_workers::producer::search::{Batch, SearchConfig, SearchEvent, SearchPoller};
 use twitterstream_workers::producer::xapi::{Endpoint, XApiClient};
 
 /// Virtual time: `sleep` moves `now` forward at once and records the wait.

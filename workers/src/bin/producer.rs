@@ -1,18 +1,60 @@
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use twitterstream_contract::producer::ProducerArgs;
+use twitterstream_workers::producer::clock::{Clock, ManualClock, SystemClock};
 use twitterstream_workers::producer::run::{RunError, run};
-use twitterstream_workers::producer::search::{Clock, SystemClock};
-use twitterstream_workers::producer::synthetic::{ManualClock, Scratch, SyntheticGenerator};
+use twitterstream_workers::producer::synthetic::{Scratch, SyntheticGenerator};
 use twitterstream_workers::shutdown::shutdown_on_signals;
+
+// The command line: the producer's flags, or a tool. No doc comment here:
+// the about text comes with the flattened ProducerArgs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "twitterstream-producer",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Absent when a tool runs.
+    #[command(flatten)]
+    producer: Option<ProducerArgs>,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Tool {
+    DumpSynthetic(DumpArgs),
+}
+
+impl Cli {
+    /// `Cli::parse`, except that the producer's arguments stay unbuilt when a
+    /// tool runs: clap's `Option<ProducerArgs>` is `Some` as soon as one
+    /// `TWS_*` variable is set, and building it would then fail for the
+    /// required flags a tool does not take.
+    fn parse_args() -> Self {
+        let mut command = Self::command();
+        let matches = command.get_matches_mut();
+        let cli = if matches.subcommand().is_some() {
+            Tool::from_arg_matches(&matches).map(|tool| Self {
+                producer: None,
+                tool: Some(tool),
+            })
+        } else {
+            Self::from_arg_matches(&matches)
+        };
+        cli.unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+}
 
 /// Writes synthetic tweets as `key<TAB>value` lines (what `kcat -K '\t'`
 /// reads), for benchmarks that compare the producer with kcat on the same
-/// records. Invoked as `twitterstream-producer dump-synthetic ...`.
-#[derive(Debug, Parser)]
-#[command(name = "twitterstream-producer dump-synthetic")]
+/// records.
+#[derive(Debug, Args)]
 struct DumpArgs {
     /// Seed of the generator (as --seed of the producer).
     #[arg(long, default_value_t = 1)]
@@ -48,8 +90,8 @@ fn dump(args: &DumpArgs) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("dump-synthetic") {
-        let args = DumpArgs::parse_from(std::env::args().skip(1));
+    let cli = Cli::parse_args();
+    if let Some(Tool::DumpSynthetic(args)) = cli.tool {
         return match dump(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,7 +100,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = ProducerArgs::parse();
+    let Some(args) = cli.producer else {
+        unreachable!("clap requires the producer's flags when no tool runs");
+    };
     if let Some(code) =
         twitterstream_workers::common::preflight(&args, args.validate(), args.print_config)
     {

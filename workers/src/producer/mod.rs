@@ -1,8 +1,10 @@
 mod auth;
 mod backoff;
 mod checkpoint;
+pub mod clock;
 pub mod credentials;
 mod error;
+mod format;
 mod identity;
 pub mod metrics;
 mod publisher;

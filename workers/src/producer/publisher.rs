@@ -11,8 +11,8 @@
 //! killed process left behind) in `init_transactions`.
 
 use super::checkpoint::{Checkpoint, CheckpointGroup};
+use super::format::decimal;
 use super::identity::transactional_id;
-use super::synthetic::decimal;
 use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;

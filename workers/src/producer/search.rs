@@ -14,6 +14,7 @@
 
 use super::auth::Auth;
 use super::backoff::{Backoff, BackoffConfig};
+use super::clock::{Clock, SystemClock};
 use super::credentials::CredentialsProvider;
 use super::xapi::{
     ApiErrorItem, Endpoint, RateLimit, ReceivedTweet, SearchPage, SearchRequest, XApiClient,
@@ -21,8 +22,6 @@ use super::xapi::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use twitterstream_contract::producer::{ProducerArgs, SearchEndpoint};
@@ -34,26 +33,6 @@ const MIN_AGE: TimeDelta = TimeDelta::seconds(10);
 /// Slack added to times X announces (resets are in whole seconds, "created
 /// after" times in minutes), so the retry does not land on the boundary.
 const MARGIN: TimeDelta = TimeDelta::seconds(1);
-
-/// Wall time and sleeping, injectable so tests control time. Production uses
-/// [`SystemClock`] (tokio's timer, so `tokio::time::pause` also works).
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-}
 
 /// What to search for and how often.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,18 +7,16 @@
 //! can regenerate exactly what the producer published; `created_at` comes
 //! from an injected [`Clock`], so tests pin it too.
 
-use super::search::Clock;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use super::clock::Clock;
+use super::format::{decimal, push_json_str};
+use chrono::{DateTime, SecondsFormat, Utc};
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::LogNormal;
 use rand_distr::weighted::WeightedAliasIndex;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// X's epoch for snowflake ids (2010-11-04T01:42:54.657Z).
 const TWITTER_EPOCH_MS: i64 = 1_288_834_974_657;
@@ -202,41 +200,6 @@ const NAMED_TAGS: &[&str] = &[
     "Travel",
     "Food",
 ];
-
-/// A manually driven clock: `now` is what was last set, `sleep` advances it
-/// at once. Tests and `dump-synthetic` use it to pin `created_at`.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: Mutex<DateTime<Utc>>,
-}
-
-impl ManualClock {
-    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
-        Arc::new(Self {
-            now: Mutex::new(start),
-        })
-    }
-
-    pub fn set(&self, t: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
-    }
-
-    pub fn advance(&self, d: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now += TimeDelta::from_std(d).unwrap_or(TimeDelta::zero());
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.advance(duration);
-        Box::pin(std::future::ready(()))
-    }
-}
 
 /// One generated tweet: the fields tests compute expectations from, and the
 /// v2 JSON the producer publishes.
@@ -581,63 +544,14 @@ fn push_hashtag_name(out: &mut String, rank: usize) {
     }
 }
 
-/// `v` in decimal, formatted in `buf` (what `to_string` gives, without the
-/// allocation).
-pub fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// Appends `s` as a JSON string, escaped as serde_json escapes it: `"`,
-/// `\` and control characters (short forms where JSON has them), nothing
-/// else.
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let bytes = s.as_bytes();
-    let mut from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
-        };
-        // Escaped bytes are ASCII, so these slices end on char boundaries.
-        out.push_str(&s[from..i]);
-        if short.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
-        } else {
-            out.push_str(short);
-        }
-        from = i + 1;
-    }
-    out.push_str(&s[from..]);
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::producer::clock::ManualClock;
     use crate::producer::xapi::Tweet;
     use chrono::TimeZone;
     use std::collections::HashMap;
+    use std::time::Duration;
 
     fn clock() -> Arc<ManualClock> {
         ManualClock::new(Utc.with_ymd_and_hms(2025, 2, 9, 23, 30, 0).unwrap())
@@ -804,30 +718,6 @@ mod tests {
             assert_eq!(buf, t.json);
             // Sometimes the clock moves between tweets, sometimes not.
             clock.advance(Duration::from_millis(i % 3 / 2));
-        }
-    }
-
-    #[test]
-    fn strings_are_escaped_like_serde_json() {
-        for s in [
-            "",
-            "plain",
-            "quote \" and backslash \\",
-            "controls \u{0}\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}",
-            "non-ASCII: qué 今日 مباراة 🦀 / slash",
-            "\"",
-        ] {
-            let mut out = String::new();
-            push_json_str(&mut out, s);
-            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn decimal_is_to_string() {
-        let mut buf = [0u8; 20];
-        for v in [0, 1, 9, 10, 99, 100, 12345, u64::MAX / 3, u64::MAX] {
-            assert_eq!(decimal(v, &mut buf), v.to_string());
         }
     }
 

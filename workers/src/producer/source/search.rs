@@ -4,11 +4,12 @@
 
 use super::{Batch, Fill, Recovery, TweetSource};
 use crate::producer::checkpoint::{Checkpoint, OpenPoll as CheckpointedPoll};
+use crate::producer::clock::SystemClock;
 use crate::producer::credentials::CredentialsProvider;
 use crate::producer::error::RunError;
 use crate::producer::metrics::Metrics;
 use crate::producer::publisher::TweetRecord;
-use crate::producer::search::{OpenPoll, SearchConfig, SearchPoller, SystemClock, id_cmp};
+use crate::producer::search::{OpenPoll, SearchConfig, SearchPoller, id_cmp};
 use crate::producer::xapi::XApiClient;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;

@@ -8,10 +8,11 @@
 
 use super::{BATCH_AGE, Batch, Fill, Recovery, TweetSource};
 use crate::producer::checkpoint::Checkpoint;
+use crate::producer::clock::SystemClock;
 use crate::producer::error::RunError;
+use crate::producer::format::decimal;
 use crate::producer::metrics::Metrics;
-use crate::producer::search::SystemClock;
-use crate::producer::synthetic::{Scratch, SyntheticGenerator, decimal};
+use crate::producer::synthetic::{Scratch, SyntheticGenerator};
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
