@@ -179,6 +179,7 @@ impl<P: Transactions> TransactionalSink<P> {
         shutdown: &mut Shutdown,
     ) -> Result<bool, RunError> {
         while !self.commit(0, Some(checkpoint)).await? {
+            tracing::warn!(retry_in = ?self.backoff, "cannot commit the first checkpoint; retrying");
             if !self.back_off(shutdown).await {
                 return Ok(false);
             }
