@@ -8,12 +8,13 @@
 //!   it names exists: environment variables, metrics, operator reasons and
 //!   quoted log messages.
 //!
-//! (The TwitterStream reference is checked by the operator crate's own tests.)
+//! (The TwitterStream reference is checked by the xtask crate's own tests;
+//! `cargo xtask docs` rewrites every generated region.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use twitterstream_operator::reference::{region, replace_region, same_contents};
+use xtask::readme::{region, replace_region, same_contents};
 
 const REFRESH: &str = "TWS_UPDATE_README=1 cargo test -p twitterstream-tests --test docs";
 const METRICS_REGION: &str = "metrics";

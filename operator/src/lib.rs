@@ -29,8 +29,6 @@ pub mod config;
 mod http;
 mod leader;
 pub mod metrics;
-// README generation (`crdgen --reference`).
-pub mod reference;
 
 use anyhow::Context as _;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The TwitterStream field reference in README.md, generated from the CRD's
 //! OpenAPI schema: the descriptions are the doc comments in `crd.rs` and the
 //! constraints are the ones the apiserver enforces, so the documentation
-//! cannot drift from either. `crdgen --reference` rewrites the README region;
-//! a unit test fails while it is stale.
+//! cannot drift from either. `cargo xtask docs` rewrites the README region; a
+//! unit test fails while it is stale.
 //!
 //! Embedded Kubernetes types (affinity, tolerations, resources, conditions)
 //! are not expanded: a schema whose properties have exactly the names and
@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 pub const README_REGION: &str = "crd-reference";
 
 /// The command that regenerates the README region.
-pub const REFRESH_COMMAND: &str = "cargo run -p twitterstream-operator --bin crdgen -- --reference";
+pub const REFRESH_COMMAND: &str = "cargo xtask docs";
 
 /// The field reference of a CRD's storage version (else its first version)
 /// as Markdown: one table per object, with `### <path>` headings.
@@ -400,74 +400,10 @@ fn render_section(out: &mut String, s: &Section) {
     }
 }
 
-/// A README region: the text between the line that starts with
-/// `<!-- BEGIN <name>` and the line `<!-- END <name> -->`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RegionError {
-    #[error("no line starting with `<!-- BEGIN {0}`")]
-    NoBegin(String),
-    #[error("no `<!-- END {0} -->` after its BEGIN line")]
-    NoEnd(String),
-}
-
-fn region_bounds(text: &str, name: &str) -> Result<(usize, usize), RegionError> {
-    let begin_prefix = format!("<!-- BEGIN {name}");
-    let end_line = format!("<!-- END {name} -->");
-    let mut offset = 0;
-    let mut start = None;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_end();
-        match start {
-            None if trimmed.starts_with(&begin_prefix)
-                && trimmed[begin_prefix.len()..].starts_with([' ', '-']) =>
-            {
-                start = Some(offset + line.len());
-            }
-            Some(s) if trimmed == end_line => return Ok((s, offset)),
-            _ => {}
-        }
-        offset += line.len();
-    }
-    Err(match start {
-        None => RegionError::NoBegin(name.to_string()),
-        Some(_) => RegionError::NoEnd(name.to_string()),
-    })
-}
-
-/// The current contents of a README region.
-pub fn region<'a>(text: &'a str, name: &str) -> Result<&'a str, RegionError> {
-    let (start, end) = region_bounds(text, name)?;
-    Ok(&text[start..end])
-}
-
-/// `text` with a README region's contents replaced; the marker lines stay.
-/// The contents get a blank line on either side, so Markdown never reads a
-/// marker as part of the table or paragraph next to it; compare regions with
-/// [`same_contents`].
-pub fn replace_region(text: &str, name: &str, contents: &str) -> Result<String, RegionError> {
-    let (start, end) = region_bounds(text, name)?;
-    let contents = contents.trim();
-    let contents = if contents.is_empty() {
-        String::new()
-    } else {
-        format!("\n{contents}\n\n")
-    };
-    Ok(format!("{}{contents}{}", &text[..start], &text[end..]))
-}
-
-/// Whether a region holds `generated`, ignoring the blank lines around it.
-pub fn same_contents(region: &str, generated: &str) -> bool {
-    region.trim() == generated.trim()
-}
-
-/// Where the README is, from the operator crate.
-pub fn readme_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readme::{readme_path, region, same_contents};
     use kube::CustomResourceExt;
 
     fn crd(schema: serde_json::Value) -> CustomResourceDefinition {
@@ -635,7 +571,7 @@ Observed.
 
     #[test]
     fn twitterstream_reference_covers_every_field_and_rule() {
-        let crd = crate::crd::TwitterStream::crd();
+        let crd = twitterstream_operator::crd::TwitterStream::crd();
         let got = markdown(&crd);
         for needle in [
             "### `spec.kafka`",
@@ -673,29 +609,10 @@ Observed.
     }
 
     #[test]
-    fn regions_are_found_and_replaced_between_their_markers() {
-        let text = "a\n<!-- BEGIN x (generated) -->\nold\n<!-- END x -->\n<!-- BEGIN xy -->\nkeep\n<!-- END xy -->\n";
-        assert_eq!(region(text, "x").unwrap(), "old\n");
-        assert_eq!(region(text, "xy").unwrap(), "keep\n");
-        let new = replace_region(text, "x", "new\nlines\n").unwrap();
-        assert_eq!(
-            new,
-            "a\n<!-- BEGIN x (generated) -->\n\nnew\nlines\n\n<!-- END x -->\n<!-- BEGIN xy -->\nkeep\n<!-- END xy -->\n"
-        );
-        assert!(same_contents(region(&new, "x").unwrap(), "new\nlines\n"));
-        assert!(!same_contents(region(&new, "x").unwrap(), "new\n"));
-        assert_eq!(region("", "x"), Err(RegionError::NoBegin("x".into())));
-        assert_eq!(
-            region("<!-- BEGIN x -->\n", "x"),
-            Err(RegionError::NoEnd("x".into()))
-        );
-    }
-
-    #[test]
     fn readme_reference_is_up_to_date() {
         let readme = std::fs::read_to_string(readme_path()).expect("README.md exists");
         let current = region(&readme, README_REGION).expect("README has the crd-reference markers");
-        let want = markdown(&crate::crd::TwitterStream::crd());
+        let want = markdown(&twitterstream_operator::crd::TwitterStream::crd());
         assert!(
             same_contents(current, &want),
             "README.md's TwitterStream reference is stale: run `{REFRESH_COMMAND}`"
