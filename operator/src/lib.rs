@@ -44,19 +44,6 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     ))
 }
 
-/// Installs the global tracing subscriber; `RUST_LOG` overrides the default `info`.
-pub fn init_logging(format: config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        config::LogFormat::Json => builder.json().init(),
-        config::LogFormat::Text => builder.init(),
-    }
-}
-
 /// Runs the operator until SIGTERM/SIGINT (or, with leader election, until
 /// the Lease is lost).
 pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {

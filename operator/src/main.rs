@@ -4,6 +4,7 @@ use twitterstream_operator::config::OperatorArgs;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = OperatorArgs::parse();
-    twitterstream_operator::init_logging(args.log_format);
+    // kube's per-request lines would drown the operator's own.
+    args.log_format.install("info,kube=warn");
     twitterstream_operator::run(args).await
 }

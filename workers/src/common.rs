@@ -1,19 +1,5 @@
-//! Pieces both workers share: logging set-up.
-
-use twitterstream_contract::LogFormat;
-
-/// Installs the global tracing subscriber; `RUST_LOG` overrides the default `info`.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+//! Pieces both workers' binaries share: TLS set-up, the preflight and the
+//! fatal-error report. (Logging is `LogFormat::install` in the contract.)
 
 /// Makes ring rustls's process-wide crypto provider (reqwest is built without
 /// one, to share kube's ring and skip aws-lc's slow C build). Idempotent.

@@ -67,6 +67,23 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// Installs the process's tracing subscriber, writing to stderr in this
+    /// format: the one logging setup of the operator and both workers.
+    /// `RUST_LOG` overrides `default_filter` (e.g. `info`).
+    pub fn install(self, default_filter: &str) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+    }
+}
+
 /// Headers the producer stamps on every tweet record.
 pub mod header {
     /// The TwitterStream's name: consumers skip records of other streams

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     {
         return code;
     }
-    twitterstream_workers::common::init_logging(args.log_format);
+    args.log_format.install("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     {
         return code;
     }
-    twitterstream_workers::common::init_logging(args.log_format);
+    args.log_format.install("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
