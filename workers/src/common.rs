@@ -3,7 +3,7 @@
 
 /// Makes ring rustls's process-wide crypto provider (reqwest is built without
 /// one, to share kube's ring and skip aws-lc's slow C build). Idempotent.
-pub fn install_tls_provider() {
+pub(crate) fn install_tls_provider() {
     // Err only means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What a worker tells the ops server.
-pub trait Probes: Send + Sync + 'static {
+pub(crate) trait Probes: Send + Sync + 'static {
     /// `Err(why)` makes `/healthz` fail, and Kubernetes restart the pod.
     fn live(&self) -> Result<(), String> {
         Ok(())
@@ -58,7 +58,7 @@ async fn metrics(State(p): State<Shared>) -> Response {
 
 /// Binds the server (port 0 picks one) and serves until `shutdown`; returns
 /// the bound address and the serving task.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     probes: impl Probes,
     mut shutdown: Shutdown,

@@ -8,22 +8,22 @@ use tokio::sync::watch;
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
-    pub fn new() -> (watch::Sender<bool>, Self) {
+    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
         let (tx, rx) = watch::channel(false);
         (tx, Self(rx))
     }
 
-    pub fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         *self.0.borrow()
     }
 
     /// Resolves once shutdown is requested (or every sender is gone).
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         let _ = self.0.wait_for(|v| *v).await;
     }
 
     /// Sleeps, returning false if shutdown cut the sleep short.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
+    pub(crate) async fn sleep(&mut self, d: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(d) => true,
             _ = self.wait() => false,

@@ -21,34 +21,34 @@ const SENTIMENT_SCALE: f64 = 1_000_000.0;
 
 /// The partial aggregate of one window. Serialised as JSON between replicas.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub count: u64,
-    pub authors: BTreeSet<String>,
+    pub(crate) authors: BTreeSet<String>,
     pub hashtags: BTreeMap<String, u64>,
     pub mentions: BTreeMap<String, u64>,
     pub languages: BTreeMap<String, u64>,
     pub likes: u64,
-    pub sentiment: SentimentSums,
+    pub(crate) sentiment: SentimentSums,
     /// Tweets that arrived after this window (or, see the window engine, an
     /// earlier already-emitted one) had closed.
     pub late: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentimentSums {
+pub(crate) struct SentimentSums {
     /// Sum of compound scores, in millionths.
-    pub compound_micros: i64,
-    pub positive: u64,
-    pub negative: u64,
-    pub neutral: u64,
+    pub(crate) compound_micros: i64,
+    pub(crate) positive: u64,
+    pub(crate) negative: u64,
+    pub(crate) neutral: u64,
 }
 
 /// X marks tweets whose language it could not determine as "und"; tweets
 /// without the field are counted the same way.
-pub const UNKNOWN_LANGUAGE: &str = "und";
+pub(crate) const UNKNOWN_LANGUAGE: &str = "und";
 
 impl Aggregate {
-    pub fn add(&mut self, tweet: &ParsedTweet<'_>) {
+    pub(crate) fn add(&mut self, tweet: &ParsedTweet<'_>) {
         self.count = self.count.saturating_add(1);
         if let Some(author) = &tweet.author_id
             && !self.authors.contains(author.as_ref())
@@ -80,12 +80,12 @@ impl Aggregate {
         }
     }
 
-    pub fn add_late(&mut self, n: u64) {
+    pub(crate) fn add_late(&mut self, n: u64) {
         self.late = self.late.saturating_add(n);
     }
 
     /// Folds `other` in; exact, commutative and associative.
-    pub fn merge(&mut self, other: &Aggregate) {
+    pub(crate) fn merge(&mut self, other: &Aggregate) {
         self.count = self.count.saturating_add(other.count);
         self.authors.extend(other.authors.iter().cloned());
         for (map, theirs) in [
@@ -112,7 +112,7 @@ impl Aggregate {
     /// back this aggregate exactly: the counters go to the first piece, and
     /// every author and map entry to exactly one. Deterministic, so a replay
     /// splits the same way.
-    pub fn split(self, budget: usize) -> Vec<Aggregate> {
+    pub(crate) fn split(self, budget: usize) -> Vec<Aggregate> {
         // Per author: quotes and a comma; per map entry also a colon and
         // the digits of a count.
         const AUTHOR_OVERHEAD: usize = 3;
@@ -156,7 +156,7 @@ impl Aggregate {
     }
 
     /// Mean compound score of the counted tweets (0 for none).
-    pub fn sentiment_mean(&self) -> f64 {
+    pub(crate) fn sentiment_mean(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
@@ -165,7 +165,7 @@ impl Aggregate {
     }
 
     /// The published form of this window.
-    pub fn result(&self, stream: &str, window: WindowKey, top_n: usize) -> WindowResult {
+    pub(crate) fn result(&self, stream: &str, window: WindowKey, top_n: usize) -> WindowResult {
         WindowResult {
             stream: stream.to_owned(),
             window_start: rfc3339(window.start_ms),
@@ -198,7 +198,7 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
 }
 
 /// The `n` largest counts; equal counts in tag order so output is stable.
-pub fn top(counts: &BTreeMap<String, u64>, n: usize) -> Vec<TagCount> {
+pub(crate) fn top(counts: &BTreeMap<String, u64>, n: usize) -> Vec<TagCount> {
     let mut all: Vec<(&String, &u64)> = counts.iter().collect();
     // The map iterates in tag order and the sort is stable, so ties keep it.
     all.sort_by(|a, b| b.1.cmp(a.1));
@@ -232,7 +232,7 @@ pub struct WindowResult {
     pub mentions: Vec<TagCount>,
     pub languages: BTreeMap<String, u64>,
     pub likes: u64,
-    pub sentiment: SentimentSummary,
+    pub(crate) sentiment: SentimentSummary,
     pub late: u64,
 }
 
@@ -243,11 +243,11 @@ pub struct TagCount {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SentimentSummary {
-    pub mean: f64,
-    pub positive: u64,
-    pub negative: u64,
-    pub neutral: u64,
+pub(crate) struct SentimentSummary {
+    pub(crate) mean: f64,
+    pub(crate) positive: u64,
+    pub(crate) negative: u64,
+    pub(crate) neutral: u64,
 }
 
 /// One line for `--print`.

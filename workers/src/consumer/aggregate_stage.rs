@@ -29,7 +29,7 @@ const MARKER_HEARTBEAT_MS: i64 = 2_000;
 /// metric counts every one.
 const FUTURE_LOG_INTERVAL_MS: i64 = 10_000;
 
-pub struct AggregateStage {
+pub(crate) struct AggregateStage {
     spec: WindowSpec,
     mode: TimeMode,
     slide_ms: i64,
@@ -73,7 +73,7 @@ pub struct AggregateStage {
 }
 
 impl AggregateStage {
-    pub fn new(
+    pub(crate) fn new(
         stream: &str,
         spec: WindowSpec,
         mode: TimeMode,

@@ -20,35 +20,35 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One replica's aggregate of one window over some source partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partial {
-    pub window: WindowKey,
+pub(crate) struct Partial {
+    pub(crate) window: WindowKey,
     /// The source topic's partition count as its sender knew it (0: unknown).
     #[serde(default)]
-    pub sources: i32,
-    pub partitions: BTreeSet<i32>,
+    pub(crate) sources: i32,
+    pub(crate) partitions: BTreeSet<i32>,
     /// Each covered partition's watermark when the partial was emitted; for
     /// diagnosis, as completeness comes from the partition sets.
     #[serde(default)]
-    pub watermarks: BTreeMap<i32, i64>,
-    pub aggregate: Aggregate,
+    pub(crate) watermarks: BTreeMap<i32, i64>,
+    pub(crate) aggregate: Aggregate,
     /// Set when the aggregate was too large for one record: this is one
     /// piece of it, and the partial counts once all its pieces are here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub piece: Option<Piece>,
+    pub(crate) piece: Option<Piece>,
 }
 
 /// Which piece of a split partial a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Piece {
-    pub index: u32,
-    pub of: u32,
+pub(crate) struct Piece {
+    pub(crate) index: u32,
+    pub(crate) of: u32,
     /// Tells the pieces of one emission from those of a replay that was
     /// split differently (a hash of the whole partial).
-    pub digest: u64,
+    pub(crate) digest: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MergeError {
+pub(crate) enum MergeError {
     #[error("a merger needs at least one source partition")]
     NoPartitions,
     #[error("partition {partition} is not a source partition (the merger knows 0..{count})")]
@@ -61,7 +61,7 @@ pub enum MergeError {
 
 /// What [`Merger::offer`] did with a partial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     Accepted,
     /// Same window and partition set as one already held.
     Duplicate,
@@ -81,7 +81,7 @@ struct Pending {
 
 /// Collects partials until windows are complete.
 #[derive(Debug)]
-pub struct Merger {
+pub(crate) struct Merger {
     count: i32,
     pending: BTreeMap<WindowKey, Pending>,
     /// Per source partition: all its partials for windows ending at or before
@@ -92,7 +92,7 @@ pub struct Merger {
 
 impl Merger {
     /// A merger over source partitions `0..partitions`.
-    pub fn new(partitions: i32) -> Result<Self, MergeError> {
+    pub(crate) fn new(partitions: i32) -> Result<Self, MergeError> {
         if partitions < 1 {
             return Err(MergeError::NoPartitions);
         }
@@ -119,7 +119,7 @@ impl Merger {
     }
     /// The source partitions this merger waits for.
     #[cfg(test)]
-    pub fn source_partitions(&self) -> i32 {
+    pub(crate) fn source_partitions(&self) -> i32 {
         self.count
     }
 
@@ -135,7 +135,7 @@ impl Merger {
         self.finalised.contains(window) || self.horizon().is_some_and(|h| window.end_ms <= h)
     }
 
-    pub fn offer(&mut self, partial: Partial) -> Result<Offer, MergeError> {
+    pub(crate) fn offer(&mut self, partial: Partial) -> Result<Offer, MergeError> {
         if partial.partitions.is_empty() {
             return Err(MergeError::EmptyPartial);
         }
@@ -180,7 +180,7 @@ impl Merger {
     }
     /// Records that `partition` has nothing for `window`.
     #[cfg(test)]
-    pub fn no_data(&mut self, window: WindowKey, partition: i32) -> Result<(), MergeError> {
+    pub(crate) fn no_data(&mut self, window: WindowKey, partition: i32) -> Result<(), MergeError> {
         self.check(partition, 0)?;
         if !self.is_stale(&window) {
             self.pending
@@ -196,7 +196,7 @@ impl Merger {
     /// or before `closed_until` has been offered, so a window in that range
     /// without one has no data from it. The source must send this after those
     /// partials on the same ordered channel.
-    pub fn source_closed(
+    pub(crate) fn source_closed(
         &mut self,
         partition: i32,
         closed_until: i64,
@@ -209,7 +209,7 @@ impl Merger {
     }
 
     /// Removes and returns, in window order, every window now complete.
-    pub fn take_final(&mut self) -> Vec<(WindowKey, Aggregate)> {
+    pub(crate) fn take_final(&mut self) -> Vec<(WindowKey, Aggregate)> {
         let mut done = Vec::new();
         let mut dropped = Vec::new();
         for (window, pending) in &self.pending {
@@ -268,13 +268,13 @@ impl Merger {
     /// Marks a window as finalised by an earlier owner of this merge (whose
     /// committed state says so), so that its partials, replayed from before
     /// the final emission, are recognised as stale.
-    pub fn restore_final(&mut self, window: WindowKey) {
+    pub(crate) fn restore_final(&mut self, window: WindowKey) {
         self.pending.remove(&window);
         self.finalised.insert(window);
     }
     /// Windows holding partials or markers.
     #[cfg(test)]
-    pub fn pending_windows(&self) -> usize {
+    pub(crate) fn pending_windows(&self) -> usize {
         self.pending.len()
     }
 }

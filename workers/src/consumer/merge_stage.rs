@@ -18,7 +18,7 @@ use crate::consumer::window_key::WindowKey;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub struct MergeStage {
+pub(crate) struct MergeStage {
     stream: String,
     top_n: usize,
     size_ms: i64,
@@ -45,7 +45,7 @@ struct Part {
 }
 
 impl MergeStage {
-    pub fn new(
+    pub(crate) fn new(
         stream: &str,
         top_n: usize,
         window: &WindowSpec,
@@ -70,7 +70,7 @@ impl MergeStage {
 
 /// The output record key of a window: `<stream>@<start>/<generation>`
 /// (`demo@2026-01-01T12:00:10Z/w10s`), unique across window changes.
-pub fn output_key(stream: &str, window_start: &str, generation: &str) -> String {
+pub(crate) fn output_key(stream: &str, window_start: &str, generation: &str) -> String {
     format!("{stream}@{window_start}/{generation}")
 }
 

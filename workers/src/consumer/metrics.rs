@@ -21,21 +21,21 @@ pub struct StageLabels {
 
 pub struct Metrics {
     registry: Registry,
-    pub records_consumed: Counter,
-    pub records_malformed: Counter,
-    pub tweets_future: Counter,
-    pub records_other_stream: Counter,
-    pub tweets_late: Counter,
-    pub partials_published: Counter,
-    pub windows_emitted: Counter,
+    pub(crate) records_consumed: Counter,
+    pub(crate) records_malformed: Counter,
+    pub(crate) tweets_future: Counter,
+    pub(crate) records_other_stream: Counter,
+    pub(crate) tweets_late: Counter,
+    pub(crate) partials_published: Counter,
+    pub(crate) windows_emitted: Counter,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
-    pub watermark_delay_seconds: Gauge<f64, AtomicU64>,
-    pub emit_latency_seconds: Histogram,
+    pub(crate) watermark_delay_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) emit_latency_seconds: Histogram,
     pub transactions: Family<StageLabels, Counter>,
     pub transactions_aborted: Family<StageLabels, Counter>,
     pub rebalances: Family<StageLabels, Counter>,
     pub kafka_errors: Family<StageLabels, Counter>,
-    pub open_windows: Gauge,
+    pub(crate) open_windows: Gauge,
 }
 
 impl Default for Metrics {
@@ -153,24 +153,24 @@ impl Metrics {
 
 /// Liveness and readiness, shared by the stages and the HTTP server.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// The aggregate stage has joined its group and received an assignment.
-    pub assigned: AtomicBool,
+    pub(crate) assigned: AtomicBool,
     /// Wall-clock ms of the last successful exchange with Kafka.
-    pub kafka_ok_at_ms: AtomicI64,
+    pub(crate) kafka_ok_at_ms: AtomicI64,
     /// A stage thread ended unexpectedly.
-    pub broken: AtomicBool,
+    pub(crate) broken: AtomicBool,
 }
 
 /// How long without a successful Kafka exchange before not ready.
-pub const KAFKA_STALE_MS: i64 = 30_000;
+pub(crate) const KAFKA_STALE_MS: i64 = 30_000;
 
 impl Health {
-    pub fn kafka_ok(&self, now_ms: i64) {
+    pub(crate) fn kafka_ok(&self, now_ms: i64) {
         self.kafka_ok_at_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
-    pub fn ready(&self, now_ms: i64) -> Result<(), &'static str> {
+    pub(crate) fn ready(&self, now_ms: i64) -> Result<(), &'static str> {
         if !self.assigned.load(Ordering::Relaxed) {
             return Err("not assigned partitions yet");
         }
@@ -180,7 +180,7 @@ impl Health {
         Ok(())
     }
 
-    pub fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         !self.broken.load(Ordering::Relaxed)
     }
 }

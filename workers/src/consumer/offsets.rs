@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 
 /// `done_at` of a record that is done as soon as it is read (malformed, or
 /// below the partition's floor).
-pub const DONE: i64 = i64::MIN;
+pub(crate) const DONE: i64 = i64::MIN;
 
 /// Commit bookkeeping for one partition.
 #[derive(Debug, Clone)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     /// `(first offset, done_at)` of each run, in offset order.
     runs: VecDeque<(i64, i64)>,
     /// The offset after the last record read: the commit position once every
@@ -26,7 +26,7 @@ pub struct OffsetTracker {
 impl OffsetTracker {
     /// A partition whose consumption starts (and whose commit position is) at
     /// `start`.
-    pub fn new(start: i64) -> Self {
+    pub(crate) fn new(start: i64) -> Self {
         OffsetTracker {
             runs: VecDeque::new(),
             next: start,
@@ -34,7 +34,7 @@ impl OffsetTracker {
     }
 
     /// Records that `offset` was read and is done once `done_at` is emitted.
-    pub fn record(&mut self, offset: i64, done_at: i64) {
+    pub(crate) fn record(&mut self, offset: i64, done_at: i64) {
         let extends = self.runs.back().is_some_and(|(_, d)| *d == done_at);
         // A done record after only done records needs no run of its own.
         let needless = done_at == DONE && self.runs.is_empty();
@@ -46,7 +46,7 @@ impl OffsetTracker {
 
     /// Drops the runs that are done and returns the offset to commit: the
     /// first record not done, or the position after the last record read.
-    pub fn commit_position(&mut self, is_done: impl Fn(i64) -> bool) -> i64 {
+    pub(crate) fn commit_position(&mut self, is_done: impl Fn(i64) -> bool) -> i64 {
         while let Some((_, done_at)) = self.runs.front() {
             if *done_at == DONE || is_done(*done_at) {
                 self.runs.pop_front();
@@ -58,34 +58,34 @@ impl OffsetTracker {
     }
 
     /// The offset after the last record read.
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         self.next
     }
     /// Runs waiting for their windows.
     #[cfg(test)]
-    pub fn pending_runs(&self) -> usize {
+    pub(crate) fn pending_runs(&self) -> usize {
         self.runs.len()
     }
 }
 
 /// What a source partition's commit says, in its metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SourceCommit {
+pub(crate) struct SourceCommit {
     /// Every window ending at or before this has been published for the
     /// partition. The next owner resumes with it as the partition's floor
     /// (`WindowEngine::assign_from`).
-    pub closed_until_ms: Option<i64>,
+    pub(crate) closed_until_ms: Option<i64>,
     /// The partition's watermark when committed (largest event time minus
     /// the allowed lateness), for the replicas that do not read it.
-    pub watermark_ms: Option<i64>,
+    pub(crate) watermark_ms: Option<i64>,
     /// It had delivered nothing for the idle timeout.
-    pub idle: bool,
+    pub(crate) idle: bool,
     /// Every record before this offset had been read: from it on, nothing of
     /// the partition is in any published window yet.
-    pub read_until: Option<i64>,
+    pub(crate) read_until: Option<i64>,
 }
 
-pub fn encode_source(c: &SourceCommit) -> String {
+pub(crate) fn encode_source(c: &SourceCommit) -> String {
     let mut s = "v1".to_owned();
     if let Some(t) = c.closed_until_ms {
         s.push_str(&format!(";closed={t}"));
@@ -102,7 +102,7 @@ pub fn encode_source(c: &SourceCommit) -> String {
     s
 }
 
-pub fn decode_source(metadata: &str) -> SourceCommit {
+pub(crate) fn decode_source(metadata: &str) -> SourceCommit {
     let field = |name: &str| {
         metadata
             .split(';')
@@ -121,12 +121,12 @@ pub fn decode_source(metadata: &str) -> SourceCommit {
 /// windows already emitted that still have partials at or after the committed
 /// offset. The next owner replays those partials and must not emit the window
 /// again.
-pub fn encode_merge(final_starts: impl IntoIterator<Item = i64>) -> String {
+pub(crate) fn encode_merge(final_starts: impl IntoIterator<Item = i64>) -> String {
     let list: Vec<String> = final_starts.into_iter().map(|s| s.to_string()).collect();
     format!("v1;final={}", list.join(","))
 }
 
-pub fn decode_merge(metadata: &str) -> Vec<i64> {
+pub(crate) fn decode_merge(metadata: &str) -> Vec<i64> {
     metadata
         .split(';')
         .find_map(|f| f.strip_prefix("final="))
@@ -136,7 +136,7 @@ pub fn decode_merge(metadata: &str) -> Vec<i64> {
 
 /// Brokers accept 4096 bytes of commit metadata by default
 /// (`offset.metadata.max.bytes`); stay well below.
-pub const MAX_METADATA_BYTES: usize = 3_500;
+pub(crate) const MAX_METADATA_BYTES: usize = 3_500;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::time::Duration;
 /// One record of the partials topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum InternalRecord {
+pub(crate) enum InternalRecord {
     Partial {
         partial: Box<Partial>,
         /// Wall-clock time the source closed the window, for the
@@ -55,10 +55,10 @@ pub enum InternalRecord {
 /// and librdkafka over its own 1,000,000; half of that leaves room for
 /// escaped characters. Before, such a partial was retried forever and its
 /// window never published (issue #12, item 6).
-pub const MAX_RECORD_JSON: usize = 512 * 1024;
+pub(crate) const MAX_RECORD_JSON: usize = 512 * 1024;
 
 /// The records of one partial: one, or its pieces when it is too large.
-pub fn encode(partial: Partial, closed_at_ms: i64) -> Vec<Vec<u8>> {
+pub(crate) fn encode(partial: Partial, closed_at_ms: i64) -> Vec<Vec<u8>> {
     encode_within(partial, closed_at_ms, MAX_RECORD_JSON)
 }
 
@@ -113,20 +113,20 @@ pub(crate) fn encode_within(partial: Partial, closed_at_ms: i64, budget: usize) 
         .collect()
 }
 
-pub fn topic_name(group: &str) -> String {
+pub(crate) fn topic_name(group: &str) -> String {
     format!("{group}-partials")
 }
 
 /// The partials partition of a window. Consecutive windows go to consecutive
 /// partitions, which spreads the merge work evenly.
-pub fn partition_of(window: WindowKey, slide_ms: i64, partitions: i32) -> i32 {
+pub(crate) fn partition_of(window: WindowKey, slide_ms: i64, partitions: i32) -> i32 {
     let n = i64::from(partitions.max(1));
     // rem_euclid by a positive i32 fits in i32.
     window.start_ms.div_euclid(slide_ms.max(1)).rem_euclid(n) as i32
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
+pub(crate) enum TopologyError {
     #[error("reading metadata of topic {topic}: {source}")]
     Metadata { topic: String, source: KafkaError },
     #[error("topic {topic} does not exist (yet)")]
@@ -141,7 +141,7 @@ pub enum TopologyError {
 }
 
 /// Partition count and partition 0's replica count of a topic.
-pub fn describe(
+pub(crate) fn describe(
     consumer: &BaseConsumer,
     topic: &str,
     timeout: Duration,
@@ -171,7 +171,7 @@ pub fn describe(
 
 /// Creates the partials topic unless it exists; its partition count is
 /// whatever the existing one has.
-pub async fn ensure_topic(
+pub(crate) async fn ensure_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,

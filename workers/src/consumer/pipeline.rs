@@ -56,7 +56,7 @@ pub fn window_spec(args: &ConsumerArgs) -> WindowSpec {
 /// Identifies this replica across restarts, so that a restarted replica's
 /// transactional producers fence the ones it left behind. In Kubernetes this
 /// is the pod name.
-pub fn instance_name() -> String {
+pub(crate) fn instance_name() -> String {
     for var in ["TWS_INSTANCE", "POD_NAME", "HOSTNAME"] {
         if let Ok(v) = std::env::var(var)
             && !v.trim().is_empty()

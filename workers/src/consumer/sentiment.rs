@@ -22,20 +22,20 @@ use std::sync::LazyLock;
 use unicase::UniCase;
 
 /// The conventional VADER cut-offs for calling a text positive or negative.
-pub const POSITIVE_THRESHOLD: f64 = 0.05;
-pub const NEGATIVE_THRESHOLD: f64 = -0.05;
+pub(crate) const POSITIVE_THRESHOLD: f64 = 0.05;
+pub(crate) const NEGATIVE_THRESHOLD: f64 = -0.05;
 
 /// The sentiment class of one tweet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Polarity {
+pub(crate) enum Polarity {
     Positive,
     Negative,
     Neutral,
 }
 
 impl Polarity {
-    pub fn of(compound: f64) -> Self {
+    pub(crate) fn of(compound: f64) -> Self {
         if compound >= POSITIVE_THRESHOLD {
             Polarity::Positive
         } else if compound <= NEGATIVE_THRESHOLD {
@@ -47,7 +47,7 @@ impl Polarity {
 }
 
 /// VADER's normalised compound score of `text`, in [-1, 1].
-pub fn compound(text: &str) -> f64 {
+pub(crate) fn compound(text: &str) -> f64 {
     let c = match TABLES.as_ref() {
         Some(t) => score(t, text),
         None => reference(text),

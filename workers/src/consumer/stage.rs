@@ -36,50 +36,50 @@ const PREPARE_CHUNK: usize = 128;
 /// Where a partition's consumption (and commit position) starts, and what
 /// its last commit said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
+pub(crate) struct Committed {
     pub partition: i32,
-    pub offset: i64,
-    pub metadata: String,
+    pub(crate) offset: i64,
+    pub(crate) metadata: String,
 }
 
 /// The whole input topic as the group last committed it: what a stage
 /// learns of the partitions other replicas read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupView {
+pub(crate) struct GroupView {
     /// The topic's partition count now.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Every partition's last commit (partitions never committed are absent).
-    pub committed: Vec<Committed>,
+    pub(crate) committed: Vec<Committed>,
 }
 
 /// A record for the stage's transaction.
 #[derive(Debug, Clone)]
-pub struct OutRecord {
-    pub topic: Arc<str>,
+pub(crate) struct OutRecord {
+    pub(crate) topic: Arc<str>,
     pub partition: Option<i32>,
-    pub key: String,
-    pub payload: Vec<u8>,
+    pub(crate) key: String,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// What one commit cycle publishes.
 #[derive(Debug, Default)]
-pub struct Batch {
-    pub records: Vec<OutRecord>,
+pub(crate) struct Batch {
+    pub(crate) records: Vec<OutRecord>,
     /// Partition, next offset, metadata.
-    pub offsets: Vec<(i32, i64, String)>,
+    pub(crate) offsets: Vec<(i32, i64, String)>,
     /// Lines for stdout, written once the batch is committed (or, without a
     /// producer, before committing: at-least-once).
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty() && self.offsets.is_empty() && self.lines.is_empty()
     }
 }
 
 /// The stage-specific part: state built from records, rebuilt on rebalance.
-pub trait Processor {
+pub(crate) trait Processor {
     /// A record's payload made ready for [`Processor::record`] (parsed,
     /// scored). Preparing is pure, so the driver prepares a poll's records
     /// on the worker pool, many at once, while `record` folds earlier ones
@@ -106,24 +106,24 @@ pub trait Processor {
 }
 
 #[derive(Debug, Clone)]
-pub struct StageConfig {
+pub(crate) struct StageConfig {
     pub stage: &'static str,
-    pub brokers: String,
-    pub group_id: String,
-    pub topic: String,
+    pub(crate) brokers: String,
+    pub(crate) group_id: String,
+    pub(crate) topic: String,
     /// Without one, offsets are committed directly after printing.
-    pub transactional_id: Option<String>,
-    pub earliest: bool,
-    pub commit_interval: Duration,
+    pub(crate) transactional_id: Option<String>,
+    pub(crate) earliest: bool,
+    pub(crate) commit_interval: Duration,
     /// Report per-partition lag (the source stage).
-    pub report_lag: bool,
+    pub(crate) report_lag: bool,
     /// Hand the processor the group's commits of the whole topic
     /// ([`Processor::observe`]).
-    pub observe_group: bool,
+    pub(crate) observe_group: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StageError {
+pub(crate) enum StageError {
     #[error("{stage}: {what}: {source}")]
     Kafka {
         stage: &'static str,
@@ -237,7 +237,7 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-pub struct Driver<P> {
+pub(crate) struct Driver<P> {
     cfg: StageConfig,
     processor: P,
     pool: Arc<rayon::ThreadPool>,
@@ -247,7 +247,7 @@ pub struct Driver<P> {
 }
 
 impl<P: Processor> Driver<P> {
-    pub fn new(
+    pub(crate) fn new(
         cfg: StageConfig,
         processor: P,
         pool: Arc<rayon::ThreadPool>,
@@ -330,7 +330,7 @@ impl<P: Processor> Driver<P> {
     /// Runs until shutdown. Failures never end the stage: the clients are
     /// dropped (aborting whatever was in flight), state is rebuilt from the
     /// committed offsets, and it starts over after a growing pause.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut backoff = Duration::from_millis(500);
         while !self.shutdown.load(Ordering::SeqCst) {
             let started = Instant::now();

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 /// A record value that is not a usable tweet.
 #[derive(Debug, thiserror::Error)]
-pub enum TweetError {
+pub(crate) enum TweetError {
     #[error("not a tweet object: {0}")]
     Json(#[from] serde_json::Error),
     #[error("created_at {value:?} is not RFC 3339: {source}")]
@@ -24,12 +24,12 @@ pub enum TweetError {
 
 /// What one tweet contributes to a window.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ParsedTweet<'a> {
-    pub id: Cow<'a, str>,
+pub(crate) struct ParsedTweet<'a> {
+    pub(crate) id: Cow<'a, str>,
     /// `created_at` in milliseconds since the Unix epoch.
-    pub created_at_ms: Option<i64>,
-    pub author_id: Option<Cow<'a, str>>,
-    pub lang: Option<Cow<'a, str>>,
+    pub(crate) created_at_ms: Option<i64>,
+    pub(crate) author_id: Option<Cow<'a, str>>,
+    pub(crate) lang: Option<Cow<'a, str>>,
     pub likes: u64,
     /// Lower-cased and deduplicated: `#Rust` and `#rust` are one topic, and a
     /// tweet repeating a tag still counts once for it.
@@ -37,12 +37,12 @@ pub struct ParsedTweet<'a> {
     /// Deduplicated usernames, as X spells them in the tweet.
     pub mentions: Vec<Cow<'a, str>>,
     /// VADER compound score of the text.
-    pub sentiment: f64,
+    pub(crate) sentiment: f64,
 }
 
 impl<'a> ParsedTweet<'a> {
     /// Parses a record value and scores its text.
-    pub fn parse(value: &'a [u8]) -> Result<Self, TweetError> {
+    pub(crate) fn parse(value: &'a [u8]) -> Result<Self, TweetError> {
         let raw: RawTweet<'a> = serde_json::from_slice(value)?;
         let created_at_ms = match raw.created_at {
             None => None,
@@ -83,7 +83,7 @@ impl<'a> ParsedTweet<'a> {
     }
 
     /// The event time, for windows that need one.
-    pub fn event_time_ms(&self) -> Result<i64, TweetError> {
+    pub(crate) fn event_time_ms(&self) -> Result<i64, TweetError> {
         self.created_at_ms.ok_or_else(|| TweetError::NoCreatedAt {
             id: self.id.clone().into_owned(),
         })

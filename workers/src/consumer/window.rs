@@ -42,8 +42,8 @@ use twitterstream_contract::consumer::TimeMode;
 
 /// Times the engine accepts: the years 0000 to 9999 that RFC 3339 can write.
 /// Bounding them also keeps all window arithmetic far from overflow.
-pub const MIN_TIME_MS: i64 = -62_167_219_200_000;
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+pub(crate) const MIN_TIME_MS: i64 = -62_167_219_200_000;
+pub(crate) const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// The shape of the windows and the tolerance for disorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +97,16 @@ pub enum WindowError {
 
 /// What one `ingest` did with a tweet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ingested {
+pub(crate) struct Ingested {
     /// Windows the tweet was counted in.
-    pub counted: u32,
+    pub(crate) counted: u32,
     /// Windows it was too late for (counted as late instead).
     pub late: u32,
     /// The tweet is fully reflected in emitted output, so its record's offset
     /// may be committed, once [`WindowEngine::is_emitted`] holds for this.
     /// `i64::MIN` when every window of the tweet is below the partition's
     /// floor: it is done already.
-    pub done_at_ms: i64,
+    pub(crate) done_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,16 +120,16 @@ struct PartitionState {
 
 /// What another replica's commit says of a partition it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemotePartition {
+pub(crate) struct RemotePartition {
     /// Its watermark (largest event time minus the allowed lateness).
-    pub watermark: Option<i64>,
+    pub(crate) watermark: Option<i64>,
     /// It has delivered nothing for the idle timeout.
-    pub idle: bool,
+    pub(crate) idle: bool,
 }
 
 /// Windows of one consumer, over the partitions it reads.
 #[derive(Debug)]
-pub struct WindowEngine {
+pub(crate) struct WindowEngine {
     size_ms: i64,
     slide_ms: i64,
     lateness_ms: i64,
@@ -157,14 +157,15 @@ fn millis(what: &'static str, d: Duration) -> Result<i64, WindowError> {
 
 impl WindowEngine {
     /// An event-time engine.
-    pub fn new(spec: WindowSpec) -> Result<Self, WindowError> {
+    #[cfg(test)]
+    pub(crate) fn new(spec: WindowSpec) -> Result<Self, WindowError> {
         Self::with_mode(spec, TimeMode::Event)
     }
 
     /// In processing-time mode the caller passes `now_ms` as each tweet's
     /// time and the watermark follows `now_ms`, so windows close on the clock
     /// even when no data arrives.
-    pub fn with_mode(spec: WindowSpec, mode: TimeMode) -> Result<Self, WindowError> {
+    pub(crate) fn with_mode(spec: WindowSpec, mode: TimeMode) -> Result<Self, WindowError> {
         let size_ms = millis("window size", spec.size)?;
         let slide_ms = millis("slide", spec.slide)?;
         if size_ms == 0 || slide_ms == 0 {
@@ -194,7 +195,7 @@ impl WindowEngine {
 
     /// The windows containing `t_ms`, earliest first: `size / slide` of them,
     /// each starting at a multiple of the slide since the epoch.
-    pub fn windows_of(&self, t_ms: i64) -> impl Iterator<Item = WindowKey> + use<> {
+    pub(crate) fn windows_of(&self, t_ms: i64) -> impl Iterator<Item = WindowKey> + use<> {
         let (size, slide) = (self.size_ms, self.slide_ms);
         let last_start = t_ms.div_euclid(slide) * slide;
         let n = size / slide;
@@ -207,11 +208,12 @@ impl WindowEngine {
         })
     }
 
+    #[cfg(test)]
     /// Starts tracking a partition before its first record, so that it holds
     /// the watermark back (until idle) instead of having its backlog arrive
     /// late. Call it for every partition on assignment: a partition the engine
     /// has not heard of cannot hold anything back.
-    pub fn assign(&mut self, partition: i32, now_ms: i64) {
+    pub(crate) fn assign(&mut self, partition: i32, now_ms: i64) {
         self.assign_from(partition, now_ms, None);
     }
 
@@ -221,7 +223,7 @@ impl WindowEngine {
     /// offset re-reads some tweets of those windows; they are skipped for
     /// them, because emitting a window a second time with only the replayed
     /// part would be wrong, and the earlier emission already has them.
-    pub fn assign_from(&mut self, partition: i32, now_ms: i64, floor_ms: Option<i64>) {
+    pub(crate) fn assign_from(&mut self, partition: i32, now_ms: i64, floor_ms: Option<i64>) {
         self.remote.remove(&partition);
         let p = self.partitions.entry(partition).or_insert(PartitionState {
             max_event_ms: None,
@@ -235,7 +237,7 @@ impl WindowEngine {
     /// were polled together with other partitions'): it is not idle, so a
     /// burst landing on several quiet partitions at once is not judged by
     /// whichever partition's records happen to come first.
-    pub fn touch(&mut self, partition: i32, now_ms: i64) {
+    pub(crate) fn touch(&mut self, partition: i32, now_ms: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
             p.last_record_ms = p.last_record_ms.max(now_ms);
         }
@@ -244,7 +246,7 @@ impl WindowEngine {
     /// What the owners of the partitions this engine does not read last
     /// committed about them; replaces what was known before. Partitions this
     /// engine reads are ignored.
-    pub fn set_remote(&mut self, remote: BTreeMap<i32, RemotePartition>) {
+    pub(crate) fn set_remote(&mut self, remote: BTreeMap<i32, RemotePartition>) {
         self.remote = remote;
         self.remote.retain(|p, _| !self.partitions.contains_key(p));
     }
@@ -253,14 +255,14 @@ impl WindowEngine {
     /// group has published them, so tweets for them are late. For
     /// partitions that have no floor of their own (new ones, after the topic
     /// grew); a floor still skips what its earlier owner published.
-    pub fn close_until(&mut self, until_ms: i64) {
+    pub(crate) fn close_until(&mut self, until_ms: i64) {
         self.emitted_until = self.emitted_until.max(Some(until_ms));
         self.watermark = self.watermark.max(Some(until_ms));
     }
 
     /// Each partition this engine reads: its watermark, and whether it is
     /// idle at `now_ms`.
-    pub fn partition_status(&self, now_ms: i64) -> BTreeMap<i32, RemotePartition> {
+    pub(crate) fn partition_status(&self, now_ms: i64) -> BTreeMap<i32, RemotePartition> {
         self.partitions
             .iter()
             .map(|(p, s)| {
@@ -278,27 +280,29 @@ impl WindowEngine {
     }
 
     /// The floor a partition was assigned with.
-    pub fn floor(&self, partition: i32) -> Option<i64> {
+    pub(crate) fn floor(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition).and_then(|p| p.floor_ms)
     }
 
+    #[cfg(test)]
     /// Stops tracking a partition's watermark. Its tweets already aggregated
     /// stay in their windows; a caller that hands the partition to another
     /// replica and wants no double counting resets and replays instead.
-    pub fn revoke(&mut self, partition: i32) {
+    pub(crate) fn revoke(&mut self, partition: i32) {
         self.partitions.remove(&partition);
     }
 
     /// Drops open windows and partition state, but remembers what was emitted
     /// so that replayed tweets cannot emit a window a second time.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.partitions.clear();
         self.open.clear();
     }
 
+    #[cfg(test)]
     /// Adds one tweet read from `partition` at processing time `now_ms`, as
     /// a replay: see [`ingest_at`](Self::ingest_at).
-    pub fn ingest(
+    pub(crate) fn ingest(
         &mut self,
         partition: i32,
         event_time_ms: i64,
@@ -313,7 +317,7 @@ impl WindowEngine {
     /// commit, so its windows at or below the floor already hold it (or its
     /// late unit) and are skipped. A tweet nobody had read is late for them
     /// instead: skipping it would lose it.
-    pub fn ingest_at(
+    pub(crate) fn ingest_at(
         &mut self,
         partition: i32,
         event_time_ms: i64,
@@ -432,7 +436,7 @@ impl WindowEngine {
     }
 
     /// Emits, in window order, every window the watermark has passed.
-    pub fn advance(&mut self, now_ms: i64) -> Vec<(WindowKey, Aggregate)> {
+    pub(crate) fn advance(&mut self, now_ms: i64) -> Vec<(WindowKey, Aggregate)> {
         self.refresh(now_ms);
         let Some(wm) = self.watermark else {
             return Vec::new();
@@ -449,8 +453,9 @@ impl WindowEngine {
         closed
     }
 
+    #[cfg(test)]
     /// Emits every tracked window regardless of the watermark, for shutdown.
-    pub fn flush_all(&mut self) -> Vec<(WindowKey, Aggregate)> {
+    pub(crate) fn flush_all(&mut self) -> Vec<(WindowKey, Aggregate)> {
         let closed: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
         if let Some((last, _)) = closed.last() {
             self.emitted_until = self.emitted_until.max(Some(last.end_ms));
@@ -461,22 +466,22 @@ impl WindowEngine {
 
     /// Whether everything ending at or before `t_ms` has been emitted; with
     /// [`Ingested::done_at_ms`], whether a record may be committed.
-    pub fn is_emitted(&self, t_ms: i64) -> bool {
+    pub(crate) fn is_emitted(&self, t_ms: i64) -> bool {
         self.emitted_until.is_some_and(|e| t_ms <= e)
     }
 
     /// Every window ending at or before this has been emitted.
-    pub fn emitted_until(&self) -> Option<i64> {
+    pub(crate) fn emitted_until(&self) -> Option<i64> {
         self.emitted_until
     }
 
-    pub fn watermark(&self) -> Option<i64> {
+    pub(crate) fn watermark(&self) -> Option<i64> {
         self.watermark
     }
 
     /// Per partition with data, its own watermark (largest event time minus
     /// the allowed lateness).
-    pub fn partition_watermarks(&self) -> BTreeMap<i32, i64> {
+    pub(crate) fn partition_watermarks(&self) -> BTreeMap<i32, i64> {
         self.partitions
             .iter()
             .filter_map(|(p, s)| s.max_event_ms.map(|m| (*p, m - self.lateness_ms)))
@@ -484,7 +489,7 @@ impl WindowEngine {
     }
 
     /// Windows holding state: the engine's memory is proportional to this.
-    pub fn open_windows(&self) -> usize {
+    pub(crate) fn open_windows(&self) -> usize {
         self.open.len()
     }
 }

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 /// The half-open interval `[start_ms, end_ms)` of one window, in milliseconds
 /// since the Unix epoch. Ordered by start, which is emission order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowKey {
-    pub start_ms: i64,
-    pub end_ms: i64,
+pub(crate) struct WindowKey {
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
 }
 
 impl WindowKey {
-    pub fn contains(&self, t_ms: i64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, t_ms: i64) -> bool {
         self.start_ms <= t_ms && t_ms < self.end_ms
     }
 }

@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 
 /// How one request is authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
+pub(crate) enum Auth {
     OAuth1(UserCredentials),
     Bearer(Secret),
 }
@@ -15,7 +15,7 @@ pub enum Auth {
 impl Auth {
     /// Picks the authentication for an endpoint: full-archive search accepts
     /// only app-only bearer tokens, everything else prefers user context.
-    pub fn choose(credentials: &Credentials, app_only_required: bool) -> Option<Self> {
+    pub(crate) fn choose(credentials: &Credentials, app_only_required: bool) -> Option<Self> {
         if app_only_required && let Some(b) = &credentials.bearer {
             return Some(Auth::Bearer(b.clone()));
         }
@@ -26,7 +26,7 @@ impl Auth {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Auth::OAuth1(_) => "oauth1-user-context",
             Auth::Bearer(_) => "app-only-bearer",
@@ -36,7 +36,7 @@ impl Auth {
     /// The `Authorization` header value for `method url?params`. `url` has no
     /// query part; `params` are the (unencoded) query and form parameters,
     /// all of which OAuth 1.0a signs.
-    pub fn header(&self, method: &str, url: &str, params: &[(String, String)]) -> String {
+    pub(crate) fn header(&self, method: &str, url: &str, params: &[(String, String)]) -> String {
         match self {
             Auth::Bearer(token) => format!("Bearer {}", token.expose()),
             Auth::OAuth1(user) => oauth1_header(user, method, url, params, None),
@@ -47,8 +47,8 @@ impl Auth {
 /// A pinned nonce and timestamp; only tests pin them (reusing a nonce is a
 /// replay in production).
 pub(crate) struct Pinned<'a> {
-    pub nonce: &'a str,
-    pub timestamp: NonZeroU64,
+    pub(crate) nonce: &'a str,
+    pub(crate) timestamp: NonZeroU64,
 }
 
 pub(crate) fn oauth1_header(
@@ -83,7 +83,7 @@ pub(crate) fn oauth1_header(
 /// Percent-encodes a query string exactly as OAuth 1.0a encodes parameters
 /// for the signature (RFC 3986 unreserved characters only), so the query that
 /// is sent is the one that was signed.
-pub fn encode_query(params: &[(String, String)]) -> String {
+pub(crate) fn encode_query(params: &[(String, String)]) -> String {
     let request = oauth::ParameterList::new(
         params
             .iter()

@@ -9,9 +9,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffConfig {
     /// Delay ceiling of the first retry.
-    pub initial: Duration,
+    pub(crate) initial: Duration,
     /// Ceiling of every delay.
-    pub max: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -25,22 +25,22 @@ impl Default for BackoffConfig {
 
 /// Failure counter of one kind of retry; reset after a success.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     config: BackoffConfig,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(config: BackoffConfig) -> Self {
+    pub(crate) fn new(config: BackoffConfig) -> Self {
         Self { config, attempt: 0 }
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The delay before the next retry; `unit` in [0, 1) supplies the jitter.
-    pub fn next_delay_with(&mut self, unit: f64) -> Duration {
+    pub(crate) fn next_delay_with(&mut self, unit: f64) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
@@ -48,7 +48,7 @@ impl Backoff {
     }
 
     /// The delay before the next retry, with random jitter.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.next_delay_with(rand::random::<f64>())
     }
 

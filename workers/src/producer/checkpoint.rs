@@ -19,33 +19,33 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint group of a stream (`qualified` is `<namespace>.<name>`).
-pub fn group_id(qualified: &str) -> String {
+pub(crate) fn group_id(qualified: &str) -> String {
     super::identity::transactional_id(qualified)
 }
 /// Kafka's default `offset.metadata.max.bytes`; a checkpoint is far smaller.
 #[cfg(test)]
-pub const MAX_ENCODED: usize = 4096;
+pub(crate) const MAX_ENCODED: usize = 4096;
 
 /// Where a stream stands after a committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// The source that wrote it; another source's checkpoint is not used.
-    pub source: String,
+    pub(crate) source: String,
     /// The newest position whose records (and all before it) are committed:
     /// a tweet id for `x-search`, the `seq` header for synthetic and replay.
     /// `None` when nothing was published yet.
     #[serde(default, with = "decimal_opt")]
-    pub after: Option<u128>,
+    pub(crate) after: Option<u128>,
     /// `x-search` only: a poll committed in parts, newest part first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_poll: Option<OpenPoll>,
+    pub(crate) open_poll: Option<OpenPoll>,
 }
 
 /// A search poll of which the tweets in `[until, newest]` are committed and
 /// those in `(after, until)` are not yet: a restart fetches the rest with
 /// `since_id = after` and `until_id = until`, then moves `after` to `newest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenPoll {
+pub(crate) struct OpenPoll {
     #[serde(with = "decimal")]
     pub newest: u128,
     #[serde(with = "decimal")]
@@ -53,7 +53,7 @@ pub struct OpenPoll {
 }
 
 impl Checkpoint {
-    pub fn new(source: &str, after: Option<u128>) -> Self {
+    pub(crate) fn new(source: &str, after: Option<u128>) -> Self {
         Self {
             source: source.to_owned(),
             after,
@@ -61,19 +61,22 @@ impl Checkpoint {
         }
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         // Serialising plain strings and numbers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// `None` for metadata this version does not understand (another
     /// writer's, or none at all).
-    pub fn decode(metadata: &str) -> Option<Self> {
+    pub(crate) fn decode(metadata: &str) -> Option<Self> {
         serde_json::from_str(metadata).ok()
     }
 
     /// The offsets to send with the transaction that reaches this point.
-    pub fn offsets(&self, topic: &str) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    pub(crate) fn offsets(
+        &self,
+        topic: &str,
+    ) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(0))?;
         if let Some(mut e) = tpl.find_partition(topic, 0) {
@@ -85,9 +88,9 @@ impl Checkpoint {
 
 /// The group to commit checkpoints as: it never joins, so its generation is
 /// -1, which the coordinator accepts for a group that only stores offsets.
-pub struct CheckpointGroup {
-    pub metadata: ConsumerGroupMetadata,
-    pub topic: String,
+pub(crate) struct CheckpointGroup {
+    pub(crate) metadata: ConsumerGroupMetadata,
+    pub(crate) topic: String,
 }
 
 impl std::fmt::Debug for CheckpointGroup {
@@ -102,11 +105,11 @@ impl std::fmt::Debug for CheckpointGroup {
 mod decimal {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
@@ -115,14 +118,14 @@ mod decimal {
 mod decimal_opt {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_str(&v.to_string()),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|s| s.parse().map_err(serde::de::Error::custom))
             .transpose()

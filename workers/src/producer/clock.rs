@@ -42,10 +42,6 @@ impl ManualClock {
         })
     }
 
-    pub fn set(&self, t: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = t;
-    }
-
     pub fn advance(&self, d: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
         *now += TimeDelta::from_std(d).unwrap_or(TimeDelta::zero());

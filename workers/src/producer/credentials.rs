@@ -18,7 +18,7 @@ impl Secret {
     }
 
     /// The secret itself; only for signing and the Authorization header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -54,17 +54,17 @@ pub struct Credentials {
 impl Credentials {
     /// App-only: a bearer token and no user context. Full-archive search
     /// (`/2/tweets/search/all`) accepts only this.
-    pub fn is_app_only(&self) -> bool {
+    pub(crate) fn is_app_only(&self) -> bool {
         self.user.is_none() && self.bearer.is_some()
     }
 }
 
 /// The names of the five credentials: (environment variable, Secret key).
-pub const CONSUMER_KEY: (&str, &str) = ("X_CONSUMER_KEY", "consumerKey");
-pub const CONSUMER_SECRET: (&str, &str) = ("X_CONSUMER_SECRET", "consumerSecret");
-pub const ACCESS_TOKEN: (&str, &str) = ("X_ACCESS_TOKEN", "accessToken");
-pub const ACCESS_TOKEN_SECRET: (&str, &str) = ("X_ACCESS_TOKEN_SECRET", "accessTokenSecret");
-pub const BEARER_TOKEN: (&str, &str) = ("X_BEARER_TOKEN", "bearerToken");
+pub(crate) const CONSUMER_KEY: (&str, &str) = ("X_CONSUMER_KEY", "consumerKey");
+pub(crate) const CONSUMER_SECRET: (&str, &str) = ("X_CONSUMER_SECRET", "consumerSecret");
+pub(crate) const ACCESS_TOKEN: (&str, &str) = ("X_ACCESS_TOKEN", "accessToken");
+pub(crate) const ACCESS_TOKEN_SECRET: (&str, &str) = ("X_ACCESS_TOKEN_SECRET", "accessTokenSecret");
+pub(crate) const BEARER_TOKEN: (&str, &str) = ("X_BEARER_TOKEN", "bearerToken");
 
 const ALL: [(&str, &str); 5] = [
     CONSUMER_KEY,
@@ -165,20 +165,20 @@ fn assemble(
 
 impl Credentials {
     /// Reads the `X_*` environment variables.
-    pub fn from_env() -> Result<Self, CredentialsError> {
+    pub(crate) fn from_env() -> Result<Self, CredentialsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Like [`Credentials::from_env`] with an injected lookup (tests cannot
     /// safely mutate the process environment).
-    pub fn from_lookup(
+    pub(crate) fn from_lookup(
         mut lookup: impl FnMut(&str) -> Option<String>,
     ) -> Result<Self, CredentialsError> {
         assemble("the environment", |p| p.0, |name| Ok(lookup(name)))
     }
 
     /// Reads the files of a Secret directory once.
-    pub fn from_dir(dir: &Path) -> Result<Self, CredentialsError> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<Self, CredentialsError> {
         let desc = dir.display().to_string();
         assemble(
             &desc,
@@ -293,7 +293,7 @@ impl CredentialsProvider {
     /// The current credentials. For a directory this costs a few `stat`
     /// calls, so it is called before every request; files are re-read only
     /// when something changed.
-    pub fn current(&self) -> Result<Arc<Credentials>, CredentialsError> {
+    pub(crate) fn current(&self) -> Result<Arc<Credentials>, CredentialsError> {
         match &*self.inner {
             ProviderInner::Fixed(c) => Ok(c.clone()),
             ProviderInner::Dir { dir, state } => {

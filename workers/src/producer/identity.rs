@@ -4,6 +4,6 @@
 /// `<namespace>.<name>`): stable across restarts, so the restarted process
 /// fences the old one, and distinct across namespaces, so equally named
 /// streams do not.
-pub fn transactional_id(qualified: &str) -> String {
+pub(crate) fn transactional_id(qualified: &str) -> String {
     format!("twitterstream-producer-{qualified}")
 }

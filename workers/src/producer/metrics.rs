@@ -13,31 +13,31 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabel {
+pub(crate) struct StatusLabel {
     /// HTTP status, or `error` for timeouts and transport failures.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// The producer's metrics; cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub tweets_fetched: Counter,
-    pub tweets_published: Counter,
-    pub tweets_filtered: Counter,
-    pub tweets_malformed: Counter,
-    pub api_requests: Family<StatusLabel, Counter>,
-    pub rate_limited_seconds: Counter<f64, AtomicU64>,
-    pub publish_errors: Counter,
+    pub(crate) tweets_fetched: Counter,
+    pub(crate) tweets_published: Counter,
+    pub(crate) tweets_filtered: Counter,
+    pub(crate) tweets_malformed: Counter,
+    pub(crate) api_requests: Family<StatusLabel, Counter>,
+    pub(crate) rate_limited_seconds: Counter<f64, AtomicU64>,
+    pub(crate) publish_errors: Counter,
     pub transactions: Family<OutcomeLabel, Counter>,
-    pub last_successful_poll: Gauge<f64, AtomicU64>,
-    pub stream_reconnects: Counter,
-    pub resume_records_scanned: Counter,
+    pub(crate) last_successful_poll: Gauge<f64, AtomicU64>,
+    pub(crate) stream_reconnects: Counter,
+    pub(crate) resume_records_scanned: Counter,
 }
 
 impl Default for Metrics {
@@ -137,14 +137,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn mark_success(&self) {
+    pub(crate) fn mark_success(&self) {
         let now = chrono::Utc::now();
         self.last_successful_poll
             .set(now.timestamp_millis() as f64 / 1000.0);
     }
 
     /// Counts what the search poller reports between successful pages.
-    pub fn search_event(&self, e: &SearchEvent) {
+    pub(crate) fn search_event(&self, e: &SearchEvent) {
         match e {
             SearchEvent::Unauthorized { status, .. } => self.request(status.to_string()),
             SearchEvent::RateLimited { wait, .. } => {

@@ -67,7 +67,7 @@ pub enum PublishError {
 impl PublishError {
     /// Another producer with the same transactional id took over, or the
     /// producer is unusable: this process must stop.
-    pub fn is_fatal(&self) -> bool {
+    pub(crate) fn is_fatal(&self) -> bool {
         match self {
             PublishError::Transaction(e) => e.is_fatal(),
             PublishError::Create { .. } | PublishError::Init(_) => true,
@@ -78,14 +78,14 @@ impl PublishError {
 
 /// Delivery outcomes, counted by librdkafka's delivery callback.
 #[derive(Debug, Default)]
-pub struct DeliveryStats {
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
+pub(crate) struct DeliveryStats {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
 }
 
 /// Routes librdkafka's logs and delivery reports into tracing and counters.
 #[derive(Debug, Clone)]
-pub struct DeliveryContext {
+pub(crate) struct DeliveryContext {
     stats: Arc<DeliveryStats>,
 }
 
@@ -131,21 +131,21 @@ impl ProducerContext for DeliveryContext {
 
 /// Where and what to publish.
 #[derive(Debug, Clone)]
-pub struct PublisherConfig {
-    pub brokers: Vec<String>,
-    pub topic: String,
+pub(crate) struct PublisherConfig {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) topic: String,
     /// The stream's name, stamped on every record.
     pub stream: String,
     /// `<namespace>.<name>`: the transactional id's base.
-    pub qualified_stream: String,
-    pub keyword: Option<String>,
-    pub source: &'static str,
+    pub(crate) qualified_stream: String,
+    pub(crate) keyword: Option<String>,
+    pub(crate) source: &'static str,
     /// `lz4` or `zstd`.
-    pub compression: &'static str,
+    pub(crate) compression: &'static str,
 }
 
 impl PublisherConfig {
-    pub fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.join(","))
             .set("client.id", transactional_id(&self.qualified_stream))
@@ -186,10 +186,10 @@ impl PublisherConfig {
 
 /// One Kafka record: key = tweet id, value = the tweet's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TweetRecord {
-    pub key: String,
-    pub value: String,
-    pub seq: Option<u64>,
+pub(crate) struct TweetRecord {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) seq: Option<u64>,
 }
 
 /// A transactional producer for one stream's topic.
@@ -197,7 +197,7 @@ pub struct TweetRecord {
 /// A `BaseProducer` with its own polling thread rather than rdkafka's
 /// `ThreadedProducer`, whose drop joins that thread, which polls in 100 ms
 /// slices: every exit waited up to that long.
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: Arc<BaseProducer<DeliveryContext>>,
     stop_polling: Arc<AtomicBool>,
     config: PublisherConfig,
@@ -229,7 +229,7 @@ fn retriable(e: &KafkaError) -> bool {
 }
 
 impl Publisher {
-    pub fn new(config: PublisherConfig) -> Result<Self, PublishError> {
+    pub(crate) fn new(config: PublisherConfig) -> Result<Self, PublishError> {
         let stats = Arc::new(DeliveryStats::default());
         let producer: Arc<BaseProducer<DeliveryContext>> = Arc::new(
             config
@@ -265,12 +265,12 @@ impl Publisher {
         })
     }
 
-    pub fn in_transaction(&self) -> bool {
+    pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction
     }
 
     /// A cheap handle for readiness checks from other tasks.
-    pub fn readiness_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
+    pub(crate) fn readiness_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
         let producer = self.producer.clone();
         let topic = self.config.topic.clone();
         move |timeout| {
@@ -298,7 +298,7 @@ impl Publisher {
     /// Registers the transactional id with the coordinator, fencing any
     /// earlier producer with the same id and aborting its open transaction.
     /// Retries retriable errors (e.g. the coordinator is still loading).
-    pub async fn init_transactions(&self) -> Result<(), PublishError> {
+    pub(crate) async fn init_transactions(&self) -> Result<(), PublishError> {
         // Connect to the cluster first. The first metadata answer comes over
         // the bootstrap connection, which librdkafka then retires; the second
         // makes it connect to the broker proper. Without a usable broker,
@@ -334,7 +334,7 @@ impl Publisher {
         }
     }
 
-    pub fn begin(&mut self) -> Result<(), PublishError> {
+    pub(crate) fn begin(&mut self) -> Result<(), PublishError> {
         transaction::begin(self.producer.as_ref())?;
         self.in_transaction = true;
         Ok(())
@@ -342,7 +342,7 @@ impl Publisher {
 
     /// Enqueues one record of the open transaction. Waits (briefly, by
     /// blocking) while librdkafka's queue is full rather than dropping.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         key: &str,
         value: &str,
@@ -387,7 +387,7 @@ impl Publisher {
     }
 
     /// Where [`Publisher::commit`] writes checkpoints.
-    pub fn set_checkpoint_group(&mut self, group: CheckpointGroup) {
+    pub(crate) fn set_checkpoint_group(&mut self, group: CheckpointGroup) {
         self.checkpoints = Some(Arc::new(group));
     }
 
@@ -395,7 +395,10 @@ impl Publisher {
     /// checkpoint it reaches when there is one (and a checkpoint group). On
     /// an abortable failure the transaction is aborted and `Aborted`
     /// returned: none of its records are visible, the caller sends them again.
-    pub async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError> {
+    pub(crate) async fn commit(
+        &mut self,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), PublishError> {
         let offsets = match (checkpoint, self.checkpoints.clone()) {
             (Some(c), Some(group)) => Some((
                 c.offsets(&group.topic).map_err(PublishError::Checkpoint)?,
@@ -415,7 +418,7 @@ impl Publisher {
     }
 
     /// Aborts the open transaction, discarding its records.
-    pub async fn abort(&mut self) -> Result<(), PublishError> {
+    pub(crate) async fn abort(&mut self) -> Result<(), PublishError> {
         if !self.in_transaction {
             return Ok(());
         }
@@ -427,7 +430,7 @@ impl Publisher {
     }
 
     /// Waits for every enqueued record's delivery report.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
         self.blocking(move |p| p.flush(timeout))
             .await?
             .map_err(PublishError::Flush)

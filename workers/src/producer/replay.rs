@@ -12,15 +12,15 @@ use std::time::Duration;
 
 /// A replayable tweet.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReplayTweet {
-    pub id: String,
+pub(crate) struct ReplayTweet {
+    pub(crate) id: String,
     /// The v2 JSON to publish.
-    pub json: String,
-    pub created_at: Option<DateTime<Utc>>,
+    pub(crate) json: String,
+    pub(crate) created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum LineError {
+pub(crate) enum LineError {
     #[error("not JSON: {0}")]
     Json(String),
     #[error("not a tweet: {0}")]
@@ -34,7 +34,7 @@ fn is_v1(v: &Value) -> bool {
 }
 
 /// Parses one line. `Ok(None)` for blank lines (not counted as malformed).
-pub fn parse_line(line: &str) -> Result<Option<ReplayTweet>, LineError> {
+pub(crate) fn parse_line(line: &str) -> Result<Option<ReplayTweet>, LineError> {
     let line = line.trim();
     if line.is_empty() {
         return Ok(None);
@@ -85,18 +85,18 @@ pub fn parse_line(line: &str) -> Result<Option<ReplayTweet>, LineError> {
 /// Paces a replay: each tweet is due `speed` times faster than its
 /// `created_at` distance from the first tweet's. `speed` 0 means no pacing.
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     speed: f64,
     first: Option<DateTime<Utc>>,
 }
 
 impl Pacer {
-    pub fn new(speed: f64) -> Self {
+    pub(crate) fn new(speed: f64) -> Self {
         Self { speed, first: None }
     }
 
     /// How long after the replay started this tweet is due.
-    pub fn offset(&mut self, created_at: Option<DateTime<Utc>>) -> Option<Duration> {
+    pub(crate) fn offset(&mut self, created_at: Option<DateTime<Utc>>) -> Option<Duration> {
         if self.speed <= 0.0 || !self.speed.is_finite() {
             return None;
         }

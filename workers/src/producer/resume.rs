@@ -35,7 +35,7 @@ use twitterstream_contract::header;
 
 /// Which position a stream resumes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
+pub(crate) enum Position {
     /// The record key, a tweet id (x-search: the next poll's `since_id`).
     TweetId,
     /// The `seq` header (synthetic and replay).
@@ -43,18 +43,18 @@ pub enum Position {
 }
 
 #[derive(Debug, Clone)]
-pub struct ResumeQuery {
-    pub brokers: Vec<String>,
-    pub topic: String,
+pub(crate) struct ResumeQuery {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) topic: String,
     pub stream: String,
     /// `<namespace>.<name>`: names the checkpoint group.
-    pub qualified: String,
+    pub(crate) qualified: String,
     /// Records and checkpoints of this source count; others (a stream that
     /// switched source) are ignored.
-    pub source: String,
-    pub position: Position,
+    pub(crate) source: String,
+    pub(crate) position: Position,
     /// Gives up after this long (a broker that does not answer).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,7 @@ pub enum ResumeError {
 
 impl ResumeError {
     /// Whether trying again later can help (the broker is away or slow).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             ResumeError::Kafka { .. } | ResumeError::Timeout { .. }
@@ -94,21 +94,21 @@ pub const MAX_SPAN: i64 = INITIAL_SPAN * 64;
 
 /// Where the stream resumes, and how that was found.
 #[derive(Debug)]
-pub struct Resume {
-    pub checkpoint: Checkpoint,
+pub(crate) struct Resume {
+    pub(crate) checkpoint: Checkpoint,
     /// False when it came from reading the topic back (or nothing was
     /// found): the producer commits a checkpoint before anything else.
-    pub from_checkpoint: bool,
+    pub(crate) from_checkpoint: bool,
     /// Records the read-back looked at (0 with a checkpoint).
-    pub scanned: u64,
+    pub(crate) scanned: u64,
     /// What to commit checkpoints as.
-    pub group: CheckpointGroup,
+    pub(crate) group: CheckpointGroup,
 }
 
 /// Where the stream resumes: its checkpoint, or the newest position of the
 /// stream in the topic (`after: None` when it published nothing yet or the
 /// topic does not exist yet).
-pub async fn resume(q: ResumeQuery) -> Result<Resume, ResumeError> {
+pub(crate) async fn resume(q: ResumeQuery) -> Result<Resume, ResumeError> {
     tokio::task::spawn_blocking(move || resume_blocking(&q))
         .await
         .map_err(|e| ResumeError::Join(e.to_string()))?
@@ -153,7 +153,7 @@ pub(crate) async fn resume_retrying(
 
 /// The maximum of `values` when they prove to cover the partition's last
 /// transaction; `None` when the window must grow.
-pub fn window_max(values: &[u128], at_partition_start: bool) -> Option<Option<u128>> {
+pub(crate) fn window_max(values: &[u128], at_partition_start: bool) -> Option<Option<u128>> {
     let rises = values.windows(2).any(|w| w[1] > w[0]);
     if rises || at_partition_start {
         Some(values.iter().copied().max())
@@ -162,7 +162,7 @@ pub fn window_max(values: &[u128], at_partition_start: bool) -> Option<Option<u1
     }
 }
 
-pub fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
+pub(crate) fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
     let deadline = Instant::now() + q.timeout;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", q.brokers.join(","))

@@ -21,13 +21,12 @@ use super::xapi::{
     XApiError, build_query, snowflake_time,
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 use twitterstream_contract::producer::{ProducerArgs, SearchEndpoint};
 
 /// How far back `/2/tweets/search/recent` reaches.
-pub const RECENT_WINDOW: TimeDelta = TimeDelta::days(7);
+pub(crate) const RECENT_WINDOW: TimeDelta = TimeDelta::days(7);
 /// X rejects `start_time`/`end_time` closer than this to the request time.
 const MIN_AGE: TimeDelta = TimeDelta::seconds(10);
 /// Slack added to times X announces (resets are in whole seconds, "created
@@ -73,7 +72,7 @@ impl SearchConfig {
         }
     }
 
-    pub fn from_args(args: &ProducerArgs) -> Result<Self, SearchError> {
+    pub(crate) fn from_args(args: &ProducerArgs) -> Result<Self, SearchError> {
         let keyword = args
             .keyword
             .as_deref()
@@ -92,7 +91,7 @@ impl SearchConfig {
         })
     }
 
-    pub fn query(&self) -> String {
+    pub(crate) fn query(&self) -> String {
         build_query(
             &self.keyword,
             self.language.as_deref(),
@@ -103,7 +102,7 @@ impl SearchConfig {
 
 /// `auto` is `recent`, unless the oldest tweet wanted is beyond recent's
 /// 7 days and the credentials are app-only (which full-archive requires).
-pub fn choose_endpoint(
+pub(crate) fn choose_endpoint(
     setting: SearchEndpoint,
     oldest_wanted: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -165,9 +164,9 @@ pub enum SearchEvent {
 /// Counters since the poller was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchStats {
-    pub requests: u64,
-    pub polls: u64,
-    pub pages: u64,
+    pub(crate) requests: u64,
+    pub(crate) polls: u64,
+    pub(crate) pages: u64,
     pub tweets: u64,
     pub malformed: u64,
     pub filtered: u64,
@@ -187,7 +186,6 @@ pub struct Batch {
     /// Dropped by `min_faves`.
     pub filtered: usize,
     pub partial_errors: Vec<ApiErrorItem>,
-    pub includes: Option<Box<RawValue>>,
     pub endpoint: Endpoint,
     /// Whether this is the last page of its poll.
     pub end_of_poll: bool,
@@ -308,7 +306,7 @@ impl SearchPoller {
 
     /// Resumes a poll committed in part: the next poll asks only for the
     /// tweets older than `until`, and its end moves the cursor to `newest`.
-    pub fn with_open_poll(mut self, open: Option<OpenPoll>) -> Self {
+    pub(crate) fn with_open_poll(mut self, open: Option<OpenPoll>) -> Self {
         self.open = open;
         self
     }
@@ -327,10 +325,6 @@ impl SearchPoller {
         &self.stats
     }
 
-    pub fn query(&self) -> &str {
-        &self.query
-    }
-
     /// The rate-limit headers of the last response.
     pub fn rate_limit(&self) -> RateLimit {
         self.rate_limit
@@ -338,7 +332,7 @@ impl SearchPoller {
 
     /// True once a poll has covered a configured `end_time` completely:
     /// later polls cannot find anything new.
-    pub fn window_closed(&self) -> bool {
+    pub(crate) fn window_closed(&self) -> bool {
         self.window_closed
     }
 
@@ -656,7 +650,6 @@ impl SearchPoller {
             malformed: 0,
             filtered: 0,
             partial_errors: Vec::new(),
-            includes: None,
             endpoint: Endpoint::Recent,
             end_of_poll: true,
             commit: None,
@@ -732,7 +725,6 @@ impl SearchPoller {
             malformed: page.malformed,
             filtered,
             partial_errors: page.errors,
-            includes: page.includes,
             endpoint,
             end_of_poll,
             commit,
@@ -742,7 +734,7 @@ impl SearchPoller {
 
 /// Orders decimal tweet ids numerically without parsing (ids may outgrow u64
 /// one day; strings compare correctly once lengths are equal).
-pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }

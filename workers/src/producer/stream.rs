@@ -26,21 +26,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub const STREAM_PATH: &str = "/2/tweets/search/stream";
-pub const RULES_PATH: &str = "/2/tweets/search/stream/rules";
+pub(crate) const STREAM_PATH: &str = "/2/tweets/search/stream";
+pub(crate) const RULES_PATH: &str = "/2/tweets/search/stream/rules";
 /// X sends a keep-alive newline every 20 s; silence that long means stall.
-pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The tag marking the rules this producer manages for a stream
 /// (`qualified` is `<namespace>.<name>`, so equally named streams in two
 /// namespaces sharing an X app keep their own rules).
-pub fn rule_tag(qualified: &str) -> String {
+pub(crate) fn rule_tag(qualified: &str) -> String {
     format!("twitterstream:{qualified}")
 }
 
 /// X's reconnection policy for the filtered stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReconnectBackoff {
+pub(crate) struct ReconnectBackoff {
     network: u32,
     http: u32,
     rate_limited: u32,
@@ -56,7 +56,7 @@ impl ReconnectBackoff {
     const RATE_MAX: Duration = Duration::from_secs(960);
 
     /// TCP/IP trouble, stalls, dropped connections: linear.
-    pub fn network_error(&mut self) -> Duration {
+    pub(crate) fn network_error(&mut self) -> Duration {
         self.network = self.network.saturating_add(1);
         Self::NETWORK_STEP
             .saturating_mul(self.network)
@@ -64,21 +64,21 @@ impl ReconnectBackoff {
     }
 
     /// HTTP errors other than 429: exponential from 5 s.
-    pub fn http_error(&mut self) -> Duration {
+    pub(crate) fn http_error(&mut self) -> Duration {
         let d = exp(Self::HTTP_INITIAL, self.http, Self::HTTP_MAX);
         self.http = self.http.saturating_add(1);
         d
     }
 
     /// 429: exponential from 1 minute.
-    pub fn rate_limited(&mut self) -> Duration {
+    pub(crate) fn rate_limited(&mut self) -> Duration {
         let d = exp(Self::RATE_INITIAL, self.rate_limited, Self::RATE_MAX);
         self.rate_limited = self.rate_limited.saturating_add(1);
         d
     }
 
     /// A connection delivered data: the next trouble starts from scratch.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
 }
@@ -89,7 +89,7 @@ fn exp(initial: Duration, attempt: u32, max: Duration) -> Duration {
 
 /// One line of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamLine {
+pub(crate) enum StreamLine {
     KeepAlive,
     Data(String),
 }
@@ -97,12 +97,12 @@ pub enum StreamLine {
 /// Splits the chunked body into lines (`\r\n`-terminated, as X sends them),
 /// however the chunks fall.
 #[derive(Debug, Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     buf: Vec<u8>,
 }
 
 impl LineSplitter {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamLine> {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<StreamLine> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
@@ -121,10 +121,10 @@ impl LineSplitter {
 
 /// A tweet received from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamTweet {
-    pub id: String,
+pub(crate) struct StreamTweet {
+    pub(crate) id: String,
     /// The `data` object exactly as X sent it.
-    pub json: String,
+    pub(crate) json: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +145,7 @@ struct StreamMessage {
 
 /// What a data line means for this stream.
 #[derive(Debug, PartialEq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Tweet(StreamTweet, Box<ReceivedTweet>),
     /// Matched only rules of other streams.
     Foreign,
@@ -160,7 +160,7 @@ impl PartialEq for ReceivedTweet {
     }
 }
 
-pub fn parse_line(line: &str, tag: &str) -> Parsed {
+pub(crate) fn parse_line(line: &str, tag: &str) -> Parsed {
     let msg: StreamMessage = match serde_json::from_str(line) {
         Ok(m) => m,
         Err(e) => return Parsed::Malformed(e.to_string()),
@@ -223,7 +223,7 @@ enum Outcome {
 }
 
 /// The filtered-stream client; see the module documentation.
-pub struct FilteredStream {
+pub(crate) struct FilteredStream {
     http: reqwest::Client,
     base: String,
     credentials: CredentialsProvider,
@@ -234,7 +234,7 @@ pub struct FilteredStream {
 }
 
 impl FilteredStream {
-    pub fn new(
+    pub(crate) fn new(
         base_url: &str,
         credentials: CredentialsProvider,
         query: String,
@@ -419,7 +419,7 @@ impl FilteredStream {
     }
 
     /// Keeps the rule in sync and the connection open until shutdown.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         tx: mpsc::Sender<StreamTweet>,
         shutdown: &mut Shutdown,

@@ -206,24 +206,18 @@ const NAMED_TAGS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticTweet {
     /// Position in the sequence of this seed (0-based).
-    pub index: u64,
-    pub id: u64,
-    pub created_at: DateTime<Utc>,
-    pub lang: &'static str,
-    pub author_id: u64,
+    pub(crate) index: u64,
+    pub(crate) id: u64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) lang: &'static str,
+    pub(crate) author_id: u64,
     pub text: String,
     pub hashtags: Vec<String>,
     pub mentions: Vec<String>,
-    pub like_count: u64,
-    pub retweet_count: u64,
+    pub(crate) like_count: u64,
+    pub(crate) retweet_count: u64,
     /// The tweet as an X API v2 object (what goes into the Kafka record).
-    pub json: String,
-}
-
-impl SyntheticTweet {
-    pub fn id_string(&self) -> String {
-        self.id.to_string()
-    }
+    pub(crate) json: String,
 }
 
 /// The generator; see the module documentation. A clone continues with the
@@ -288,12 +282,12 @@ impl SyntheticGenerator {
     }
 
     /// Index of the next tweet.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.index
     }
 
     /// The name of the `rank`-th most popular hashtag (1-based).
-    pub fn hashtag_name(rank: usize) -> String {
+    pub(crate) fn hashtag_name(rank: usize) -> String {
         match NAMED_TAGS.get(rank.wrapping_sub(1)) {
             Some(n) => (*n).to_owned(),
             None => format!("topic{rank}"),
@@ -583,7 +577,7 @@ mod tests {
             assert!(t.id > last, "ids increase");
             last = t.id;
             let v: Tweet = serde_json::from_str(&t.json).unwrap();
-            assert_eq!(v.id, t.id_string());
+            assert_eq!(v.id, t.id.to_string());
             assert_eq!(v.text, t.text);
             assert_eq!(v.created_at, Some(t.created_at.trunc_subsecs_ms()));
             assert_eq!(v.lang.as_deref(), Some(t.lang));
@@ -601,7 +595,7 @@ mod tests {
                 assert_eq!(s, format!("@{}", m.username));
             }
             // The id is a snowflake of created_at (or just past it).
-            let t_id = crate::producer::xapi::snowflake_time(&t.id_string()).unwrap();
+            let t_id = crate::producer::xapi::snowflake_time(&t.id.to_string()).unwrap();
             assert!(t_id >= t.created_at.trunc_subsecs_ms());
         }
     }

@@ -55,7 +55,11 @@ impl XApiClient {
 
     /// Fetches one page. Non-2xx answers are `XApiError::Status` with X's
     /// error body and the rate-limit headers.
-    pub async fn search(&self, auth: &Auth, req: &SearchRequest) -> Result<SearchPage, XApiError> {
+    pub(crate) async fn search(
+        &self,
+        auth: &Auth,
+        req: &SearchRequest,
+    ) -> Result<SearchPage, XApiError> {
         let url = self.url(req.endpoint.path());
         let params = req.params();
         let mut header =

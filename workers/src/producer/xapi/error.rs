@@ -10,19 +10,19 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApiErrorItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<i64>,
+    pub(crate) code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Map<String, Value>>,
+    pub(crate) parameters: Option<Map<String, Value>>,
     #[serde(flatten)]
-    pub other: Map<String, Value>,
+    pub(crate) other: Map<String, Value>,
 }
 
 impl ApiErrorItem {
@@ -48,15 +48,15 @@ impl ApiErrorItem {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     #[serde(default)]
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     #[serde(default)]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
     #[serde(default, rename = "type")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     #[serde(default)]
-    pub errors: Vec<ApiErrorItem>,
+    pub(crate) errors: Vec<ApiErrorItem>,
 }
 
 impl ErrorBody {
@@ -79,7 +79,7 @@ impl ErrorBody {
     }
 
     /// One line for logs and error messages.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts: Vec<String> = [&self.title, &self.detail]
             .into_iter()
             .flatten()
@@ -111,9 +111,9 @@ fn snippet(body: &[u8]) -> String {
 /// A 400 naming a parameter X refused because it lies too far back, with the
 /// earliest time X says it would accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooOld {
-    pub parameter: String,
-    pub earliest: Option<DateTime<Utc>>,
+pub(crate) struct TooOld {
+    pub(crate) parameter: String,
+    pub(crate) earliest: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,14 +146,14 @@ pub enum XApiError {
 }
 
 impl XApiError {
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             XApiError::Status { status, .. } => Some(*status),
             _ => None,
         }
     }
 
-    pub fn rate_limit(&self) -> Option<RateLimit> {
+    pub(crate) fn rate_limit(&self) -> Option<RateLimit> {
         match self {
             XApiError::Status { rate_limit, .. } => Some(*rate_limit),
             _ => None,
@@ -163,7 +163,7 @@ impl XApiError {
     /// Recognises X's 400 for a `since_id` (or `start_time`) older than the
     /// endpoint allows, e.g. "'since_id' must be a tweet id created after
     /// 2024-05-01T00:00Z".
-    pub fn too_old(&self) -> Option<TooOld> {
+    pub(crate) fn too_old(&self) -> Option<TooOld> {
         let XApiError::Status {
             status: 400, body, ..
         } = self

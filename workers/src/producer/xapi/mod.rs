@@ -16,10 +16,10 @@ mod v1;
 mod wire;
 
 pub use client::XApiClient;
-pub use error::{ApiErrorItem, ErrorBody, TooOld, XApiError};
+pub(crate) use error::{ApiErrorItem, XApiError};
 pub use query::{Endpoint, SearchRequest, build_query};
-pub use rate_limit::RateLimit;
-pub use v1::{ConvertError, v1_status_to_v2};
+pub(crate) use rate_limit::RateLimit;
+pub(crate) use v1::v1_status_to_v2;
 pub use wire::{
     Entities, Hashtag, Mention, Meta, PublicMetrics, ReceivedTweet, SearchPage, TWEET_FIELDS,
     Tweet, snowflake_time,

@@ -14,7 +14,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Endpoint::Recent => "/2/tweets/search/recent",
             Endpoint::All => "/2/tweets/search/all",
@@ -26,19 +26,19 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchRequest {
     pub endpoint: Endpoint,
-    pub query: String,
-    pub since_id: Option<String>,
+    pub(crate) query: String,
+    pub(crate) since_id: Option<String>,
     /// Only tweets older than this id: the rest of a poll committed in part.
-    pub until_id: Option<String>,
-    pub start_time: Option<DateTime<Utc>>,
-    pub end_time: Option<DateTime<Utc>>,
-    pub max_results: u32,
-    pub next_token: Option<String>,
+    pub(crate) until_id: Option<String>,
+    pub(crate) start_time: Option<DateTime<Utc>>,
+    pub(crate) end_time: Option<DateTime<Utc>>,
+    pub(crate) max_results: u32,
+    pub(crate) next_token: Option<String>,
 }
 
 impl SearchRequest {
     /// The query parameters, unencoded.
-    pub fn params(&self) -> Vec<(String, String)> {
+    pub(crate) fn params(&self) -> Vec<(String, String)> {
         let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         let mut p = vec![
             ("query".to_owned(), self.query.clone()),

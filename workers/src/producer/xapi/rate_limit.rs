@@ -6,14 +6,14 @@ use reqwest::header::HeaderMap;
 /// The rate-limit headers X sends with every response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimit {
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
     pub remaining: Option<u64>,
     /// When the window resets (`x-rate-limit-reset`, epoch seconds).
-    pub reset: Option<DateTime<Utc>>,
+    pub(crate) reset: Option<DateTime<Utc>>,
 }
 
 impl RateLimit {
-    pub fn from_headers(h: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(h: &HeaderMap) -> Self {
         let num = |name: &str| h.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
         Self {
             limit: num("x-rate-limit-limit"),

@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConvertError {
+pub(crate) enum ConvertError {
     #[error("v1.1 status has no id_str")]
     NoId,
     #[error("v1.1 status {id} has no text or full_text")]
@@ -15,7 +15,7 @@ pub enum ConvertError {
 
 /// Converts a v1.1 status (as in old replay files) to the v2 tweet JSON the
 /// producer publishes.
-pub fn v1_status_to_v2(status: &Value) -> Result<Value, ConvertError> {
+pub(crate) fn v1_status_to_v2(status: &Value) -> Result<Value, ConvertError> {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let id = s(status, "id_str").ok_or(ConvertError::NoId)?;

@@ -15,20 +15,20 @@ pub const TWEET_FIELDS: &str = "created_at,lang,author_id,public_metrics,entitie
 /// re-serialised tweet still carries them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tweet {
-    pub id: String,
+    pub(crate) id: String,
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lang: Option<String>,
+    pub(crate) lang: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author_id: Option<String>,
+    pub(crate) author_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_metrics: Option<PublicMetrics>,
+    pub(crate) public_metrics: Option<PublicMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entities: Option<Entities>,
     #[serde(flatten)]
-    pub other: Map<String, Value>,
+    pub(crate) other: Map<String, Value>,
 }
 
 impl Tweet {
@@ -40,15 +40,15 @@ impl Tweet {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublicMetrics {
     #[serde(default)]
-    pub retweet_count: u64,
+    pub(crate) retweet_count: u64,
     #[serde(default)]
-    pub reply_count: u64,
+    pub(crate) reply_count: u64,
     #[serde(default)]
-    pub like_count: u64,
+    pub(crate) like_count: u64,
     #[serde(default)]
-    pub quote_count: u64,
+    pub(crate) quote_count: u64,
     #[serde(flatten)]
-    pub other: Map<String, Value>,
+    pub(crate) other: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,27 +58,27 @@ pub struct Entities {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<Mention>,
     #[serde(flatten)]
-    pub other: Map<String, Value>,
+    pub(crate) other: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hashtag {
     #[serde(default)]
-    pub start: u64,
+    pub(crate) start: u64,
     #[serde(default)]
-    pub end: u64,
+    pub(crate) end: u64,
     pub tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mention {
     #[serde(default)]
-    pub start: u64,
+    pub(crate) start: u64,
     #[serde(default)]
-    pub end: u64,
-    pub username: String,
+    pub(crate) end: u64,
+    pub(crate) username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
 }
 
 /// A tweet as received: the parsed view plus the exact JSON X sent, which is
@@ -90,7 +90,7 @@ pub struct ReceivedTweet {
 }
 
 impl ReceivedTweet {
-    pub fn from_raw(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Result<Self, serde_json::Error> {
         let tweet = serde_json::from_str(raw.get())?;
         Ok(Self { tweet, raw })
     }
@@ -109,13 +109,13 @@ impl ReceivedTweet {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     #[serde(default)]
-    pub newest_id: Option<String>,
+    pub(crate) newest_id: Option<String>,
     #[serde(default)]
-    pub oldest_id: Option<String>,
+    pub(crate) oldest_id: Option<String>,
     #[serde(default)]
-    pub result_count: Option<u64>,
+    pub(crate) result_count: Option<u64>,
     #[serde(default)]
-    pub next_token: Option<String>,
+    pub(crate) next_token: Option<String>,
 }
 
 /// One page of search results.
@@ -124,19 +124,16 @@ pub struct SearchPage {
     pub tweets: Vec<ReceivedTweet>,
     /// Elements of `data` that were not tweets; skipped, the rest kept.
     pub malformed: usize,
-    pub includes: Option<Box<RawValue>>,
     /// Partial errors of a 200 response.
-    pub errors: Vec<ApiErrorItem>,
-    pub meta: Meta,
-    pub rate_limit: RateLimit,
+    pub(crate) errors: Vec<ApiErrorItem>,
+    pub(crate) meta: Meta,
+    pub(crate) rate_limit: RateLimit,
 }
 
 #[derive(Deserialize)]
 struct RawSearchResponse {
     #[serde(default)]
     data: Option<Vec<Box<RawValue>>>,
-    #[serde(default)]
-    includes: Option<Box<RawValue>>,
     #[serde(default)]
     errors: Option<Vec<Value>>,
     #[serde(default)]
@@ -146,7 +143,7 @@ struct RawSearchResponse {
 impl SearchPage {
     /// Parses a 200 body tweet by tweet, so one bad element costs one tweet,
     /// not the page.
-    pub fn parse(body: &[u8], rate_limit: RateLimit) -> Result<Self, serde_json::Error> {
+    pub(crate) fn parse(body: &[u8], rate_limit: RateLimit) -> Result<Self, serde_json::Error> {
         let raw: RawSearchResponse = serde_json::from_slice(body)?;
         let mut tweets = Vec::new();
         let mut malformed = 0;
@@ -162,7 +159,6 @@ impl SearchPage {
         Ok(Self {
             tweets,
             malformed,
-            includes: raw.includes,
             errors: raw
                 .errors
                 .unwrap_or_default()
