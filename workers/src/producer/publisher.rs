@@ -265,10 +265,6 @@ impl Publisher {
         })
     }
 
-    pub(crate) fn in_transaction(&self) -> bool {
-        self.in_transaction
-    }
-
     /// A cheap handle for readiness checks from other tasks.
     pub(crate) fn readiness_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
         let producer = self.producer.clone();
@@ -334,7 +330,41 @@ impl Publisher {
         }
     }
 
-    pub(crate) fn begin(&mut self) -> Result<(), PublishError> {
+    /// Where [`Publisher::commit`] writes checkpoints.
+    pub(crate) fn set_checkpoint_group(&mut self, group: CheckpointGroup) {
+        self.checkpoints = Some(Arc::new(group));
+    }
+
+    /// Waits for every enqueued record's delivery report.
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        self.blocking(move |p| p.flush(timeout))
+            .await?
+            .map_err(PublishError::Flush)
+    }
+}
+
+/// A transactional producer as the sink drives it: [`Publisher`], or a fake
+/// in the sink's tests.
+pub(crate) trait Transactions {
+    fn in_transaction(&self) -> bool;
+    fn begin(&mut self) -> Result<(), PublishError>;
+    fn send(
+        &self,
+        key: &str,
+        value: &str,
+        seq: Option<u64>,
+        ingested_at: &str,
+    ) -> Result<(), PublishError>;
+    async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError>;
+    async fn abort(&mut self) -> Result<(), PublishError>;
+}
+
+impl Transactions for Publisher {
+    fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    fn begin(&mut self) -> Result<(), PublishError> {
         transaction::begin(self.producer.as_ref())?;
         self.in_transaction = true;
         Ok(())
@@ -342,7 +372,7 @@ impl Publisher {
 
     /// Enqueues one record of the open transaction. Waits (briefly, by
     /// blocking) while librdkafka's queue is full rather than dropping.
-    pub(crate) fn send(
+    fn send(
         &self,
         key: &str,
         value: &str,
@@ -386,19 +416,11 @@ impl Publisher {
         })
     }
 
-    /// Where [`Publisher::commit`] writes checkpoints.
-    pub(crate) fn set_checkpoint_group(&mut self, group: CheckpointGroup) {
-        self.checkpoints = Some(Arc::new(group));
-    }
-
     /// Commits the open transaction (flushing its records first), with the
     /// checkpoint it reaches when there is one (and a checkpoint group). On
     /// an abortable failure the transaction is aborted and `Aborted`
     /// returned: none of its records are visible, the caller sends them again.
-    pub(crate) async fn commit(
-        &mut self,
-        checkpoint: Option<&Checkpoint>,
-    ) -> Result<(), PublishError> {
+    async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError> {
         let offsets = match (checkpoint, self.checkpoints.clone()) {
             (Some(c), Some(group)) => Some((
                 c.offsets(&group.topic).map_err(PublishError::Checkpoint)?,
@@ -418,7 +440,7 @@ impl Publisher {
     }
 
     /// Aborts the open transaction, discarding its records.
-    pub(crate) async fn abort(&mut self) -> Result<(), PublishError> {
+    async fn abort(&mut self) -> Result<(), PublishError> {
         if !self.in_transaction {
             return Ok(());
         }
@@ -427,12 +449,5 @@ impl Publisher {
             .await?;
         self.in_transaction = false;
         Ok(r?)
-    }
-
-    /// Waits for every enqueued record's delivery report.
-    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-        self.blocking(move |p| p.flush(timeout))
-            .await?
-            .map_err(PublishError::Flush)
     }
 }

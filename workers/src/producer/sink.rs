@@ -13,7 +13,7 @@
 use super::checkpoint::{Checkpoint, CheckpointGroup};
 use super::error::RunError;
 use super::metrics::Metrics;
-use super::publisher::{PublishError, Publisher, TweetRecord};
+use super::publisher::{PublishError, Publisher, Transactions, TweetRecord};
 use super::source::{Batch, Fill, Recovery, TweetSource};
 use crate::shutdown::Shutdown;
 use chrono::{SecondsFormat, Utc};
@@ -26,46 +26,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// What the sink needs of a transactional producer: [`Publisher`], or a
-/// fake in the tests.
-pub(crate) trait Transactions {
-    fn in_transaction(&self) -> bool;
-    fn begin(&mut self) -> Result<(), PublishError>;
-    fn send(
-        &self,
-        key: &str,
-        value: &str,
-        seq: Option<u64>,
-        ingested_at: &str,
-    ) -> Result<(), PublishError>;
-    async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError>;
-    async fn abort(&mut self) -> Result<(), PublishError>;
-}
-
-impl Transactions for Publisher {
-    fn in_transaction(&self) -> bool {
-        Publisher::in_transaction(self)
-    }
-    fn begin(&mut self) -> Result<(), PublishError> {
-        Publisher::begin(self)
-    }
-    fn send(
-        &self,
-        key: &str,
-        value: &str,
-        seq: Option<u64>,
-        ingested_at: &str,
-    ) -> Result<(), PublishError> {
-        Publisher::send(self, key, value, seq, ingested_at)
-    }
-    async fn commit(&mut self, checkpoint: Option<&Checkpoint>) -> Result<(), PublishError> {
-        Publisher::commit(self, checkpoint).await
-    }
-    async fn abort(&mut self) -> Result<(), PublishError> {
-        Publisher::abort(self).await
-    }
 }
 
 pub(crate) struct TransactionalSink<P = Publisher> {
