@@ -101,7 +101,7 @@ for round in $(seq "$rounds"); do
   s=$(now)
   RUST_LOG=warn "$bin" --source synthetic --seed 1 --synthetic-rate 0 --synthetic-count "$count" \
     --brokers "$KAFKA_BROKERS" --topic "bench-producer-$suffix" --stream-name "bench-$round" \
-    --http-addr 127.0.0.1:0
+    --http-addr 127.0.0.1:0 --exit-when-done
   runs[prod]+=" $(since "$s")"
 
   held[kcat]+=" $(count_topic "bench-kcat-$suffix")"
