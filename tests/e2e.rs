@@ -63,10 +63,9 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
 }
 
 /// examples/superbowl.yaml as a user on this machine would adapt it: the
-/// local brokers, topics of its own (the broker is shared by all tests), and
-/// the producer pointed at the local X API server through its documented
-/// `TWS_X_API_BASE_URL` variable.
-fn superbowl_manifest(topic: &str, x_api: &str) -> serde_yaml::Value {
+/// local brokers and topics of its own (the broker is shared by all tests).
+/// (The X API address is the chart's `xApiBaseUrl`.)
+fn superbowl_manifest(topic: &str) -> serde_yaml::Value {
     let text = std::fs::read_to_string(format!("{ROOT}/examples/superbowl.yaml"))
         .expect("reading examples/superbowl.yaml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("example YAML");
@@ -78,8 +77,6 @@ fn superbowl_manifest(topic: &str, x_api: &str) -> serde_yaml::Value {
     spec["kafka"]["brokers"] = brokers.into();
     spec["kafka"]["topic"] = topic.into();
     spec["kafka"]["outputTopic"] = format!("{topic}-windows").into();
-    spec["producer"]["env"] =
-        serde_yaml::from_str(&format!("{{TWS_X_API_BASE_URL: '{x_api}'}}")).expect("env map");
     doc
 }
 
@@ -179,14 +176,20 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     let ns = TestNamespace::create(&client, "e2e").await;
     let release = unique_name("tws").chars().take(40).collect::<String>();
 
-    // 1. The chart, watching this namespace only.
+    // 1. The chart, watching this namespace only, its producers pointed at
+    // the test suite's X API server (the operator's setting: a resource
+    // cannot send its credentials elsewhere).
+    let xapi = XApiServer::start().await;
     let watch = format!("{{{}}}", ns.name);
-    let mut chart =
-        twitterstream_tests::chart::install(&release, &ns.name, &[("watchNamespaces", &watch)]);
+    let base = xapi.base_url();
+    let mut chart = twitterstream_tests::chart::install(
+        &release,
+        &ns.name,
+        &[("watchNamespaces", &watch), ("xApiBaseUrl", &base)],
+    );
     report(&format!("helm install {release}: deployed"));
 
-    // 2. The X API and the credentials Secret.
-    let xapi = XApiServer::start().await;
+    // 2. The credentials Secret.
     let keys = UserKeys::new("ck-e2e", "cs-e2e", "at-e2e", "ats-e2e");
     xapi.set_user(Some(keys.clone()));
     let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -234,8 +237,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     // 4. kubectl apply -f examples/superbowl.yaml.
     let topic = unique_name("e2e-raw");
     let output = format!("{topic}-windows");
-    let manifest =
-        serde_yaml::to_string(&superbowl_manifest(&topic, &xapi.base_url())).expect("YAML");
+    let manifest = serde_yaml::to_string(&superbowl_manifest(&topic)).expect("YAML");
     kubectl(&["-n", &ns.name, "apply", "-f", "-"], Some(&manifest));
 
     eventually("tws/superbowl Ready=True", Duration::from_secs(120), || {
@@ -333,7 +335,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     );
 
     // 7. An update rolls the producer onto the new keyword.
-    let mut changed = superbowl_manifest(&topic, &xapi.base_url());
+    let mut changed = superbowl_manifest(&topic);
     changed["spec"]["keyword"] = "superbowl halftime".into();
     kubectl(
         &["-n", &ns.name, "apply", "-f", "-"],

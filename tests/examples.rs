@@ -27,7 +27,7 @@ fn report(line: &str) {
 
 /// The example's documents, the TwitterStream adapted to this machine.
 /// Returns the YAML to apply and the (topic, outputTopic) it uses.
-fn adapt(file: &str, env: &[(&str, &str)]) -> (String, String, Option<String>) {
+fn adapt(file: &str) -> (String, String, Option<String>) {
     let text = std::fs::read_to_string(format!("{ROOT}/examples/{file}"))
         .unwrap_or_else(|e| panic!("reading examples/{file}: {e}"));
     let suffix = unique_name("x");
@@ -49,9 +49,6 @@ fn adapt(file: &str, env: &[(&str, &str)]) -> (String, String, Option<String>) {
                 .map(|o| format!("{o}-{suffix}"));
             if let Some(o) = &output {
                 kafka["outputTopic"] = o.clone().into();
-            }
-            for (k, val) in env {
-                v["spec"]["producer"]["env"][*k] = (*val).into();
             }
             topics = (topic, output);
         }
@@ -140,10 +137,15 @@ async fn windows(topic: &str, n: usize) -> Vec<WindowResult> {
 
 /// Operator, namespace and local pods for one example.
 async fn setup(prefix: &str) -> (TestNamespace, Operator, LocalPods) {
+    setup_with(prefix, &[]).await
+}
+
+/// [`setup`] with extra operator flags.
+async fn setup_with(prefix: &str, operator_flags: &[&str]) -> (TestNamespace, Operator, LocalPods) {
     let client = admin_client().await;
     install_crd(&client).await;
     let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start(&ns.name, None, &[]);
+    let operator = Operator::start(&ns.name, None, operator_flags);
     let pods = LocalPods::start(client, &ns.name, None);
     (ns, operator, pods)
 }
@@ -151,7 +153,7 @@ async fn setup(prefix: &str) -> (TestNamespace, Operator, LocalPods) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_example_publishes_windows() {
     let (ns, _operator, pods) = setup("ex-synthetic").await;
-    let (yaml, _, output) = adapt("synthetic.yaml", &[]);
+    let (yaml, _, output) = adapt("synthetic.yaml");
     kubectl_apply(&ns.name, &yaml);
     wait_ready(&ns.name, "synthetic").await;
     let w = windows(&output.expect("outputTopic"), 2).await;
@@ -171,7 +173,7 @@ async fn synthetic_example_publishes_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_example_publishes_its_recorded_tweets() {
     let (ns, _operator, pods) = setup("ex-replay").await;
-    let (yaml, topic, output) = adapt("replay.yaml", &[]);
+    let (yaml, topic, output) = adapt("replay.yaml");
     kubectl_apply(&ns.name, &yaml);
     wait_ready(&ns.name, "superbowl-replay").await;
     // Four recorded tweets (three v2, one v1.1), 10 s apart; the newest one's
@@ -220,8 +222,11 @@ async fn replay_example_publishes_its_recorded_tweets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_example_syncs_its_rule_and_publishes_streamed_tweets() {
-    let (ns, _operator, pods) = setup("ex-stream").await;
+    // The X API address is the operator's setting (a resource cannot send
+    // its credentials elsewhere).
     let xapi = XApiServer::start().await;
+    let flag = format!("--x-api-base-url={}", xapi.base_url());
+    let (ns, _operator, pods) = setup_with("ex-stream", &[&flag]).await;
     let bearer = "AAAA-examples-bearer-token";
     xapi.set_bearer(Some(bearer));
     let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -233,8 +238,7 @@ async fn stream_example_syncs_its_rule_and_publishes_streamed_tweets() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("creating the bearer Secret");
-    let base = xapi.base_url();
-    let (yaml, topic, _) = adapt("stream.yaml", &[("TWS_X_API_BASE_URL", &base)]);
+    let (yaml, topic, _) = adapt("stream.yaml");
     kubectl_apply(&ns.name, &yaml);
     wait_ready(&ns.name, "worldcup-live").await;
     eventually(
@@ -281,7 +285,7 @@ async fn stream_example_syncs_its_rule_and_publishes_streamed_tweets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_broker_example_needs_three_brokers() {
     let (ns, _operator, _pods) = setup("ex-multi").await;
-    let (yaml, _, _) = adapt("multi-broker.yaml", &[]);
+    let (yaml, _, _) = adapt("multi-broker.yaml");
     kubectl_apply(&ns.name, &yaml);
     let brokers = kafka_brokers().split(',').count();
     if brokers >= 3 {
@@ -315,7 +319,7 @@ async fn multi_broker_example_needs_three_brokers() {
 async fn the_synthetic_example_survives_a_window_change() {
     use twitterstream_tests::truth::{self, Rules};
     let (ns, _operator, pods) = setup("ex-window").await;
-    let (yaml, topic, output) = adapt("synthetic.yaml", &[]);
+    let (yaml, topic, output) = adapt("synthetic.yaml");
     let output = output.expect("outputTopic");
     // A finite run (40 s at 200 tweets/s), so the truth is final.
     let yaml = yaml.replace("seed: 42", "seed: 42\n    count: 8000");

@@ -269,9 +269,7 @@ fn workers_image_has_what_the_operator_deployments_run() {
         "lint",
         serde_json::from_value(superbowl_spec(&["kafka:9092"], "lint")).expect("example spec"),
     );
-    let cfg = RenderConfig {
-        worker_image: "ghcr.io/twitterstream-io/twitterstream-workers:lint".to_string(),
-    };
+    let cfg = RenderConfig::new("ghcr.io/twitterstream-io/twitterstream-workers:lint");
     let stage = final_stage("workers/Dockerfile");
     let copy = stage
         .iter()

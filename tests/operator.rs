@@ -941,3 +941,94 @@ async fn a_shared_topic_outlives_the_stream_deleted_with_delete_topic_on_delete(
     let reasons = event_reasons(&s.client, &s.ns.name, "first").await;
     assert!(reasons.iter().any(|r| r == "TopicKept"), "{reasons:?}");
 }
+
+fn container_image(d: &Deployment) -> Option<String> {
+    d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .image
+        .clone()
+}
+
+/// Tenant safety: whoever may edit a TwitterStream cannot run an image the
+/// operator's allowlist does not name. The refusal is a condition and an
+/// Event; the pipeline keeps the last allowed image.
+#[tokio::test]
+async fn images_outside_the_allowlist_are_refused_and_the_last_allowed_one_kept() {
+    let s = setup("op-images").await;
+    let _op = Operator::start(&s.ns.name, None, &["--allowed-images=registry.test/team/"]);
+    let allowed = "registry.test/team/workers:1";
+    let mut tws = example("images");
+    tws.spec.producer.container.image = Some(allowed.into());
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let producer = eventually("the producer Deployment", WAIT, || {
+        let api = s.deployments.clone();
+        async move { api.get_opt("images-producer").await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(container_image(&producer).as_deref(), Some(allowed));
+
+    let refused = "evil.example/miner:latest";
+    s.streams
+        .patch(
+            "images",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"producer": {"image": refused}}})),
+        )
+        .await
+        .expect("patch");
+    let t = wait_status(&s.streams, "images", "ImagesAllowed=False", |t| {
+        condition(t, "ImagesAllowed")
+            .is_some_and(|(s, r, _)| s == "False" && r == "ImageNotAllowed")
+    })
+    .await;
+    let (_, _, message) = condition(&t, "ImagesAllowed").expect("condition");
+    assert!(
+        message.contains(&format!("producer.image {refused} is not allowed"))
+            && message.contains("registry.test/team/"),
+        "{message}"
+    );
+    let (_, ready_reason, _) = condition(&t, "Ready").expect("Ready");
+    assert_eq!(ready_reason, "ImageNotAllowed");
+    eventually("the ImageNotAllowed Event", WAIT, || {
+        let client = s.client.clone();
+        let ns = s.ns.name.clone();
+        async move {
+            let r = event_reasons(&client, &ns, "images").await;
+            r.iter().any(|r| r == "ImageNotAllowed").then_some(())
+        }
+    })
+    .await;
+    let producer = s
+        .deployments
+        .get("images-producer")
+        .await
+        .expect("the producer Deployment stays");
+    assert_eq!(container_image(&producer).as_deref(), Some(allowed));
+
+    // A new stream naming a refused image gets no Deployments at all; the
+    // operator's own worker image is always allowed.
+    let mut fresh = example("images-new");
+    fresh.spec.consumer.container.image = Some("docker.io/library/busybox".into());
+    fresh.spec.producer.container.image = Some(TEST_WORKER_IMAGE.into());
+    s.streams
+        .create(&PostParams::default(), &fresh)
+        .await
+        .expect("create");
+    let t = wait_status(&s.streams, "images-new", "ImagesAllowed=False", |t| {
+        condition(t, "ImagesAllowed").is_some_and(|(s, _, _)| s == "False")
+    })
+    .await;
+    let (_, _, message) = condition(&t, "ImagesAllowed").expect("condition");
+    assert!(
+        message.starts_with("consumer.image docker.io/library/busybox"),
+        "{message}"
+    );
+    let children = s
+        .deployments
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=images-new"))
+        .await
+        .expect("list");
+    assert!(children.items.is_empty(), "{:?}", children.items.len());
+}

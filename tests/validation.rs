@@ -71,6 +71,12 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     create(&api, &with("/source", json!("synthetic")))
         .await
         .expect("synthetic needs no credentials");
+    create(
+        &api,
+        &with("/producer/env", json!({"RUST_LOG": "debug", "TZ": "UTC"})),
+    )
+    .await
+    .expect("other variables are the user's");
 
     let long_topic = "t".repeat(250);
     let mut no_secret = with("/credentialsSecret", Value::Null);
@@ -261,6 +267,26 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "poll interval 0",
             with("/pollIntervalSeconds", json!(0)),
             "spec.pollIntervalSeconds",
+        ),
+        // Tenant safety: a resource cannot set the workers' own variables,
+        // e.g. send the stream's bearer token to a host of its choosing.
+        (
+            "producer env redirecting the X API",
+            with(
+                "/producer/env",
+                json!({"TWS_X_API_BASE_URL": "https://collector.example"}),
+            ),
+            "env must not set the workers' own variables",
+        ),
+        (
+            "consumer env overriding a flag",
+            with("/consumer/env", json!({"TWS_OUTPUT_TOPIC": "elsewhere"})),
+            "env must not set the workers' own variables",
+        ),
+        (
+            "producer env supplying X credentials",
+            with("/producer/env", json!({"X_BEARER_TOKEN": "AAAA"})),
+            "env must not set the workers' own variables",
         ),
     ];
     assert!(cases.len() >= 15);

@@ -6,6 +6,7 @@ use crate::conditions::{self, Observation};
 use crate::context::Context;
 use crate::crd::{TopicStatus, TwitterStream};
 use crate::error::Error;
+use crate::policy::Refusal;
 use crate::render::{self, Component, FIELD_MANAGER};
 use crate::topic::{TopicChange, TopicRequest};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,12 +30,7 @@ pub(crate) async fn deployments(
     let mut children = Vec::new();
     for (component, desired) in render::deployments(tws, &ctx.render) {
         let name = desired.name_any();
-        // The watch cache answers "does it exist, and is it as rendered?"
-        // without a request; only a child it has not seen yet costs a GET.
-        let before = match ctx.cached_deployment(ns, &name) {
-            Some(d) => Some(d),
-            None => deployments.get_opt(&name).await?.map(ChildDeployment::from),
-        };
+        let before = current(ctx, &deployments, ns, &name).await?;
         let unchanged = before.as_ref().is_some_and(|b| {
             b.metadata.deletion_timestamp.is_none()
                 && b.render_hash() == render::render_hash(&desired)
@@ -80,6 +76,50 @@ pub(crate) async fn deployments(
         children.push((component, applied));
     }
     Ok(children)
+}
+
+/// A child Deployment as it is now. The watch cache answers "does it exist,
+/// and is it as rendered?" without a request; only a child it has not seen
+/// yet costs a GET.
+async fn current(
+    ctx: &Context,
+    deployments: &Api<Deployment>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ChildDeployment>, Error> {
+    Ok(match ctx.cached_deployment(ns, name) {
+        Some(d) => Some(d),
+        None => deployments.get_opt(name).await?.map(ChildDeployment::from),
+    })
+}
+
+/// The stream's Deployments as they are, without applying anything: while
+/// its spec is refused, the pipeline keeps what it last ran.
+pub(crate) async fn existing_deployments(
+    tws: &TwitterStream,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Vec<(Component, ChildDeployment)>, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let mut children = Vec::new();
+    for (component, desired) in render::deployments(tws, &ctx.render) {
+        let existing = current(ctx, &deployments, ns, &desired.name_any()).await?;
+        children.extend(existing.map(|d| (component, d)));
+    }
+    Ok(children)
+}
+
+/// Says why the spec is not applied, in a Warning Event.
+pub(crate) async fn refuse(tws: &TwitterStream, ctx: &Context, refusal: &Refusal) {
+    ctx.events
+        .emit(
+            tws,
+            EventType::Warning,
+            Refusal::REASON,
+            "Apply",
+            refusal.message(),
+        )
+        .await;
 }
 
 pub(crate) fn brokers(tws: &TwitterStream) -> String {

@@ -7,6 +7,8 @@ pub(crate) const READY: &str = "Ready";
 pub(crate) const TOPIC_READY: &str = "TopicReady";
 pub(crate) const PRODUCER_READY: &str = "ProducerReady";
 pub(crate) const CONSUMER_READY: &str = "ConsumerReady";
+/// Present only while a worker image is refused (`policy.rs`).
+pub(crate) const IMAGES_ALLOWED: &str = "ImagesAllowed";
 
 /// What the reconciler concluded about one aspect of the resource.
 #[derive(Clone, Debug, PartialEq, Eq)]

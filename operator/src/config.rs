@@ -12,6 +12,17 @@ pub struct OperatorArgs {
     /// Image of the workers, used unless a TwitterStream sets its own.
     #[arg(long, env = "TWS_WORKER_IMAGE", default_value = concat!("ghcr.io/twitterstream-io/twitterstream-workers:", env!("CARGO_PKG_VERSION")))]
     pub worker_image: String,
+    /// Images TwitterStreams may name for their workers, comma-separated:
+    /// repositories (`ghcr.io/org/workers`: any tag or digest of it) or
+    /// prefixes ending in `/` (`registry.example/team/`). The worker image's
+    /// repository is always allowed; by default nothing else is.
+    #[arg(long, env = "TWS_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+    /// Where producers reach the X API (default: the workers' own,
+    /// https://api.x.com): a proxy, or a stand-in in tests. The operator's
+    /// setting, not a resource's, because the streams' credentials go there.
+    #[arg(long, env = "TWS_X_API_BASE_URL")]
+    pub x_api_base_url: Option<String>,
     /// Namespaces to watch, comma-separated; empty watches all namespaces.
     #[arg(long, env = "TWS_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,

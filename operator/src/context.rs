@@ -6,6 +6,7 @@ use crate::crd::TwitterStream;
 use crate::error::Error;
 use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::policy::ImagePolicy;
 use crate::render::{FIELD_MANAGER, RenderConfig};
 use crate::topic::{TopicRequest, Topics};
 use kube::api::ListParams;
@@ -28,6 +29,7 @@ const TOPIC_RECHECK: Duration = Duration::from_secs(60);
 pub(crate) struct Context {
     pub(crate) client: Client,
     pub(crate) render: RenderConfig,
+    pub(crate) images: ImagePolicy,
     pub(crate) topics: Topics,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) events: Events,
@@ -62,6 +64,7 @@ impl Context {
         Self {
             events: Events::start(client.clone(), reporter),
             client,
+            images: ImagePolicy::new(&render.worker_image, &[]),
             render,
             topics,
             metrics,
@@ -104,6 +107,12 @@ impl Context {
 
     /// How long a deleted stream waits for its topics to be deleted while
     /// Kafka is unreachable before it is deleted anyway.
+    /// Images resources may name beyond the worker image's repository.
+    pub(crate) fn with_allowed_images(mut self, allowed: &[String]) -> Self {
+        self.images = ImagePolicy::new(&self.render.worker_image, allowed);
+        self
+    }
+
     pub(crate) fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
         self.topic_delete_timeout = timeout;
         self

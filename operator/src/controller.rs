@@ -79,8 +79,17 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
     }
     apply::sync_finalizer(tws, &api).await?;
     let (topic, topic_status) = apply::ensure_topics(tws, ctx).await;
-    let children = apply::deployments(tws, ctx, &ns).await?;
-    let ready = status::observe_and_write(tws, ctx, &api, topic, topic_status, &children).await?;
+    let mut observed = vec![topic];
+    let children = match ctx.images.refusal(tws) {
+        None => apply::deployments(tws, ctx, &ns).await?,
+        Some(refusal) => {
+            apply::refuse(tws, ctx, &refusal).await;
+            observed.insert(0, refusal.observation());
+            apply::existing_deployments(tws, ctx, &ns).await?
+        }
+    };
+    let ready =
+        status::observe_and_write(tws, ctx, &api, observed, topic_status, &children).await?;
     // Deployment and pod changes trigger reconciles through the watches; the
     // periodic requeue only re-checks Kafka.
     Ok(Action::requeue(if ready {

@@ -356,8 +356,13 @@ pub struct ContainerSpec {
     /// Compute resources; defaults to small requests and a memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Extra environment variables, e.g. `RUST_LOG`.
+    /// Extra environment variables, e.g. `RUST_LOG`. The workers' own
+    /// variables (`TWS_*`, the X API credentials) are rejected: they come from
+    /// this resource's fields, the operator's settings and the credentials
+    /// Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('TWS_') && !(k in ['X_CONSUMER_KEY', 'X_CONSUMER_SECRET', 'X_ACCESS_TOKEN', 'X_ACCESS_TOKEN_SECRET', 'X_BEARER_TOKEN']))").message("env must not set the workers' own variables (TWS_* and the X API credential variables): they come from the TwitterStream's fields, the operator's settings (such as the X API address) and the credentials Secret"))]
     pub env: BTreeMap<String, String>,
 }
 
@@ -436,4 +441,32 @@ pub struct TopicStatus {
     pub partitions: i32,
     /// Replication factor of partition 0.
     pub replication_factor: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use twitterstream_contract::reserved_env;
+
+    /// The env rule is a CEL literal; this keeps it in step with the
+    /// contract's list of the workers' own variables.
+    #[test]
+    fn the_env_rule_rejects_every_reserved_variable() {
+        let crd = serde_json::to_value(TwitterStream::crd()).expect("CRD as JSON");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for component in ["producer", "consumer"] {
+            let env = &spec[component]["properties"]["env"];
+            let rule = env["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{component}.env has a rule: {env}"));
+            assert!(
+                rule.contains(&format!("startsWith('{}')", reserved_env::PREFIX)),
+                "{rule}"
+            );
+            for name in reserved_env::X_CREDENTIALS {
+                assert!(rule.contains(&format!("'{name}'")), "{name} in {rule}");
+            }
+        }
+    }
 }

@@ -102,9 +102,7 @@ pub(crate) fn status(code: StatusCode, reason: &str) -> Answer {
 pub(crate) fn context(client: kube::Client, kafka_timeout: Duration) -> Context {
     Context::new(
         client,
-        RenderConfig {
-            worker_image: "registry.example/twitterstream-workers:1.2.3".into(),
-        },
+        RenderConfig::new("registry.example/twitterstream-workers:1.2.3"),
         Topics::new(kafka_timeout),
         Arc::new(Metrics::default()),
         "test".into(),

@@ -8,6 +8,8 @@
 mod child;
 pub mod crd;
 pub mod render;
+// What a resource may ask for beyond its schema (the operator's image allowlist).
+mod policy;
 // The reconcile: `controller` runs the watches and calls `reconcile`, which
 // deletes (`cleanup`) or applies (`apply`) and observes (`status`, with
 // `diagnosis` of pods that are not ready and `conditions`).
@@ -67,12 +69,14 @@ pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {
             client.clone(),
             render::RenderConfig {
                 worker_image: args.worker_image.clone(),
+                x_api_base_url: args.x_api_base_url.clone(),
             },
             topic::Topics::new(Duration::from_secs(args.kafka_timeout_seconds)),
             metrics,
             identity.clone(),
         )
-        .with_topic_delete_timeout(Duration::from_secs(args.topic_delete_timeout_seconds)),
+        .with_topic_delete_timeout(Duration::from_secs(args.topic_delete_timeout_seconds))
+        .with_allowed_images(&args.allowed_images),
     );
     let result = if args.leader_elect {
         let lease = leader::Lease {

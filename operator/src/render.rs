@@ -45,6 +45,19 @@ const RUN_AS_USER: i64 = 65532;
 pub struct RenderConfig {
     /// Image for both workers unless a resource overrides it.
     pub worker_image: String,
+    /// Where producers reach the X API (the workers' default otherwise). An
+    /// operator setting, not a resource's: the stream's credentials go there.
+    pub x_api_base_url: Option<String>,
+}
+
+impl RenderConfig {
+    /// Settings with the workers' defaults and this worker image.
+    pub fn new(worker_image: impl Into<String>) -> Self {
+        Self {
+            worker_image: worker_image.into(),
+            x_api_base_url: None,
+        }
+    }
 }
 
 /// Which of the two workers.
@@ -153,7 +166,7 @@ const SPELLED: &[&str] = &["http_addr"];
 
 /// The producer's command-line arguments: its typed arguments, rendered by
 /// the contract (no flag is spelled here).
-pub(crate) fn producer_args(tws: &TwitterStream) -> Vec<String> {
+pub(crate) fn producer_args(tws: &TwitterStream, cfg: &RenderConfig) -> Vec<String> {
     let s = &tws.spec;
     let mut a = ProducerArgs::new(
         s.source,
@@ -162,6 +175,9 @@ pub(crate) fn producer_args(tws: &TwitterStream) -> Vec<String> {
         &s.kafka.topic,
     );
     a.namespace = Some(tws.namespace().unwrap_or_default());
+    if let Some(url) = &cfg.x_api_base_url {
+        a.x_api_base_url = url.clone();
+    }
     a.keyword = Some(s.keyword.clone());
     a.poll_interval_seconds = unsigned(s.poll_interval_seconds.into());
     a.http_addr = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16));
@@ -363,7 +379,7 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
                     ..Default::default()
                 });
             }
-            (producer_args(tws), &s.producer.container)
+            (producer_args(tws, cfg), &s.producer.container)
         }
         Component::Consumer => (consumer_args(tws), &s.consumer.container),
     };

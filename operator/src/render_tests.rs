@@ -36,9 +36,7 @@ suspend: false
 }
 
 fn cfg() -> RenderConfig {
-    RenderConfig {
-        worker_image: "registry.example/twitterstream-workers:1.2.3".into(),
-    }
+    RenderConfig::new("registry.example/twitterstream-workers:1.2.3")
 }
 
 fn pod_spec(d: &Deployment) -> &PodSpec {

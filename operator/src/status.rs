@@ -14,17 +14,17 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use std::collections::HashMap;
 
-/// Observes the components, writes the status if it changed, and returns
-/// whether the stream is ready.
+/// Observes the components, adds them to what the reconcile observed before
+/// (the topic, a refused image), writes the status if it changed, and
+/// returns whether the stream is ready.
 pub(crate) async fn observe_and_write(
     tws: &TwitterStream,
     ctx: &Context,
     api: &Api<TwitterStream>,
-    topic: Observation,
+    mut parts: Vec<Observation>,
     topic_status: Option<TopicStatus>,
     children: &[(Component, ChildDeployment)],
 ) -> Result<bool, Error> {
-    let mut parts = vec![topic];
     let mut component_status = HashMap::new();
     for (component, d) in children {
         let (obs, status) = component_readiness(tws, ctx, *component, d).await?;

@@ -40,9 +40,7 @@ fn main() {
         .expect(usage);
     let brokers = arg(&args, "--brokers").expect(usage);
     let namespace = arg(&args, "--namespace").unwrap_or_else(|| "default".into());
-    let cfg = RenderConfig {
-        worker_image: "ghcr.io/twitterstream-io/twitterstream-workers:bench".into(),
-    };
+    let cfg = RenderConfig::new("ghcr.io/twitterstream-io/twitterstream-workers:bench");
     let mut out = String::new();
     for i in 0..count {
         let t = stream(i, &brokers, &namespace);

@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod consumer;
+mod kafka;
 mod ops;
 pub mod producer;
 pub mod shutdown;

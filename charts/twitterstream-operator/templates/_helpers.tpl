@@ -103,6 +103,12 @@ checksum/args annotation.
 */}}
 {{- define "twitterstream-operator.args" -}}
 - --worker-image={{ .Values.workerImage }}
+{{- with .Values.allowedImages }}
+- --allowed-images={{ join "," . }}
+{{- end }}
+{{- with .Values.xApiBaseUrl }}
+- --x-api-base-url={{ . }}
+{{- end }}
 {{- with .Values.watchNamespaces }}
 - --watch-namespaces={{ join "," . }}
 {{- end }}

@@ -57,9 +57,7 @@ async fn reconcile_existing(generation: i64) -> Vec<Call> {
     let tws = fixtures::stream("ns1", "demo");
     let rendered = render::deployments(
         &tws,
-        &RenderConfig {
-            worker_image: "registry.example/twitterstream-workers:1.2.3".into(),
-        },
+        &RenderConfig::new("registry.example/twitterstream-workers:1.2.3"),
     );
     let existing: Vec<(String, Value)> = rendered
         .iter()

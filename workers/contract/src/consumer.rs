@@ -3,6 +3,7 @@
 //! renders it with [`crate::to_args`]; the consumer parses it back with clap.
 
 use crate::LogFormat;
+use crate::kafka::{KafkaSecurity, KafkaSecurityError};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 
@@ -37,6 +38,10 @@ pub struct ConsumerArgs {
     /// Kafka bootstrap brokers, comma-separated host:port.
     #[arg(long, env = "TWS_BROKERS", value_delimiter = ',', required = true)]
     pub brokers: Vec<String>,
+    /// How the Kafka clients authenticate and encrypt.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kafka_security: KafkaSecurity,
     /// Kafka topic of tweets to read.
     #[arg(long, env = "TWS_TOPIC")]
     pub topic: String,
@@ -97,6 +102,8 @@ pub struct ConsumerArgs {
 /// A configuration that parses but cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaSecurityError),
     #[error("--slide-seconds ({slide}) must not exceed --window-seconds ({window})")]
     SlideLongerThanWindow { slide: u64, window: u64 },
     #[error("--slide-seconds ({slide}) must divide --window-seconds ({window})")]
@@ -114,6 +121,7 @@ impl ConsumerArgs {
     pub fn new(stream_name: &str, brokers: Vec<String>, topic: &str) -> Self {
         ConsumerArgs {
             brokers,
+            kafka_security: KafkaSecurity::default(),
             topic: topic.to_owned(),
             stream_name: stream_name.to_owned(),
             group_id: None,
@@ -149,6 +157,7 @@ impl ConsumerArgs {
 
     /// Checks the combinations clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka_security.validate()?;
         if self.brokers.iter().all(|b| b.trim().is_empty()) {
             return Err(ConfigError::NoBrokers);
         }

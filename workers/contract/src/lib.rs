@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 pub mod consumer;
+pub mod kafka;
 pub mod producer;
 
 pub use consumer::ConsumerArgs;
@@ -82,6 +83,25 @@ impl LogFormat {
             LogFormat::Text => builder.init(),
         }
     }
+}
+
+/// Environment variables the workers read as part of this contract: every
+/// flag's `TWS_*` variable, and the X API credentials when no credentials
+/// directory is mounted. A TwitterStream's `env` may not set them (the CRD
+/// rejects them at admission): otherwise whoever may edit the resource could
+/// change what the operator decided, e.g. send the stream's bearer token to a
+/// host of their choosing with `TWS_X_API_BASE_URL`.
+pub mod reserved_env {
+    /// Prefix of every flag's variable.
+    pub const PREFIX: &str = "TWS_";
+    /// The X API credentials, as variables.
+    pub const X_CREDENTIALS: [&str; 5] = [
+        "X_CONSUMER_KEY",
+        "X_CONSUMER_SECRET",
+        "X_ACCESS_TOKEN",
+        "X_ACCESS_TOKEN_SECRET",
+        "X_BEARER_TOKEN",
+    ];
 }
 
 /// Headers the producer stamps on every tweet record.
@@ -191,6 +211,24 @@ fn is_default(rendered: &str, default: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_worker_flag_reads_a_reserved_variable() {
+        use clap::CommandFactory;
+        for cmd in [ProducerArgs::command(), ConsumerArgs::command()] {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    assert!(
+                        env.starts_with(reserved_env::PREFIX),
+                        "{}: --{:?} reads {env}, which a TwitterStream's env could set",
+                        cmd.get_name(),
+                        arg.get_long()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn source_names_agree_with_clap_and_serde() {

@@ -2,6 +2,7 @@
 //! [`ProducerArgs`] from the spec (`new` gives the flags' defaults) and
 //! renders it with [`crate::to_args`]; the producer parses it back with clap.
 
+use crate::kafka::{KafkaSecurity, KafkaSecurityError};
 use crate::{LogFormat, Source};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
@@ -55,6 +56,10 @@ pub struct ProducerArgs {
     /// Kafka bootstrap brokers, comma-separated host:port.
     #[arg(long, env = "TWS_BROKERS", value_delimiter = ',', required = true)]
     pub brokers: Vec<String>,
+    /// How the Kafka clients authenticate and encrypt.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub kafka_security: KafkaSecurity,
     /// Kafka topic the tweets are published to.
     #[arg(long, env = "TWS_TOPIC")]
     pub topic: String,
@@ -121,6 +126,8 @@ pub struct ProducerArgs {
 /// A configuration that parses but cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaSecurityError),
     #[error("--keyword is required for --source {0}")]
     KeywordRequired(&'static str),
     #[error("--replay-file is required for --source replay")]
@@ -145,6 +152,7 @@ impl ProducerArgs {
             min_faves: None,
             poll_interval_seconds: 10,
             brokers,
+            kafka_security: KafkaSecurity::default(),
             topic: topic.to_owned(),
             stream_name: stream_name.to_owned(),
             namespace: None,
@@ -177,6 +185,7 @@ impl ProducerArgs {
 
     /// Checks the combinations clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka_security.validate()?;
         if self.brokers.iter().all(|b| b.trim().is_empty()) {
             return Err(ConfigError::NoBrokers);
         }

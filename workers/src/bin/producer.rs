@@ -19,11 +19,16 @@ use twitterstream_workers::shutdown::shutdown_on_signals;
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// Absent when a tool runs.
     #[command(flatten)]
-    producer: Option<ProducerArgs>,
+    producer: ProducerArgs,
     #[command(subcommand)]
     tool: Option<Tool>,
+}
+
+/// What the command line asks for.
+enum Invocation {
+    Produce(Box<ProducerArgs>),
+    Tool(Tool),
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,22 +37,18 @@ enum Tool {
 }
 
 impl Cli {
-    /// `Cli::parse`, except that the producer's arguments stay unbuilt when a
-    /// tool runs: clap's `Option<ProducerArgs>` is `Some` as soon as one
-    /// `TWS_*` variable is set, and building it would then fail for the
-    /// required flags a tool does not take.
-    fn parse_args() -> Self {
+    /// The producer's arguments, or a tool's: the producer's stay unbuilt
+    /// when a tool runs, since building them would fail for the required
+    /// flags a tool does not take.
+    fn parse_args() -> Invocation {
         let mut command = Self::command();
         let matches = command.get_matches_mut();
-        let cli = if matches.subcommand().is_some() {
-            Tool::from_arg_matches(&matches).map(|tool| Self {
-                producer: None,
-                tool: Some(tool),
-            })
+        let parsed = if matches.subcommand().is_some() {
+            Tool::from_arg_matches(&matches).map(Invocation::Tool)
         } else {
-            Self::from_arg_matches(&matches)
+            ProducerArgs::from_arg_matches(&matches).map(|a| Invocation::Produce(Box::new(a)))
         };
-        cli.unwrap_or_else(|e| e.format(&mut command).exit())
+        parsed.unwrap_or_else(|e| e.format(&mut command).exit())
     }
 }
 
@@ -90,18 +91,17 @@ fn dump(args: &DumpArgs) -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_args();
-    if let Some(Tool::DumpSynthetic(args)) = cli.tool {
-        return match dump(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let Some(args) = cli.producer else {
-        unreachable!("clap requires the producer's flags when no tool runs");
+    let args = match Cli::parse_args() {
+        Invocation::Tool(Tool::DumpSynthetic(args)) => {
+            return match dump(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Invocation::Produce(args) => *args,
     };
     if let Some(code) =
         twitterstream_workers::common::preflight(&args, args.validate(), args.print_config)

@@ -9,15 +9,15 @@
 
 use crate::consumer::merge::{Partial, Piece};
 use crate::consumer::window_key::WindowKey;
-use rdkafka::ClientConfig;
+use crate::kafka::{AuthContext, KafkaClients};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use twitterstream_contract::kafka::KafkaSecurityError;
 
 /// One record of the partials topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +129,8 @@ pub(crate) fn partition_of(window: WindowKey, slide_ms: i64, partitions: i32) ->
 pub(crate) enum TopologyError {
     #[error("reading metadata of topic {topic}: {source}")]
     Metadata { topic: String, source: KafkaError },
+    #[error("Kafka security settings: {0}")]
+    Security(#[from] KafkaSecurityError),
     #[error("topic {topic} does not exist (yet)")]
     Missing { topic: String },
     #[error("creating topic {topic}: {source}")]
@@ -141,8 +143,8 @@ pub(crate) enum TopologyError {
 }
 
 /// Partition count and partition 0's replica count of a topic.
-pub(crate) fn describe(
-    consumer: &BaseConsumer,
+pub(crate) fn describe<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> Result<(i32, i32), TopologyError> {
@@ -172,14 +174,14 @@ pub(crate) fn describe(
 /// Creates the partials topic unless it exists; its partition count is
 /// whatever the existing one has.
 pub(crate) async fn ensure_topic(
-    brokers: &str,
+    kafka: &KafkaClients,
     topic: &str,
     partitions: i32,
     replication: i32,
 ) -> Result<(), TopologyError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
+    let admin: AdminClient<AuthContext> = kafka
+        .config()?
+        .create_with_context(kafka.context())
         .map_err(|source| TopologyError::Create {
             topic: topic.to_owned(),
             source,

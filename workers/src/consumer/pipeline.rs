@@ -16,9 +16,9 @@ use crate::consumer::partials;
 use crate::consumer::probes::ConsumerProbes;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
+use crate::kafka::{AuthContext, AuthWatch, KafkaClients};
 use crate::ops;
 use crate::shutdown::{Shutdown, shutdown_on_signals};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,11 @@ pub enum PipelineError {
     Pool(rayon::ThreadPoolBuildError),
     #[error("a stage thread panicked")]
     Panicked,
+    /// The clients kept failing to authenticate (`kafka.rs`).
+    #[error(
+        "Kafka refused this consumer's credentials or certificate for {grace_seconds} s: {last}"
+    )]
+    KafkaAuthentication { grace_seconds: u64, last: String },
 }
 
 /// The windows the flags ask for.
@@ -77,14 +82,17 @@ struct Topology {
     partials_partitions: i32,
 }
 
-async fn discover(args: &ConsumerArgs, brokers: &str) -> Result<Topology, partials::TopologyError> {
+async fn discover(
+    args: &ConsumerArgs,
+    kafka: &KafkaClients,
+) -> Result<Topology, partials::TopologyError> {
     let meta = |topic: String| {
-        let brokers = brokers.to_owned();
+        let kafka = kafka.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let client: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()
+                let client: BaseConsumer<AuthContext> = kafka
+                    .config()?
+                    .create_with_context(kafka.context())
                     .map_err(|source| partials::TopologyError::Metadata {
                         topic: topic.clone(),
                         source,
@@ -101,7 +109,7 @@ async fn discover(args: &ConsumerArgs, brokers: &str) -> Result<Topology, partia
     };
     let (source_partitions, replication) = meta(args.topic.clone()).await?;
     let partials_topic = partials::topic_name(args.group());
-    partials::ensure_topic(brokers, &partials_topic, source_partitions, replication).await?;
+    partials::ensure_topic(kafka, &partials_topic, source_partitions, replication).await?;
     let (partials_partitions, _) = meta(partials_topic).await?;
     Ok(Topology {
         source_partitions,
@@ -133,6 +141,17 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         })?;
     let mut signal = shutdown_on_signals();
     let brokers = args.brokers.join(",");
+    let auth = AuthWatch::default();
+    let kafka = KafkaClients {
+        brokers: brokers.clone(),
+        security: args.kafka_security.clone(),
+        auth: auth.clone(),
+    };
+    let grace = args.kafka_security.kafka_auth_grace_seconds;
+    let auth_failed = |last: String| PipelineError::KafkaAuthentication {
+        grace_seconds: grace,
+        last,
+    };
     let group = args.group().to_owned();
     let mut backoff = Duration::from_millis(500);
     let topology = loop {
@@ -142,7 +161,12 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
                 let _ = http.await;
                 return Ok(());
             }
-            r = discover(&args, &brokers) => match r {
+            last = auth.failed_for(Duration::from_secs(grace)) => {
+                let _ = stop_http.send(true);
+                let _ = http.await;
+                return Err(auth_failed(last));
+            }
+            r = discover(&args, &kafka) => match r {
                 Ok(t) => break t,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the topics");
@@ -174,6 +198,8 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         StageConfig {
             stage: "aggregate",
             brokers: brokers.clone(),
+            security: args.kafka_security.clone(),
+            auth: auth.clone(),
             group_id: group.clone(),
             topic: args.topic.clone(),
             transactional_id: Some(format!("{group}-{instance}-aggregate")),
@@ -200,6 +226,8 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         StageConfig {
             stage: "merge",
             brokers,
+            security: args.kafka_security.clone(),
+            auth: auth.clone(),
             group_id: format!("{group}-merge"),
             topic: partials_topic,
             transactional_id: args
@@ -244,8 +272,13 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             .map_err(PipelineError::Thread)?;
         threads.push(t);
     }
+    let mut failure = None;
     tokio::select! {
         _ = signal.wait() => tracing::info!("shutting down: committing what is complete"),
+        last = auth.failed_for(Duration::from_secs(grace)) => {
+            health.broken.store(true, Ordering::SeqCst);
+            failure = Some(auth_failed(last));
+        }
         Some(name) = done_rx.recv() => {
             health.broken.store(true, Ordering::SeqCst);
             tracing::error!(stage = name, "a stage ended on its own");
@@ -257,10 +290,10 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         .unwrap_or(false);
     let _ = stop_http.send(true);
     let _ = http.await;
-    if joined {
-        Ok(())
-    } else {
-        Err(PipelineError::Panicked)
+    match failure {
+        Some(e) => Err(e),
+        None if joined => Ok(()),
+        None => Err(PipelineError::Panicked),
     }
 }
 

@@ -9,6 +9,7 @@
 //! try to commit with a stale generation, which the broker fences.
 
 use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
+use crate::kafka::{self, AuthWatch};
 use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
@@ -23,6 +24,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a stage that observes its group reads the group's commits.
@@ -109,6 +111,10 @@ pub(crate) trait Processor {
 pub(crate) struct StageConfig {
     pub stage: &'static str,
     pub(crate) brokers: String,
+    /// TLS and SASL.
+    pub(crate) security: KafkaSecurity,
+    /// Where the clients' authentication failures are reported.
+    pub(crate) auth: AuthWatch,
     pub(crate) group_id: String,
     pub(crate) topic: String,
     /// Without one, offsets are committed directly after printing.
@@ -130,6 +136,11 @@ pub(crate) enum StageError {
         what: &'static str,
         source: KafkaError,
     },
+    #[error("{stage}: Kafka security settings: {source}")]
+    Security {
+        stage: &'static str,
+        source: KafkaSecurityError,
+    },
     #[error("{stage}: the consumer has no group metadata")]
     NoGroupMetadata { stage: &'static str },
     /// The transaction failed and was aborted: nothing of it is visible,
@@ -149,6 +160,7 @@ pub(crate) enum StageError {
 struct Ctx {
     stage: &'static str,
     epoch: AtomicU64,
+    auth: AuthWatch,
 }
 
 impl ClientContext for Ctx {
@@ -165,7 +177,11 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // librdkafka retries on its own; these are reports, not failures.
+        // librdkafka retries on its own; these are reports, not failures,
+        // except that failing to authenticate never ends (`kafka.rs`).
+        if kafka::is_auth_failure(&error, reason) {
+            self.auth.failed(&error, reason);
+        }
         tracing::warn!(stage = self.stage, %error, reason, "Kafka client error");
     }
 }
@@ -364,13 +380,30 @@ impl<P: Processor> Driver<P> {
         })
     }
 
+    /// A Kafka call that needed an authenticated connection succeeded.
+    fn kafka_ok(&self) {
+        self.health.kafka_ok(now_ms());
+        self.cfg.auth.succeeded();
+    }
+
+    /// The brokers and the security settings, secrets read now.
+    fn client_config(&self) -> Result<ClientConfig, StageError> {
+        kafka::client_config(&self.cfg.brokers, &self.cfg.security).map_err(|source| {
+            StageError::Security {
+                stage: self.cfg.stage,
+                source,
+            }
+        })
+    }
+
     fn consumer(&self) -> Result<BaseConsumer<Ctx>, StageError> {
         let ctx = Ctx {
             stage: self.cfg.stage,
             epoch: AtomicU64::new(0),
+            auth: self.cfg.auth.clone(),
         };
-        let c = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
+        let c = self
+            .client_config()?
             .set("group.id", &self.cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -400,8 +433,7 @@ impl<P: Processor> Driver<P> {
     fn producer(&self, id: &str) -> Result<ThreadedProducer<DefaultProducerContext>, StageError> {
         let p: ThreadedProducer<DefaultProducerContext> = self.kafka(
             "creating producer",
-            ClientConfig::new()
-                .set("bootstrap.servers", &self.cfg.brokers)
+            self.client_config()?
                 .set("transactional.id", id)
                 // A replica that died mid-transaction blocks read_committed
                 // readers of its partitions until this expires (or it restarts
@@ -464,7 +496,7 @@ impl<P: Processor> Driver<P> {
                 if rebalanced {
                     self.rebuild(&consumer)?;
                 }
-                self.health.kafka_ok(now_ms());
+                self.kafka_ok();
             }
             if Instant::now() >= next_cycle {
                 match self.commit(&consumer, producer.as_ref()) {
@@ -553,7 +585,7 @@ impl<P: Processor> Driver<P> {
             let p = e.partition();
             match consumer.fetch_watermarks(e.topic(), p, Duration::from_secs(2)) {
                 Ok((_, high)) => {
-                    self.health.kafka_ok(now_ms());
+                    self.kafka_ok();
                     if let Some(pos) = self.processor.position(p) {
                         self.metrics
                             .consumer_lag
@@ -645,7 +677,7 @@ impl<P: Processor> Driver<P> {
         consumer: &BaseConsumer<Ctx>,
         committed: Vec<Committed>,
     ) -> Result<(), StageError> {
-        self.health.kafka_ok(now_ms());
+        self.kafka_ok();
         if self.cfg.report_lag {
             self.health.assigned.store(true, Ordering::SeqCst);
         }
@@ -698,7 +730,7 @@ impl<P: Processor> Driver<P> {
                 }
             }
         }
-        self.health.kafka_ok(now_ms());
+        self.kafka_ok();
         self.processor.committed();
         Ok(())
     }

@@ -339,6 +339,15 @@ impl CredentialsProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_credential_variables_are_the_contract_reserved_ones() {
+        let names: Vec<&str> = ALL.iter().map(|(env, _)| *env).collect();
+        assert_eq!(
+            names,
+            twitterstream_contract::reserved_env::X_CREDENTIALS.to_vec()
+        );
+    }
     use std::collections::HashMap;
 
     fn temp_dir(tag: &str) -> PathBuf {

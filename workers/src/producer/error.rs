@@ -33,6 +33,11 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The clients kept failing to authenticate (`kafka.rs`).
+    #[error(
+        "Kafka refused this producer's credentials or certificate for {grace_seconds} s: {last}"
+    )]
+    KafkaAuthentication { grace_seconds: u64, last: String },
     #[error("invalid configuration: {0}")]
     Config(String),
 }

@@ -2,6 +2,7 @@
 //! (`crate::ops`).
 
 use super::search::SearchEvent;
+use crate::kafka::AuthWatch;
 use crate::ops::Probes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -175,10 +176,14 @@ impl Metrics {
 pub(crate) struct ProducerProbes<F> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ready: F,
+    pub(crate) auth: AuthWatch,
 }
 
 impl<F: Fn(Duration) -> bool + Send + Sync + 'static> Probes for ProducerProbes<F> {
     fn ready(&self) -> Result<(), String> {
+        if let Some(why) = self.auth.current() {
+            return Err(format!("Kafka authentication is failing: {why}"));
+        }
         if (self.ready)(Duration::from_secs(3)) {
             Ok(())
         } else {

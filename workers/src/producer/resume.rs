@@ -23,15 +23,17 @@
 
 use super::checkpoint::{self, Checkpoint, CheckpointGroup};
 use super::metrics::Metrics;
+use crate::kafka;
 use crate::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, util::Timeout};
+use rdkafka::util::Timeout;
 use std::time::{Duration, Instant};
 use twitterstream_contract::header;
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
 
 /// Which position a stream resumes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub(crate) struct ResumeQuery {
     pub(crate) position: Position,
     /// Gives up after this long (a broker that does not answer).
     pub(crate) timeout: Duration,
+    /// TLS and SASL.
+    pub(crate) security: KafkaSecurity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,8 @@ pub enum ResumeError {
     },
     #[error("reading back topic {topic} took longer than {timeout:?}")]
     Timeout { topic: String, timeout: Duration },
+    #[error("Kafka security settings: {0}")]
+    Security(#[source] KafkaSecurityError),
     #[error("the resume reader panicked: {0}")]
     Join(String),
 }
@@ -164,8 +170,8 @@ pub(crate) fn window_max(values: &[u128], at_partition_start: bool) -> Option<Op
 
 pub(crate) fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
     let deadline = Instant::now() + q.timeout;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", q.brokers.join(","))
+    let consumer: BaseConsumer = kafka::client_config(&q.brokers.join(","), &q.security)
+        .map_err(ResumeError::Security)?
         .set("group.id", checkpoint::group_id(&q.qualified))
         // Also makes the offset fetch wait for a checkpoint whose
         // transaction is still being completed (KIP-447's require_stable).

@@ -15,6 +15,7 @@ use super::source::replay::ReplaySource;
 use super::source::search::SearchSource;
 use super::source::stream::StreamSource;
 use super::source::synthetic::SyntheticSource;
+use crate::kafka::AuthWatch;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         .map_err(|e| RunError::Config(e.to_string()))?;
     let source = args.source.as_str();
     let metrics = Arc::new(Metrics::new());
+    let auth = AuthWatch::default();
     let publisher = Publisher::new(PublisherConfig {
         brokers: brokers(&args),
         topic: args.topic.clone(),
@@ -35,10 +37,13 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         keyword: args.keyword.clone(),
         source,
         compression: "lz4",
+        security: args.kafka_security.clone(),
+        auth: auth.clone(),
     })?;
     let probes = metrics::ProducerProbes {
         metrics: metrics.clone(),
         ready: publisher.readiness_probe(),
+        auth: auth.clone(),
     };
     let (addr, _server) = crate::ops::serve(args.http_addr, probes, shutdown.clone())
         .await
@@ -56,12 +61,22 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
     );
 
     let mut sink = TransactionalSink::new(publisher, metrics.clone());
-    let result = match sink.init(&mut shutdown).await {
-        Ok(true) => match start(&args, &mut sink, &metrics, &mut shutdown).await {
-            Ok(Some(start)) => drive(&args, start, &mut sink, &metrics, &mut shutdown).await,
+    let work = async {
+        match sink.init(&mut shutdown).await {
+            Ok(true) => match start(&args, &mut sink, &metrics, &mut shutdown).await {
+                Ok(Some(start)) => drive(&args, start, &mut sink, &metrics, &mut shutdown).await,
+                other => other.map(|_| ()),
+            },
             other => other.map(|_| ()),
-        },
-        other => other.map(|_| ()),
+        }
+    };
+    let grace = args.kafka_security.kafka_auth_grace_seconds;
+    let result = tokio::select! {
+        r = work => r,
+        last = auth.failed_for(Duration::from_secs(grace)) => Err(RunError::KafkaAuthentication {
+            grace_seconds: grace,
+            last,
+        }),
     };
     sink.close().await;
     if result.is_ok() && !shutdown.requested() && !args.exit_when_done {
@@ -105,6 +120,7 @@ async fn start(
         source: source.to_owned(),
         position,
         timeout: Duration::from_secs(120),
+        security: args.kafka_security.clone(),
     };
     let Some(found) = resume::resume_retrying(query, metrics, shutdown).await? else {
         return Ok(None);

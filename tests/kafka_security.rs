@@ -1,0 +1,342 @@
+//! The workers on secured Kafka listeners of the real broker (tests/env/up):
+//! TLS, mutual TLS, SASL PLAIN and SCRAM-SHA-256/512 over TLS or plaintext.
+//!
+//! Per mechanism, end to end: the producer publishes synthetic tweets, the
+//! consumer creates its partials topic and publishes its windows, all over
+//! the secured listener, and the windows are exactly the truth computed
+//! from the raw topic (read back over the plaintext listener with
+//! read_committed). Per bad credential (a wrong password, an unknown user,
+//! an untrusted or expired client certificate): the worker exits non-zero
+//! with the reason, and no secret appears in what it wrote.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use twitterstream_tests::consumer::{ReplicaArgs, read_output, wait_for_windows};
+use twitterstream_tests::kafka::{create_topic, read_committed_records};
+use twitterstream_tests::process::{ChildProcess, binary, free_port};
+use twitterstream_tests::truth::{self, Rules};
+use twitterstream_tests::{env_var, eventually, unique_name};
+
+fn security_dir() -> PathBuf {
+    PathBuf::from(env_var("KAFKA_SECURITY_DIR"))
+}
+
+fn tls(file: &str) -> String {
+    security_dir().join("tls").join(file).display().to_string()
+}
+
+fn user_file(user: &str, what: &str) -> String {
+    security_dir()
+        .join("users")
+        .join(user)
+        .join(what)
+        .display()
+        .to_string()
+}
+
+/// A way of connecting: the listener's brokers and the workers' flags.
+struct Mechanism {
+    name: &'static str,
+    brokers: String,
+    flags: Vec<String>,
+}
+
+fn flags(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("--{k}={v}")).collect()
+}
+
+fn tls_only() -> Mechanism {
+    Mechanism {
+        name: "tls",
+        brokers: env_var("KAFKA_TLS_BROKERS"),
+        flags: flags(&[
+            ("kafka-security-protocol", "ssl".into()),
+            ("kafka-ca-file", tls("ca.crt")),
+        ]),
+    }
+}
+
+fn mtls(cert: &str, key: &str) -> Mechanism {
+    Mechanism {
+        name: "mtls",
+        brokers: env_var("KAFKA_MTLS_BROKERS"),
+        flags: flags(&[
+            ("kafka-security-protocol", "ssl".into()),
+            ("kafka-ca-file", tls("ca.crt")),
+            ("kafka-cert-file", tls(cert)),
+            ("kafka-key-file", tls(key)),
+        ]),
+    }
+}
+
+fn sasl(
+    name: &'static str,
+    protocol: &str,
+    mechanism: &str,
+    user: &str,
+    password_file: String,
+) -> Mechanism {
+    let brokers = match protocol {
+        "sasl-ssl" => env_var("KAFKA_SASL_SSL_BROKERS"),
+        _ => env_var("KAFKA_SASL_PLAINTEXT_BROKERS"),
+    };
+    let mut pairs = vec![
+        ("kafka-security-protocol", protocol.to_owned()),
+        ("kafka-sasl-mechanism", mechanism.to_owned()),
+        ("kafka-sasl-username-file", user_file(user, "username")),
+        ("kafka-sasl-password-file", password_file),
+    ];
+    if protocol == "sasl-ssl" {
+        pairs.push(("kafka-ca-file", tls("ca.crt")));
+    }
+    Mechanism {
+        name,
+        brokers,
+        flags: flags(&pairs),
+    }
+}
+
+fn scram(name: &'static str, mechanism: &str) -> Mechanism {
+    sasl(
+        name,
+        "sasl-ssl",
+        mechanism,
+        "twsscram",
+        user_file("twsscram", "password"),
+    )
+}
+
+fn producer(m: &Mechanism, topic: &str, stream: &str, extra: &[&str], tag: &str) -> ChildProcess {
+    let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-producer"));
+    cmd.args([
+        "--source=synthetic",
+        "--synthetic-rate=400",
+        "--synthetic-count=2000",
+        "--exit-when-done",
+        &format!("--brokers={}", m.brokers),
+        &format!("--topic={topic}"),
+        &format!("--stream-name={stream}"),
+        &format!("--http-addr=127.0.0.1:{}", free_port()),
+    ])
+    .args(&m.flags)
+    .args(extra)
+    .env_remove("RUST_LOG");
+    ChildProcess::spawn(cmd, &format!("security-{tag}"))
+}
+
+/// Waits for the process to exit; its status code.
+async fn exit_code(p: &mut ChildProcess, within: Duration) -> i32 {
+    let status = eventually("the worker to exit", within, || {
+        std::future::ready(p.child.try_wait().ok().flatten())
+    })
+    .await;
+    status.code().unwrap_or(-1)
+}
+
+/// Publishes and windows a stream over `m`; the windows match the truth.
+async fn end_to_end(m: Mechanism) {
+    let topic = unique_name(&format!("sec-{}", m.name));
+    let output = format!("{topic}-windows");
+    create_topic(&topic, 2, 1).await;
+    // One partition: the readers of the output topic read partition 0.
+    create_topic(&output, 1, 1).await;
+    let stream: &'static str = Box::leak(format!("sec-{}", m.name).into_boxed_str());
+    let mut p = producer(&m, &topic, stream, &[], m.name);
+    assert_eq!(
+        exit_code(&mut p, Duration::from_secs(120)).await,
+        0,
+        "producer over {}: {}",
+        m.name,
+        p.log_text()
+    );
+    let group = unique_name("sec-group");
+    let mut args = ReplicaArgs {
+        topic: &topic,
+        stream,
+        group: &group,
+        output: &output,
+        window: (10, 10),
+    }
+    .with(&["--start-from=earliest", "--idle-partition-seconds=3"]);
+    // Over the secured listener instead of the plaintext one.
+    let at = args
+        .iter()
+        .position(|a| a == "--brokers")
+        .expect("--brokers");
+    args[at + 1] = m.brokers.clone();
+    args.extend(m.flags.iter().cloned());
+    let records = read_committed_records(&topic).await;
+    assert_eq!(records.len(), 2000, "{}: tweets published", m.name);
+    let want = truth::expected(&records, &Rules::tumbling(stream, 10));
+    let _replica = twitterstream_tests::consumer::Replica::start(&format!("sec-{}", m.name), &args);
+    wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
+    let got = truth::published(stream, &read_output(&output));
+    truth::assert_exact(&got, &want);
+    println!(
+        "{}: 2000 tweets published, {} windows exact over {}",
+        m.name,
+        got.len(),
+        m.brokers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_publishes_and_windows_exactly() {
+    end_to_end(tls_only()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_publishes_and_windows_exactly() {
+    end_to_end(mtls("client.crt", "client.key")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_publishes_and_windows_exactly() {
+    let m = sasl(
+        "plain",
+        "sasl-plaintext",
+        "PLAIN",
+        "twsplain",
+        user_file("twsplain", "password"),
+    );
+    end_to_end(m).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_sha_256_publishes_and_windows_exactly() {
+    end_to_end(scram("scram256", "SCRAM-SHA-256")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_sha_512_publishes_and_windows_exactly() {
+    end_to_end(scram("scram512", "SCRAM-SHA-512")).await;
+}
+
+/// A bad credential: the producer exits 1 within the grace period and a
+/// little, naming the reason in its log and termination message, and the
+/// secret it was given appears nowhere.
+async fn refused(m: Mechanism, expect: &[&str], secret: Option<&str>) {
+    let topic = unique_name(&format!("sec-bad-{}", m.name));
+    create_topic(&topic, 1, 1).await;
+    let termination = std::env::temp_dir().join(format!("{topic}.termination"));
+    let mut p = {
+        let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-producer"));
+        cmd.args([
+            "--source=synthetic",
+            "--synthetic-count=10",
+            &format!("--brokers={}", m.brokers),
+            &format!("--topic={topic}"),
+            "--stream-name=bad",
+            &format!("--http-addr=127.0.0.1:{}", free_port()),
+            "--kafka-auth-grace-seconds=5",
+        ])
+        .args(&m.flags)
+        .env("TWS_TERMINATION_LOG", &termination)
+        .env("RUST_LOG", "debug,librdkafka=debug");
+        ChildProcess::spawn(cmd, &format!("security-bad-{}", m.name))
+    };
+    let code = exit_code(&mut p, Duration::from_secs(90)).await;
+    let log = p.log_text();
+    let message = std::fs::read_to_string(&termination).unwrap_or_default();
+    assert_ne!(code, 0, "{}: {log}", m.name);
+    assert!(
+        message.contains("Kafka refused this producer's credentials or certificate"),
+        "{}: termination message {message:?}",
+        m.name
+    );
+    for e in expect {
+        assert!(
+            message.to_lowercase().contains(&e.to_lowercase()),
+            "{}: termination message {message:?} lacks {e:?}",
+            m.name
+        );
+    }
+    if let Some(secret) = secret {
+        assert!(
+            !log.contains(secret),
+            "{}: the secret is in the log",
+            m.name
+        );
+        assert!(
+            !message.contains(secret),
+            "{}: the secret is in the message",
+            m.name
+        );
+    }
+    println!("{}: exit {code}: {message}", m.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_end_with_the_reason_and_no_secret() {
+    let dir = std::env::temp_dir().join(unique_name("sec-wrong"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let wrong = dir.join("password");
+    let secret = "not-the-password-3141";
+    std::fs::write(&wrong, secret).expect("write");
+    let wrong = wrong.display().to_string();
+    let cases: Vec<(Mechanism, Vec<&str>, Option<&str>)> = vec![
+        (
+            sasl(
+                "scram-wrong-password",
+                "sasl-ssl",
+                "SCRAM-SHA-512",
+                "twsscram",
+                wrong.clone(),
+            ),
+            vec!["authentication"],
+            Some(secret),
+        ),
+        (
+            sasl(
+                "plain-wrong-password",
+                "sasl-plaintext",
+                "PLAIN",
+                "twsplain",
+                wrong.clone(),
+            ),
+            vec!["authentication"],
+            Some(secret),
+        ),
+        (
+            {
+                // A user the brokers do not know.
+                let mut m = scram("scram-unknown-user", "SCRAM-SHA-256");
+                let unknown = dir.join("username");
+                std::fs::write(&unknown, "nobody").expect("write");
+                for f in &mut m.flags {
+                    if f.starts_with("--kafka-sasl-username-file=") {
+                        *f = format!("--kafka-sasl-username-file={}", unknown.display());
+                    }
+                }
+                m
+            },
+            vec!["authentication"],
+            None,
+        ),
+        (
+            Mechanism {
+                name: "mtls-untrusted",
+                ..mtls("untrusted.crt", "untrusted.key")
+            },
+            vec!["ssl"],
+            None,
+        ),
+        (
+            Mechanism {
+                name: "mtls-expired",
+                ..mtls("expired.crt", "expired.key")
+            },
+            vec!["ssl"],
+            None,
+        ),
+    ];
+    let mut summary = BTreeMap::new();
+    for (m, expect, secret) in cases {
+        let name = m.name;
+        refused(m, &expect, secret).await;
+        summary.insert(name, "refused with its reason");
+    }
+    println!("{summary:?}");
+}

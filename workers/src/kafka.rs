@@ -1,0 +1,188 @@
+//! Where every Kafka client of the workers starts: the brokers and the
+//! security settings of the contract (TLS, SASL), and the watch on
+//! authentication failures.
+//!
+//! A wrong password or an untrusted certificate never makes a librdkafka call
+//! fail fast: the client reports the failure to its error callback and
+//! reconnects, while the call waits out its timeout (measured on Kafka 4.1.1:
+//! `init_transactions` ran to its 120 s limit under a wrong SCRAM password).
+//! So the callbacks record such failures in an [`AuthWatch`], and a worker
+//! whose clients have failed to authenticate for longer than a grace period
+//! exits with the reason (the pod's termination message) instead of
+//! retrying in silence.
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+
+/// A client configuration for `brokers` with the security settings applied
+/// (secrets read from their files now).
+pub(crate) fn client_config(
+    brokers: &str,
+    security: &KafkaSecurity,
+) -> Result<ClientConfig, KafkaSecurityError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in security.client_properties()? {
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
+/// What every client of a worker shares: the brokers, the security
+/// settings and the authentication watch.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaClients {
+    pub(crate) brokers: String,
+    pub(crate) security: KafkaSecurity,
+    pub(crate) auth: AuthWatch,
+}
+
+impl KafkaClients {
+    /// A configuration for a new client, secrets read now.
+    pub(crate) fn config(&self) -> Result<ClientConfig, KafkaSecurityError> {
+        client_config(&self.brokers, &self.security)
+    }
+
+    /// The context of an auxiliary client.
+    pub(crate) fn context(&self) -> AuthContext {
+        AuthContext {
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// Whether a client error means the credentials or certificates are wrong
+/// (as opposed to a broker that is down).
+pub(crate) fn is_auth_failure(error: &KafkaError, reason: &str) -> bool {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+        return true;
+    }
+    // TLS failures come as `_SSL`, or as a transport error that names the
+    // handshake or the broker's TLS alert (measured on Kafka 4.1.1: an
+    // untrusted or expired client certificate gives "Receive failed: ...
+    // ssl/tls alert bad certificate"); a broker that is simply down never
+    // mentions one.
+    let ssl = error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL);
+    ssl || [
+        "SSL handshake failed",
+        "certificate verify failed",
+        "ssl/tls alert",
+    ]
+    .iter()
+    .any(|s| reason.contains(s))
+}
+
+/// The client context of the workers' auxiliary clients (metadata, topic
+/// admin, resume reader): client errors are logged, and authentication
+/// failures reported to the watch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuthContext {
+    pub(crate) auth: AuthWatch,
+}
+
+impl ClientContext for AuthContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_auth_failure(&error, reason) {
+            self.auth.failed(&error, reason);
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for AuthContext {}
+
+#[derive(Debug, Default)]
+struct Failing {
+    since: Option<Instant>,
+    last: String,
+}
+
+/// Authentication failures of a worker's Kafka clients, since the last
+/// success. Cheap to clone; every client of the worker shares one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuthWatch(Arc<Mutex<Failing>>);
+
+impl AuthWatch {
+    /// Called by a client's error callback.
+    pub(crate) fn failed(&self, error: &KafkaError, reason: &str) {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.since.get_or_insert_with(Instant::now);
+        f.last = format!("{error}: {reason}");
+    }
+
+    /// A call that needed an authenticated connection succeeded.
+    pub(crate) fn succeeded(&self) {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.since = None;
+    }
+
+    /// The last failure, when the clients have been failing for `grace`.
+    pub(crate) fn failing_for(&self, grace: Duration) -> Option<String> {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.since
+            .filter(|s| s.elapsed() >= grace)
+            .map(|_| f.last.clone())
+    }
+
+    /// Resolves with the last failure once the clients have been failing
+    /// for `grace` (checked every second).
+    pub(crate) async fn failed_for(&self, grace: Duration) -> String {
+        loop {
+            if let Some(last) = self.failing_for(grace) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// The last failure, if failing now (for readiness and logs).
+    pub(crate) fn current(&self) -> Option<String> {
+        self.failing_for(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_from_the_first_and_a_success_clears_them() {
+        let w = AuthWatch::default();
+        assert_eq!(w.current(), None);
+        let e = KafkaError::ClientCreation("x".into());
+        w.failed(&e, "SASL authentication error");
+        assert!(
+            w.current()
+                .is_some_and(|m| m.contains("SASL authentication error"))
+        );
+        assert_eq!(w.failing_for(Duration::from_secs(3600)), None);
+        w.succeeded();
+        assert_eq!(w.current(), None);
+    }
+
+    #[test]
+    fn tls_alerts_and_sasl_errors_are_auth_failures_and_a_broker_down_is_not() {
+        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        let bad_cert = "ssl://127.0.0.1:1/bootstrap: Receive failed: ssl/record/rec_layer_s3.c:918:ssl3_read_bytes error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42";
+        assert!(is_auth_failure(&transport, bad_cert));
+        let sasl = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        assert!(is_auth_failure(&sasl, "SASL authentication error"));
+        let refused =
+            "ssl://127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
+        assert!(!is_auth_failure(&transport, refused));
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        assert!(!is_auth_failure(&down, "1/1 brokers are down"));
+    }
+
+    #[test]
+    fn plaintext_settings_give_a_bare_client_config() {
+        let c = client_config("127.0.0.1:9092", &KafkaSecurity::default()).unwrap();
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(c.get("security.protocol"), None);
+    }
+}
