@@ -5,7 +5,7 @@
 //! for the X API sources the base URL of the test suite's X API v2 server.
 //! `examples/superbowl.yaml` is applied by the end-to-end test (tests/e2e.rs).
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use std::io::Write;
@@ -15,7 +15,7 @@ use twitterstream_tests::k8s::{TestNamespace, admin_client};
 use twitterstream_tests::local_pods::LocalPods;
 use twitterstream_tests::operator::{Operator, install_crd};
 use twitterstream_tests::xapi::{TweetSpec, XApiServer};
-use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
+use twitterstream_tests::{env_var, eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -28,6 +28,16 @@ fn report(line: &str) {
 /// The example's documents, the TwitterStream adapted to this machine.
 /// Returns the YAML to apply and the (topic, outputTopic) it uses.
 fn adapt(file: &str) -> (String, String, Option<String>) {
+    adapt_on(file, &kafka_brokers(), |_| {})
+}
+
+/// [`adapt`] onto other brokers (a secured listener), with `more` changes
+/// to the TwitterStream's spec.
+fn adapt_on(
+    file: &str,
+    brokers: &str,
+    more: impl Fn(&mut serde_yaml::Value),
+) -> (String, String, Option<String>) {
     let text = std::fs::read_to_string(format!("{ROOT}/examples/{file}"))
         .unwrap_or_else(|e| panic!("reading examples/{file}: {e}"));
     let suffix = unique_name("x");
@@ -36,8 +46,9 @@ fn adapt(file: &str) -> (String, String, Option<String>) {
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let mut v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("example YAML");
         if v["kind"] == "TwitterStream" {
+            more(&mut v["spec"]);
             let kafka = &mut v["spec"]["kafka"];
-            kafka["brokers"] = kafka_brokers()
+            kafka["brokers"] = brokers
                 .split(',')
                 .map(|b| serde_yaml::Value::from(b.to_string()))
                 .collect::<Vec<_>>()
@@ -400,4 +411,143 @@ async fn the_synthetic_example_survives_a_window_change() {
         got10.len(),
         want30.len()
     ));
+}
+
+/// A file of the test broker's security material (tests/env/up).
+fn security_file(path: &str) -> String {
+    let p = std::path::Path::new(&env_var("KAFKA_SECURITY_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+async fn create_secret(ns: &str, name: &str, type_: Option<&str>, data: &[(&str, String)]) {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone())))
+        .collect();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "type": type_.unwrap_or("Opaque"),
+        "stringData": data,
+    }))
+    .expect("Secret");
+    Api::<Secret>::namespaced(admin_client().await, ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
+}
+
+/// The operator's own credentials (the chart mounts them from a Secret):
+/// flags naming the test broker's files.
+fn operator_kafka_flags(protocol: &str, extra: &[(&str, String)]) -> Vec<String> {
+    let dir = env_var("KAFKA_SECURITY_DIR");
+    let mut flags = vec![
+        format!("--kafka-security-protocol={protocol}"),
+        format!("--kafka-ca-file={dir}/tls/ca.crt"),
+    ];
+    flags.extend(extra.iter().map(|(k, v)| format!("--{k}={v}")));
+    flags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_example_runs_on_a_scram_listener() {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let dir = env_var("KAFKA_SECURITY_DIR");
+    let operator = operator_kafka_flags(
+        "sasl-ssl",
+        &[
+            ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
+            (
+                "kafka-sasl-username-file",
+                format!("{dir}/users/twsscram/username"),
+            ),
+            (
+                "kafka-sasl-password-file",
+                format!("{dir}/users/twsscram/password"),
+            ),
+        ],
+    );
+    let brokers = env_var("KAFKA_SASL_SSL_BROKERS");
+    let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
+    let (ns, _operator, pods) = setup_with("ex-scram", &flags).await;
+    // The Secrets as Strimzi makes them.
+    create_secret(
+        &ns.name,
+        "my-cluster-cluster-ca-cert",
+        None,
+        &[("ca.crt", security_file("tls/ca.crt"))],
+    )
+    .await;
+    create_secret(
+        &ns.name,
+        "twitterstream-user",
+        None,
+        &[("password", security_file("users/twsscram/password"))],
+    )
+    .await;
+    let (yaml, topic, output) = adapt_on("scram.yaml", &brokers, |spec| {
+        // This broker's user.
+        spec["kafka"]["sasl"]["username"] = "twsscram".into();
+    });
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "scram").await;
+    let w = windows(&output.expect("outputTopic"), 2).await;
+    assert!(w.iter().all(|r| r.count > 0), "{w:?}");
+    assert!(kafka::describe_topic(&topic).await.is_some());
+    report(&format!(
+        "scram.yaml: over SASL_SSL SCRAM-SHA-512 at {brokers}: topic created by the operator, windows {:?}",
+        w.iter()
+            .map(|r| (r.window_start.clone(), r.count))
+            .collect::<Vec<_>>()
+    ));
+    report_retries(&pods);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_example_runs_on_a_mutual_tls_listener() {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let dir = env_var("KAFKA_SECURITY_DIR");
+    let operator = operator_kafka_flags(
+        "ssl",
+        &[
+            ("kafka-cert-file", format!("{dir}/tls/client.crt")),
+            ("kafka-key-file", format!("{dir}/tls/client.key")),
+        ],
+    );
+    let brokers = env_var("KAFKA_MTLS_BROKERS");
+    let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
+    let (ns, _operator, pods) = setup_with("ex-mtls", &flags).await;
+    let ca: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kafka-ca"},
+        "data": {"ca.crt": security_file("tls/ca.crt")},
+    }))
+    .expect("ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &ca)
+        .await
+        .expect("creating the CA ConfigMap");
+    create_secret(
+        &ns.name,
+        "twitterstream-client",
+        Some("kubernetes.io/tls"),
+        &[
+            ("tls.crt", security_file("tls/client.crt")),
+            ("tls.key", security_file("tls/client.key")),
+        ],
+    )
+    .await;
+    let (yaml, topic, output) = adapt_on("mtls.yaml", &brokers, |_| {});
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "mtls").await;
+    let w = windows(&output.expect("outputTopic"), 2).await;
+    assert!(w.iter().all(|r| r.count > 0), "{w:?}");
+    assert!(kafka::describe_topic(&topic).await.is_some());
+    report(&format!(
+        "mtls.yaml: over mutual TLS at {brokers}: topic created by the operator, windows {:?}",
+        w.iter()
+            .map(|r| (r.window_start.clone(), r.count))
+            .collect::<Vec<_>>()
+    ));
+    report_retries(&pods);
 }

@@ -268,6 +268,30 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             with("/pollIntervalSeconds", json!(0)),
             "spec.pollIntervalSeconds",
         ),
+        (
+            "a CA named in both a Secret and a ConfigMap",
+            with(
+                "/kafka/tls",
+                json!({"ca": {"secret": "a", "configMap": "b", "key": "ca.crt"}}),
+            ),
+            "name exactly one of secret and configMap",
+        ),
+        (
+            "SASL with neither username nor usernameKey",
+            with(
+                "/kafka/sasl",
+                json!({"mechanism": "SCRAM-SHA-512", "secret": "user"}),
+            ),
+            "sasl needs exactly one of username and usernameKey",
+        ),
+        (
+            "SASL OAUTHBEARER",
+            with(
+                "/kafka/sasl",
+                json!({"mechanism": "OAUTHBEARER", "secret": "user", "username": "app"}),
+            ),
+            "OAUTHBEARER is not supported yet",
+        ),
         // Tenant safety: a resource cannot set the workers' own variables,
         // e.g. send the stream's bearer token to a host of its choosing.
         (

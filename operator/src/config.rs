@@ -4,6 +4,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 
 pub use twitterstream_contract::LogFormat;
+use twitterstream_contract::kafka::KafkaSecurity;
 
 /// Reconciles TwitterStream resources into producer/consumer Deployments and Kafka topics.
 #[derive(Debug, Clone, Parser)]
@@ -52,6 +53,10 @@ pub struct OperatorArgs {
     /// deleted anyway and the topics are left (a Warning Event names them).
     #[arg(long, env = "TWS_TOPIC_DELETE_TIMEOUT_SECONDS", default_value_t = 300)]
     pub topic_delete_timeout_seconds: u64,
+    /// The operator's own Kafka credentials, for topic administration (the
+    /// chart mounts them from a Secret in the operator's namespace).
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurity,
 }
 
 impl OperatorArgs {

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use twitterstream_contract::kafka::SaslMechanism;
 
 pub const GROUP: &str = "twitterstream.io";
 pub const KIND: &str = "TwitterStream";
@@ -245,6 +246,103 @@ pub struct KafkaSpec {
     /// Delete the topics when the TwitterStream is deleted (a finalizer holds the deletion until done).
     #[serde(default)]
     pub delete_topic_on_delete: bool,
+
+    /// TLS to the brokers (all the pipeline's clients). Unset: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
+
+    /// SASL authentication (all the pipeline's clients); over TLS when `tls` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// A key of a Secret or of a ConfigMap in the stream's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secret) != has(self.configMap)").message("name exactly one of secret and configMap"))]
+pub struct KeyRef {
+    /// Secret name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: Option<String>,
+    /// ConfigMap name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: Option<String>,
+    /// The key holding the value.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// TLS settings of the Kafka clients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTls {
+    /// The PEM CA bundle that signs the brokers' certificates (e.g. Strimzi's `<cluster>-cluster-ca-cert`, key
+    /// `ca.crt`). Unset: the image's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<KeyRef>,
+    /// A client certificate for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+    /// Do not check that a broker's certificate names the host connected to (the CA is still checked).
+    #[serde(default)]
+    pub skip_hostname_verification: bool,
+}
+
+/// A Secret holding a PEM client certificate and its key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificate {
+    /// Secret name (e.g. a `kubernetes.io/tls` Secret, or Strimzi's KafkaUser Secret with `user.crt`/`user.key`).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: String,
+    /// Key of the certificate (chain).
+    #[serde(default = "default_cert_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub cert_key: String,
+    /// Key of the private key.
+    #[serde(default = "default_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key_key: String,
+}
+
+fn default_cert_key() -> String {
+    "tls.crt".into()
+}
+fn default_key_key() -> String {
+    "tls.key".into()
+}
+
+/// SASL settings of the Kafka clients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.username) != has(self.usernameKey)").message("sasl needs exactly one of username and usernameKey"),
+    validation = Rule::new("self.mechanism != 'OAUTHBEARER'").message("sasl.mechanism OAUTHBEARER is not supported yet: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+)]
+pub struct KafkaSasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The Secret with the password (and the username, with `usernameKey`).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret: String,
+    /// The username, when the Secret does not hold it (Strimzi's KafkaUser Secrets hold only the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username: Option<String>,
+    /// The Secret's key holding the username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub username_key: Option<String>,
+    /// The Secret's key holding the password.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub password_key: String,
+}
+
+fn default_password_key() -> String {
+    "password".into()
 }
 
 fn default_partitions() -> i32 {

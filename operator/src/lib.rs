@@ -8,6 +8,8 @@
 mod child;
 pub mod crd;
 pub mod render;
+// How the pods reach a secured Kafka (Secret volumes, the workers' flags).
+mod kafka_auth;
 // What a resource may ask for beyond its schema (the operator's image allowlist).
 mod policy;
 // The reconcile: `controller` runs the watches and calls `reconcile`, which
@@ -49,6 +51,9 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 /// Runs the operator until SIGTERM/SIGINT (or, with leader election, until
 /// the Lease is lost).
 pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {
+    args.kafka_security
+        .validate()
+        .context("the operator's Kafka security flags")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -71,7 +76,8 @@ pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {
                 worker_image: args.worker_image.clone(),
                 x_api_base_url: args.x_api_base_url.clone(),
             },
-            topic::Topics::new(Duration::from_secs(args.kafka_timeout_seconds)),
+            topic::Topics::new(Duration::from_secs(args.kafka_timeout_seconds))
+                .with_security(args.kafka_security.clone()),
             metrics,
             identity.clone(),
         )

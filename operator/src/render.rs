@@ -7,6 +7,7 @@
 //! by the contract; a test feeds them back through the workers' parsers.
 
 use crate::crd::{ContainerSpec, Source, TwitterStream};
+use crate::kafka_auth::kafka_auth;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
@@ -21,6 +22,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use twitterstream_contract::kafka::KafkaSecurity;
 use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, to_args};
 
 /// Field manager for server-side apply.
@@ -166,7 +168,11 @@ const SPELLED: &[&str] = &["http_addr"];
 
 /// The producer's command-line arguments: its typed arguments, rendered by
 /// the contract (no flag is spelled here).
-pub(crate) fn producer_args(tws: &TwitterStream, cfg: &RenderConfig) -> Vec<String> {
+pub(crate) fn producer_args(
+    tws: &TwitterStream,
+    cfg: &RenderConfig,
+    security: &KafkaSecurity,
+) -> Vec<String> {
     let s = &tws.spec;
     let mut a = ProducerArgs::new(
         s.source,
@@ -175,6 +181,7 @@ pub(crate) fn producer_args(tws: &TwitterStream, cfg: &RenderConfig) -> Vec<Stri
         &s.kafka.topic,
     );
     a.namespace = Some(tws.namespace().unwrap_or_default());
+    a.kafka_security = security.clone();
     if let Some(url) = &cfg.x_api_base_url {
         a.x_api_base_url = url.clone();
     }
@@ -215,9 +222,10 @@ pub(crate) fn producer_args(tws: &TwitterStream, cfg: &RenderConfig) -> Vec<Stri
 }
 
 /// The consumer's command-line arguments, rendered like the producer's.
-pub(crate) fn consumer_args(tws: &TwitterStream) -> Vec<String> {
+pub(crate) fn consumer_args(tws: &TwitterStream, security: &KafkaSecurity) -> Vec<String> {
     let s = &tws.spec;
     let mut a = ConsumerArgs::new(&tws.name_any(), s.kafka.brokers.clone(), &s.kafka.topic);
+    a.kafka_security = security.clone();
     a.group_id = Some(group_id(tws));
     a.window_seconds = unsigned(s.window.seconds);
     a.slide_seconds = s.window.slide_seconds.map(unsigned);
@@ -338,8 +346,10 @@ fn replicas(tws: &TwitterStream, component: Component) -> i32 {
 /// The Deployment of one component.
 pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig) -> Deployment {
     let s = &tws.spec;
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
+    // Both components' Kafka clients authenticate alike.
+    let kafka = kafka_auth(&s.kafka);
+    let mut volumes = kafka.volumes;
+    let mut mounts = kafka.mounts;
     let (args, container_spec) = match component {
         Component::Producer => {
             if let Some(secret) = &s.credentials_secret {
@@ -379,9 +389,12 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
                     ..Default::default()
                 });
             }
-            (producer_args(tws, cfg), &s.producer.container)
+            (
+                producer_args(tws, cfg, &kafka.security),
+                &s.producer.container,
+            )
         }
-        Component::Consumer => (consumer_args(tws), &s.consumer.container),
+        Component::Consumer => (consumer_args(tws, &kafka.security), &s.consumer.container),
     };
 
     let pod = s.pod_template.clone().unwrap_or_default();

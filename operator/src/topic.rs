@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
 
 /// What a pipeline asks of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +56,8 @@ pub(crate) enum TopicError {
     },
     #[error("Kafka client: {0}")]
     Client(#[from] KafkaError),
+    #[error("the operator's Kafka security settings: {0}")]
+    Security(#[from] KafkaSecurityError),
     #[error("Kafka metadata request did not finish: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -67,6 +70,7 @@ impl TopicError {
             TopicError::CannotShrink { .. } => "PartitionsCannotShrink",
             TopicError::Admin { .. } => "TopicAdminFailed",
             TopicError::Client(_) | TopicError::Join(_) => "KafkaClientError",
+            TopicError::Security(_) => "KafkaSecurityMisconfigured",
         }
     }
 }
@@ -100,6 +104,8 @@ pub(crate) struct Topics {
     metadata: Mutex<HashMap<String, Arc<MetadataClient>>>,
     lookups: tokio::sync::Semaphore,
     timeout: Duration,
+    /// The operator's own Kafka credentials (its flags; files it mounts).
+    security: KafkaSecurity,
 }
 
 impl Topics {
@@ -109,15 +115,26 @@ impl Topics {
             metadata: Mutex::new(HashMap::new()),
             lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
             timeout,
+            security: KafkaSecurity::default(),
         }
     }
 
-    fn config(&self, brokers: &str) -> ClientConfig {
+    /// How the operator authenticates to the brokers it manages topics on.
+    pub(crate) fn with_security(mut self, security: KafkaSecurity) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// A client configuration, the credentials read from their files now.
+    fn config(&self, brokers: &str) -> Result<ClientConfig, TopicError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
             .set("socket.timeout.ms", self.timeout.as_millis().to_string());
-        config
+        for (k, v) in self.security.client_properties()? {
+            config.set(k, v);
+        }
+        Ok(config)
     }
 
     fn client(&self, brokers: &str) -> Result<Admin, TopicError> {
@@ -125,7 +142,7 @@ impl Topics {
         if let Some(c) = clients.get(brokers) {
             return Ok(c.clone());
         }
-        let c: Admin = Arc::new(self.config(brokers).create()?);
+        let c: Admin = Arc::new(self.config(brokers)?.create()?);
         clients.insert(brokers.to_string(), c.clone());
         Ok(c)
     }
@@ -139,7 +156,7 @@ impl Topics {
         let client = match clients.get(brokers) {
             Some(c) => c.clone(),
             None => {
-                let config = self.config(brokers);
+                let config = self.config(brokers)?;
                 let c = Arc::new(MetadataClient {
                     client: Client::new(
                         &config,

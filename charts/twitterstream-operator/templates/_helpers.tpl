@@ -109,6 +109,28 @@ checksum/args annotation.
 {{- with .Values.xApiBaseUrl }}
 - --x-api-base-url={{ . }}
 {{- end }}
+{{- with .Values.kafka }}
+{{- if ne .securityProtocol "plaintext" }}
+- --kafka-security-protocol={{ .securityProtocol }}
+{{- end }}
+{{- $dir := "/var/run/secrets/twitterstream.io/kafka" }}
+{{- with .caKey }}
+- --kafka-ca-file={{ $dir }}/{{ . }}
+{{- end }}
+{{- if .certKey }}
+- --kafka-cert-file={{ $dir }}/{{ .certKey }}
+- --kafka-key-file={{ $dir }}/{{ .keyKey }}
+{{- end }}
+{{- with .saslMechanism }}
+- --kafka-sasl-mechanism={{ . }}
+{{- end }}
+{{- with .saslUsername }}
+- --kafka-sasl-username={{ . }}
+{{- end }}
+{{- with .saslPasswordKey }}
+- --kafka-sasl-password-file={{ $dir }}/{{ . }}
+{{- end }}
+{{- end }}
 {{- with .Values.watchNamespaces }}
 - --watch-namespaces={{ join "," . }}
 {{- end }}

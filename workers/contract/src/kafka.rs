@@ -43,7 +43,17 @@ impl SecurityProtocol {
 }
 
 /// librdkafka's `sasl.mechanism`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum SaslMechanism {
     #[value(name = "PLAIN")]
     #[serde(rename = "PLAIN")]
@@ -99,6 +109,14 @@ pub struct KafkaSecurity {
     #[arg(long, env = "TWS_KAFKA_SASL_MECHANISM", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_sasl_mechanism: Option<SaslMechanism>,
+    /// The SASL username, when it is not in a file (it is not a secret).
+    #[arg(
+        long,
+        env = "TWS_KAFKA_SASL_USERNAME",
+        conflicts_with = "kafka_sasl_username_file"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_sasl_username: Option<String>,
     /// File holding the SASL username (PLAIN, SCRAM), or the OAuth client id
     /// (OAUTHBEARER).
     #[arg(long, env = "TWS_KAFKA_SASL_USERNAME_FILE")]
@@ -133,6 +151,7 @@ impl Default for KafkaSecurity {
             kafka_key_file: None,
             kafka_skip_hostname_verification: false,
             kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
             kafka_sasl_username_file: None,
             kafka_sasl_password_file: None,
             kafka_oauth_token_endpoint: None,
@@ -149,7 +168,9 @@ pub enum KafkaSecurityError {
     NoMechanism(&'static str),
     #[error("--kafka-sasl-mechanism needs --kafka-security-protocol sasl-plaintext or sasl-ssl")]
     MechanismWithoutSasl,
-    #[error("SASL {0} needs --kafka-sasl-username-file and --kafka-sasl-password-file")]
+    #[error(
+        "SASL {0} needs --kafka-sasl-username (or --kafka-sasl-username-file) and --kafka-sasl-password-file"
+    )]
     NoCredentials(&'static str),
     #[error("OAUTHBEARER needs --kafka-oauth-token-endpoint")]
     NoTokenEndpoint,
@@ -197,7 +218,7 @@ impl KafkaSecurity {
                 }
             }
             (true, Some(m)) => {
-                if self.kafka_sasl_username_file.is_none()
+                if (self.kafka_sasl_username_file.is_none() && self.kafka_sasl_username.is_none())
                     || self.kafka_sasl_password_file.is_none()
                 {
                     return Err(KafkaSecurityError::NoCredentials(m.as_str()));
@@ -263,7 +284,9 @@ impl KafkaSecurity {
                     }
                 }
                 _ => {
-                    if let Some(f) = user {
+                    if let Some(name) = &self.kafka_sasl_username {
+                        p.push(("sasl.username", name.clone()));
+                    } else if let Some(f) = user {
                         p.push(("sasl.username", read_secret("the SASL username", f)?));
                     }
                     if let Some(f) = pass {
