@@ -436,6 +436,36 @@ async fn create_secret(ns: &str, name: &str, type_: Option<&str>, data: &[(&str,
         .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
 }
 
+/// A secured example about to be applied: its stream and topics.
+struct Applied<'a> {
+    ns: &'a str,
+    name: &'a str,
+    topic: String,
+    output: Option<String>,
+}
+
+impl Applied<'_> {
+    /// Applies `yaml`; the stream becomes Ready, the operator has created
+    /// its topic (over the secured listener, with its own credentials), and
+    /// windows with tweets come out.
+    async fn publishes_windows(&self, what: &str, yaml: &str) {
+        kubectl_apply(self.ns, yaml);
+        wait_ready(self.ns, self.name).await;
+        let output = self.output.as_deref().expect("outputTopic");
+        let w = windows(output, 2).await;
+        assert!(w.iter().all(|r| r.count > 0), "{w:?}");
+        assert!(kafka::describe_topic(&self.topic).await.is_some());
+        let counts: Vec<_> = w
+            .iter()
+            .map(|r| (r.window_start.clone(), r.count))
+            .collect();
+        report(&format!(
+            "{what}: topic {} created by the operator, windows {counts:?}",
+            self.topic
+        ));
+    }
+}
+
 /// The operator's own credentials (the chart mounts them from a Secret):
 /// flags naming the test broker's files.
 fn operator_kafka_flags(protocol: &str, extra: &[(&str, String)]) -> Vec<String> {
@@ -489,17 +519,18 @@ async fn scram_example_runs_on_a_scram_listener() {
         // This broker's user.
         spec["kafka"]["sasl"]["username"] = "twsscram".into();
     });
-    kubectl_apply(&ns.name, &yaml);
-    wait_ready(&ns.name, "scram").await;
-    let w = windows(&output.expect("outputTopic"), 2).await;
-    assert!(w.iter().all(|r| r.count > 0), "{w:?}");
-    assert!(kafka::describe_topic(&topic).await.is_some());
-    report(&format!(
-        "scram.yaml: over SASL_SSL SCRAM-SHA-512 at {brokers}: topic created by the operator, windows {:?}",
-        w.iter()
-            .map(|r| (r.window_start.clone(), r.count))
-            .collect::<Vec<_>>()
-    ));
+    let applied = Applied {
+        ns: &ns.name,
+        name: "scram",
+        topic,
+        output,
+    };
+    applied
+        .publishes_windows(
+            &format!("scram.yaml, SASL_SSL SCRAM-SHA-512 at {brokers}"),
+            &yaml,
+        )
+        .await;
     report_retries(&pods);
 }
 
@@ -538,16 +569,14 @@ async fn mtls_example_runs_on_a_mutual_tls_listener() {
     )
     .await;
     let (yaml, topic, output) = adapt_on("mtls.yaml", &brokers, |_| {});
-    kubectl_apply(&ns.name, &yaml);
-    wait_ready(&ns.name, "mtls").await;
-    let w = windows(&output.expect("outputTopic"), 2).await;
-    assert!(w.iter().all(|r| r.count > 0), "{w:?}");
-    assert!(kafka::describe_topic(&topic).await.is_some());
-    report(&format!(
-        "mtls.yaml: over mutual TLS at {brokers}: topic created by the operator, windows {:?}",
-        w.iter()
-            .map(|r| (r.window_start.clone(), r.count))
-            .collect::<Vec<_>>()
-    ));
+    let applied = Applied {
+        ns: &ns.name,
+        name: "mtls",
+        topic,
+        output,
+    };
+    applied
+        .publishes_windows(&format!("mtls.yaml, mutual TLS at {brokers}"), &yaml)
+        .await;
     report_retries(&pods);
 }

@@ -47,6 +47,9 @@ pub enum PipelineError {
     KafkaAuthentication { grace_seconds: u64, last: String },
 }
 
+/// How long the stages may take to stop after a signal.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
 /// The windows the flags ask for.
 pub fn window_spec(args: &ConsumerArgs) -> WindowSpec {
     WindowSpec {
@@ -285,9 +288,19 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()))
-        .await
-        .unwrap_or(false);
+    // Bounded: once a stage has committed, what remains is closing its
+    // clients, and librdkafka's close once hung for over a minute after the
+    // group revoke (campaign, 2026-11-27). Exiting then loses nothing: the
+    // output is transactional, and whatever was not committed is redone by
+    // the partitions' next owner.
+    let join = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok()));
+    let joined = match tokio::time::timeout(STOP_GRACE, join).await {
+        Ok(joined) => joined.unwrap_or(false),
+        Err(_) => {
+            tracing::warn!(grace = ?STOP_GRACE, "a stage did not stop in time; exiting without it (its uncommitted work is redone by the next owner)");
+            true
+        }
+    };
     let _ = stop_http.send(true);
     let _ = http.await;
     match failure {

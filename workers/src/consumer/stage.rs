@@ -473,6 +473,10 @@ impl<P: Processor> Driver<P> {
             if stopping {
                 // Commit whatever is complete; open windows resume elsewhere.
                 self.commit(&consumer, producer.as_ref())?;
+                tracing::info!(
+                    stage = self.cfg.stage,
+                    "committed; closing the Kafka clients"
+                );
                 return Ok(());
             }
             if ready.is_empty()
