@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use twitterstream_tests::k8s::{TestNamespace, admin_client};
 use twitterstream_tests::local_pods::LocalPods;
+use twitterstream_tests::oauth::{TokenEndpoint, oauth_dir};
 use twitterstream_tests::operator::{Operator, install_crd};
 use twitterstream_tests::xapi::{TweetSpec, XApiServer};
 use twitterstream_tests::{env_var, eventually, kafka, kafka_brokers, unique_name};
@@ -578,5 +579,72 @@ async fn mtls_example_runs_on_a_mutual_tls_listener() {
     applied
         .publishes_windows(&format!("mtls.yaml, mutual TLS at {brokers}"), &yaml)
         .await;
+    report_retries(&pods);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_example_runs_on_an_oauthbearer_listener() {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let endpoint = TokenEndpoint::start(300).await;
+    let oauth = oauth_dir();
+    let operator = operator_kafka_flags(
+        "sasl-ssl",
+        &[
+            ("kafka-sasl-mechanism", "OAUTHBEARER".into()),
+            (
+                "kafka-sasl-username-file",
+                oauth.join("client_id").display().to_string(),
+            ),
+            (
+                "kafka-sasl-password-file",
+                oauth.join("client_secret").display().to_string(),
+            ),
+            ("kafka-oauth-token-endpoint", endpoint.url()),
+        ],
+    );
+    let brokers = env_var("KAFKA_SASL_SSL_BROKERS");
+    let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
+    let (ns, _operator, pods) = setup_with("ex-oauth", &flags).await;
+    create_secret(
+        &ns.name,
+        "kafka-cluster-ca-cert",
+        None,
+        &[("ca.crt", security_file("tls/ca.crt"))],
+    )
+    .await;
+    create_secret(
+        &ns.name,
+        "twitterstream-oauth",
+        None,
+        &[
+            ("clientId", security_file("oauth/client_id")),
+            ("clientSecret", security_file("oauth/client_secret")),
+        ],
+    )
+    .await;
+    let url = endpoint.url();
+    let (yaml, topic, output) = adapt_on("oauth.yaml", &brokers, |spec| {
+        // The tests' token endpoint stands in for the identity provider.
+        spec["kafka"]["sasl"]["oauth"]["tokenEndpoint"] = url.clone().into();
+    });
+    let applied = Applied {
+        ns: &ns.name,
+        name: "oauth",
+        topic,
+        output,
+    };
+    applied
+        .publishes_windows(
+            &format!("oauth.yaml, SASL_SSL OAUTHBEARER at {brokers}"),
+            &yaml,
+        )
+        .await;
+    // The operator and every Kafka client of the pods got their tokens.
+    let grants = endpoint.grants();
+    assert!(grants.issued >= 3, "{grants:?}");
+    assert_eq!(grants.refused, 0, "{grants:?}");
+    assert!(grants.scopes.iter().any(|s| s == "kafka"), "{grants:?}");
+    report(&format!("oauth.yaml: token endpoint {grants:?}"));
     report_retries(&pods);
 }

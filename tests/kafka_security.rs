@@ -1,13 +1,19 @@
 //! The workers on secured Kafka listeners of the real broker (tests/env/up):
-//! TLS, mutual TLS, SASL PLAIN and SCRAM-SHA-256/512 over TLS or plaintext.
+//! TLS, mutual TLS, SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER (OIDC
+//! client credentials) over TLS or plaintext.
 //!
 //! Per mechanism, end to end: the producer publishes synthetic tweets, the
 //! consumer creates its partials topic and publishes its windows, all over
 //! the secured listener, and the windows are exactly the truth computed
 //! from the raw topic (read back over the plaintext listener with
 //! read_committed). Per bad credential (a wrong password, an unknown user,
-//! an untrusted or expired client certificate): the worker exits non-zero
-//! with the reason, and no secret appears in what it wrote.
+//! an untrusted or expired client certificate, an OAuth client the token
+//! endpoint refuses, a token the brokers do not trust): the worker exits
+//! non-zero with the reason, and no secret appears in what it wrote.
+//!
+//! OAUTHBEARER: librdkafka's own OIDC client fetches tokens from the token
+//! endpoint of tests/support/oauth.rs (there is no identity provider here)
+//! and the brokers validate them against the environment's JWKS.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 use twitterstream_tests::consumer::{ReplicaArgs, read_output, wait_for_windows};
 use twitterstream_tests::kafka::{create_topic, read_committed_records};
+use twitterstream_tests::oauth::{TokenEndpoint, oauth_dir};
 use twitterstream_tests::process::{ChildProcess, binary, free_port};
 use twitterstream_tests::truth::{self, Rules};
 use twitterstream_tests::{env_var, eventually, unique_name};
@@ -106,6 +113,25 @@ fn scram(name: &'static str, mechanism: &str) -> Mechanism {
         "twsscram",
         user_file("twsscram", "password"),
     )
+}
+
+/// OAUTHBEARER over TLS with the environment's OAuth client, whose tokens
+/// come from `endpoint`.
+fn oauth(name: &'static str, endpoint: &TokenEndpoint, secret_file: String) -> Mechanism {
+    let client_id = oauth_dir().join("client_id").display().to_string();
+    Mechanism {
+        name,
+        brokers: env_var("KAFKA_SASL_SSL_BROKERS"),
+        flags: flags(&[
+            ("kafka-security-protocol", "sasl-ssl".into()),
+            ("kafka-ca-file", tls("ca.crt")),
+            ("kafka-sasl-mechanism", "OAUTHBEARER".into()),
+            ("kafka-sasl-username-file", client_id),
+            ("kafka-sasl-password-file", secret_file),
+            ("kafka-oauth-token-endpoint", endpoint.url()),
+            ("kafka-oauth-scope", "kafka:pipeline".into()),
+        ]),
+    }
 }
 
 fn producer(m: &Mechanism, topic: &str, stream: &str, extra: &[&str], tag: &str) -> ChildProcess {
@@ -214,6 +240,22 @@ async fn scram_sha_512_publishes_and_windows_exactly() {
     end_to_end(scram("scram512", "SCRAM-SHA-512")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_publishes_and_windows_exactly() {
+    let endpoint = TokenEndpoint::start(300).await;
+    let secret = oauth_dir().join("client_secret").display().to_string();
+    end_to_end(oauth("oauth", &endpoint, secret)).await;
+    // Every client got its token from the endpoint, with the scope asked for.
+    let grants = endpoint.grants();
+    assert!(grants.issued >= 2, "tokens issued: {grants:?}");
+    assert_eq!(grants.refused, 0, "{grants:?}");
+    assert!(
+        grants.scopes.iter().all(|s| s == "kafka:pipeline"),
+        "{grants:?}"
+    );
+    println!("oauth: {grants:?}");
+}
+
 /// A bad credential: the producer exits 1 within the grace period and a
 /// little, naming the reason in its log and termination message, and the
 /// secret it was given appears nowhere.
@@ -276,6 +318,24 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
     let secret = "not-the-password-3141";
     std::fs::write(&wrong, secret).expect("write");
     let wrong = wrong.display().to_string();
+    let endpoint = TokenEndpoint::start(300).await;
+    // Tokens of an issuer the brokers do not trust: signed by another key.
+    let foreign_key = dir.join("foreign.key");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&foreign_key)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let foreign = TokenEndpoint::start_with_key(&foreign_key, 300).await;
+    let client_secret = oauth_dir().join("client_secret").display().to_string();
     let cases: Vec<(Mechanism, Vec<&str>, Option<&str>)> = vec![
         (
             sasl(
@@ -331,6 +391,18 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
             vec!["ssl"],
             None,
         ),
+        (
+            // The token endpoint refuses the client: no token at all.
+            oauth("oauth-wrong-secret", &endpoint, wrong.clone()),
+            vec!["token"],
+            Some(secret),
+        ),
+        (
+            // A token the brokers cannot verify.
+            oauth("oauth-untrusted-token", &foreign, client_secret),
+            vec!["authentication"],
+            None,
+        ),
     ];
     let mut summary = BTreeMap::new();
     for (m, expect, secret) in cases {
@@ -339,4 +411,6 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
         summary.insert(name, "refused with its reason");
     }
     println!("{summary:?}");
+    assert!(endpoint.grants().refused > 0, "{:?}", endpoint.grants());
+    assert!(foreign.grants().issued > 0, "{:?}", foreign.grants());
 }

@@ -77,6 +77,18 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     )
     .await
     .expect("other variables are the user's");
+    create(
+        &api,
+        &with(
+            "/kafka/sasl",
+            json!({"mechanism": "OAUTHBEARER", "secret": "oauth-client", "usernameKey": "clientId",
+                   "passwordKey": "clientSecret",
+                   "oauth": {"tokenEndpoint": "https://idp.example/realms/kafka/token", "scope": "kafka",
+                             "ca": {"configMap": "idp-ca", "key": "ca.crt"}}}),
+        ),
+    )
+    .await
+    .expect("OAUTHBEARER with a token endpoint is valid");
 
     let long_topic = "t".repeat(250);
     let mut no_secret = with("/credentialsSecret", Value::Null);
@@ -285,12 +297,30 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "sasl needs exactly one of username and usernameKey",
         ),
         (
-            "SASL OAUTHBEARER",
+            "SASL OAUTHBEARER without a token endpoint",
             with(
                 "/kafka/sasl",
-                json!({"mechanism": "OAUTHBEARER", "secret": "user", "username": "app"}),
+                json!({"mechanism": "OAUTHBEARER", "secret": "oauth", "username": "app"}),
             ),
-            "OAUTHBEARER is not supported yet",
+            "sasl.oauth is needed with mechanism OAUTHBEARER",
+        ),
+        (
+            "a token endpoint with SCRAM",
+            with(
+                "/kafka/sasl",
+                json!({"mechanism": "SCRAM-SHA-512", "secret": "user", "username": "app",
+                       "oauth": {"tokenEndpoint": "https://idp.example/token"}}),
+            ),
+            "sasl.oauth is needed with mechanism OAUTHBEARER",
+        ),
+        (
+            "a token endpoint that is not an http(s) URL",
+            with(
+                "/kafka/sasl",
+                json!({"mechanism": "OAUTHBEARER", "secret": "oauth", "username": "app",
+                       "oauth": {"tokenEndpoint": "file:///etc/passwd"}}),
+            ),
+            "spec.kafka.sasl.oauth.tokenEndpoint",
         ),
         // Tenant safety: a resource cannot set the workers' own variables,
         // e.g. send the stream's bearer token to a host of its choosing.

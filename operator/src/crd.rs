@@ -319,26 +319,47 @@ fn default_key_key() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.username) != has(self.usernameKey)").message("sasl needs exactly one of username and usernameKey"),
-    validation = Rule::new("self.mechanism != 'OAUTHBEARER'").message("sasl.mechanism OAUTHBEARER is not supported yet: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    validation = Rule::new("(self.mechanism == 'OAUTHBEARER') == has(self.oauth)").message("sasl.oauth is needed with mechanism OAUTHBEARER, and only with it")
 )]
 pub struct KafkaSasl {
     /// The mechanism.
     pub mechanism: SaslMechanism,
-    /// The Secret with the password (and the username, with `usernameKey`).
+    /// The Secret with the password (and the username, with `usernameKey`). With OAUTHBEARER: the OAuth client
+    /// secret (and client id).
     #[schemars(length(min = 1, max = 253))]
     pub secret: String,
-    /// The username, when the Secret does not hold it (Strimzi's KafkaUser Secrets hold only the password).
+    /// The username, when the Secret does not hold it (Strimzi's KafkaUser Secrets hold only the password). With
+    /// OAUTHBEARER: the OAuth client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub username: Option<String>,
-    /// The Secret's key holding the username.
+    /// The Secret's key holding the username (OAUTHBEARER: the client id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub username_key: Option<String>,
-    /// The Secret's key holding the password.
+    /// The Secret's key holding the password (OAUTHBEARER: the client secret).
     #[serde(default = "default_password_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub password_key: String,
+    /// OAUTHBEARER: where the clients get their tokens (OIDC client credentials grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<KafkaOauth>,
+}
+
+/// The OIDC identity provider of OAUTHBEARER.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaOauth {
+    /// The token endpoint (e.g. `https://idp.example.com/realms/kafka/protocol/openid-connect/token`).
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub token_endpoint: String,
+    /// The scope to ask for (space-separated); unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub scope: Option<String>,
+    /// The PEM CA bundle that signs the token endpoint's certificate. Unset: the image's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<KeyRef>,
 }
 
 fn default_password_key() -> String {

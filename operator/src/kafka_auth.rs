@@ -97,6 +97,14 @@ pub(crate) fn kafka_auth(k: &KafkaSpec) -> KafkaAuth {
             .as_ref()
             .map(|key| format!("{dir}/{key}").into());
         security.kafka_sasl_password_file = Some(format!("{dir}/{}", sasl.password_key).into());
+        if let Some(oauth) = &sasl.oauth {
+            security.kafka_oauth_token_endpoint = Some(oauth.token_endpoint.clone());
+            security.kafka_oauth_scope = oauth.scope.clone();
+            if let Some(ca) = &oauth.ca {
+                let dir = auth.mount_key_ref("kafka-oauth-ca", ca);
+                security.kafka_oauth_ca_file = Some(format!("{dir}/{}", ca.key).into());
+            }
+        }
     }
     auth.security = security;
     auth
@@ -105,7 +113,7 @@ pub(crate) fn kafka_auth(k: &KafkaSpec) -> KafkaAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ClientCertificate, KafkaSasl, KafkaTls};
+    use crate::crd::{ClientCertificate, KafkaOauth, KafkaSasl, KafkaTls};
     use twitterstream_contract::kafka::SaslMechanism;
 
     fn kafka(tls: Option<KafkaTls>, sasl: Option<KafkaSasl>) -> KafkaSpec {
@@ -140,6 +148,7 @@ mod tests {
                 username: Some("app".into()),
                 username_key: None,
                 password_key: "password".into(),
+                oauth: None,
             }),
         ));
         let s = &auth.security;
@@ -199,5 +208,56 @@ mod tests {
                 .is_some_and(|p| p.ends_with("user.key"))
         );
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn oauthbearer_points_the_flags_at_the_client_and_the_token_endpoint() {
+        let auth = kafka_auth(&kafka(
+            Some(KafkaTls::default()),
+            Some(KafkaSasl {
+                mechanism: SaslMechanism::OauthBearer,
+                secret: "oauth-client".into(),
+                username: None,
+                username_key: Some("clientId".into()),
+                password_key: "clientSecret".into(),
+                oauth: Some(KafkaOauth {
+                    token_endpoint: "https://idp.example/token".into(),
+                    scope: Some("kafka".into()),
+                    ca: Some(KeyRef {
+                        secret: None,
+                        config_map: Some("idp-ca".into()),
+                        key: "ca.crt".into(),
+                    }),
+                }),
+            }),
+        ));
+        let s = &auth.security;
+        assert_eq!(s.kafka_sasl_mechanism, Some(SaslMechanism::OauthBearer));
+        assert!(
+            s.kafka_sasl_username_file
+                .as_ref()
+                .is_some_and(|p| p.ends_with("kafka-sasl/clientId"))
+        );
+        assert!(
+            s.kafka_sasl_password_file
+                .as_ref()
+                .is_some_and(|p| p.ends_with("kafka-sasl/clientSecret"))
+        );
+        assert_eq!(
+            s.kafka_oauth_token_endpoint.as_deref(),
+            Some("https://idp.example/token")
+        );
+        assert_eq!(s.kafka_oauth_scope.as_deref(), Some("kafka"));
+        assert!(
+            s.kafka_oauth_ca_file
+                .as_ref()
+                .is_some_and(|p| p.ends_with("kafka-oauth-ca/ca.crt"))
+        );
+        assert!(
+            auth.volumes
+                .iter()
+                .any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "idp-ca"))
+        );
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
     }
 }

@@ -2,7 +2,7 @@
 # Sourced by tests/env/up: the material of the secured Kafka listeners.
 #
 # Every broker also listens with
-#   SASL_SSL        SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN over TLS
+#   SASL_SSL        SCRAM-SHA-256, SCRAM-SHA-512, PLAIN and OAUTHBEARER over TLS
 #   SASL_PLAINTEXT  PLAIN
 #   SSL             TLS with client certificates required (mTLS)
 #   SSL             TLS, server authentication only
@@ -14,6 +14,13 @@
 #   tls/untrusted.crt, .key      a client certificate of another CA
 #   tls/expired.crt, .key        a client certificate of the CA, expired
 #   users/<user>/username, password   twsscram (SCRAM-SHA-256 and -512), twsplain (PLAIN)
+#   oauth/signing.key            the RSA key an OIDC token endpoint signs tokens with
+#   oauth/jwks.json              its public half, which the brokers trust (kid tws-oauth)
+#   oauth/issuer, audience       the `iss` and `aud` the brokers require
+#   oauth/client_id, client_secret   an OAuth client (OAUTHBEARER over SASL_SSL)
+# There is no identity provider here: the tests serve the token endpoint
+# themselves (tests/support/oauth.rs), signing with oauth/signing.key, and the
+# brokers validate those tokens for real against oauth/jwks.json.
 
 # Writes the TLS material and the users into $1 (a new directory).
 kafka_security_material() {
@@ -61,12 +68,42 @@ EOF
         -startdate 20200101000000Z -enddate 20200102000000Z -notext
     } >"$err" 2>&1 || { tail -n 20 "$err" >&2; exit 1; }
   ) || die "generating the Kafka TLS material failed; see $dir/openssl.log"
+  kafka_oauth_material "$dir/oauth"
   local user
   for user in twsscram twsplain; do
     mkdir -p "$dir/users/$user"
     printf '%s' "$user" >"$dir/users/$user/username"
     python3 -c 'import secrets;print(secrets.token_urlsafe(18),end="")' >"$dir/users/$user/password"
   done
+}
+
+# An OIDC signing key, the JWKS the brokers trust, and an OAuth client, in $1.
+kafka_oauth_material() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/signing.key" 2>"$dir/openssl.log" ||
+    die "generating the OAuth signing key failed; see $dir/openssl.log"
+  local modulus
+  modulus=$(openssl rsa -in "$dir/signing.key" -noout -modulus 2>>"$dir/openssl.log" | cut -d= -f2) ||
+    die "reading the OAuth signing key failed; see $dir/openssl.log"
+  # A JWK: the modulus and the exponent (65537), base64url without padding.
+  python3 - "$modulus" >"$dir/jwks.json" <<'EOF'
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
+n = bytes.fromhex(sys.argv[1])
+key = {"kty": "RSA", "kid": "tws-oauth", "use": "sig", "alg": "RS256", "n": b64(n), "e": b64((65537).to_bytes(3, "big"))}
+print(json.dumps({"keys": [key]}))
+EOF
+  printf 'twitterstream-test-issuer' >"$dir/issuer"
+  printf 'twitterstream-kafka' >"$dir/audience"
+  printf 'twsoauth' >"$dir/client_id"
+  python3 -c 'import secrets;print(secrets.token_urlsafe(18),end="")' >"$dir/client_secret"
+}
+
+# The JVM flag that lets the brokers read the JWKS file (Kafka 4 reads no
+# OAuth URL that is not allowed explicitly).
+kafka_oauth_jvm_flag() {
+  printf -- '-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=file://%s\n' "$1/oauth/jwks.json"
 }
 
 # The extra `kafka.tools.StorageTool format` arguments: the SCRAM users.
@@ -78,8 +115,15 @@ kafka_scram_format_args() {
     --add-scram "SCRAM-SHA-512=[name=twsscram,password=$pass]"
 }
 
-# The server.properties lines of the secured listeners (listener names
-# SASLSSL, SASLPLAIN and MTLS; their ports are in the `listeners` line).
+# The server.properties lines of the secured listeners. The JWT validator is
+# named because Kafka 4.1.1's default (DefaultJwtValidator, built without a
+# key resolver by OAuthBearerValidatorCallbackHandler) falls back to the
+# client-side validator, which checks no signature: with it the brokers
+# accepted a token signed by a key they never saw
+# (bad_credentials_end_with_the_reason_and_no_secret, case
+# oauth-untrusted-token).
+# Listener names
+# SASLSSL, SASLPLAIN, MTLS and TLS; their ports are in the `listeners` line.
 kafka_security_properties() {
   local dir=$1 plain
   plain=$(cat "$dir/users/twsplain/password")
@@ -92,7 +136,13 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$dir/tls/ca.crt
 listener.name.mtls.ssl.client.auth=required
 listener.name.tls.ssl.client.auth=none
-listener.name.saslssl.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.saslssl.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER
+listener.name.saslssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.saslssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+sasl.oauthbearer.jwks.endpoint.url=file://$dir/oauth/jwks.json
+sasl.oauthbearer.jwt.validator.class=org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator
+sasl.oauthbearer.expected.issuer=$(cat "$dir/oauth/issuer")
+sasl.oauthbearer.expected.audience=$(cat "$dir/oauth/audience")
 listener.name.saslssl.scram-sha-256.sasl.jaas.config=$jaas_scram
 listener.name.saslssl.scram-sha-512.sasl.jaas.config=$jaas_scram
 listener.name.saslssl.plain.sasl.jaas.config=$jaas_plain

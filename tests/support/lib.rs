@@ -10,6 +10,7 @@ pub mod examples;
 pub mod k8s;
 pub mod kafka;
 pub mod local_pods;
+pub mod oauth;
 pub mod operator;
 pub mod process;
 pub mod truth;

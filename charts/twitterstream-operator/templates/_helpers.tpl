@@ -130,6 +130,15 @@ checksum/args annotation.
 {{- with .saslPasswordKey }}
 - --kafka-sasl-password-file={{ $dir }}/{{ . }}
 {{- end }}
+{{- with .oauthTokenEndpoint }}
+- --kafka-oauth-token-endpoint={{ . }}
+{{- end }}
+{{- with .oauthScope }}
+- --kafka-oauth-scope={{ . }}
+{{- end }}
+{{- with .oauthCaKey }}
+- --kafka-oauth-ca-file={{ $dir }}/{{ . }}
+{{- end }}
 {{- end }}
 {{- with .Values.watchNamespaces }}
 - --watch-namespaces={{ join "," . }}

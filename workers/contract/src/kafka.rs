@@ -134,6 +134,11 @@ pub struct KafkaSecurity {
     #[arg(long, env = "TWS_KAFKA_OAUTH_SCOPE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_oauth_scope: Option<String>,
+    /// OAUTHBEARER: PEM file of the CAs that sign the token endpoint's
+    /// certificate (default: the system's trust store).
+    #[arg(long, env = "TWS_KAFKA_OAUTH_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_oauth_ca_file: Option<PathBuf>,
     /// Seconds the Kafka clients may fail to authenticate (wrong
     /// credentials, an untrusted or expired certificate) before the process
     /// exits with the reason, rather than retrying in silence.
@@ -156,6 +161,7 @@ impl Default for KafkaSecurity {
             kafka_sasl_password_file: None,
             kafka_oauth_token_endpoint: None,
             kafka_oauth_scope: None,
+            kafka_oauth_ca_file: None,
             kafka_auth_grace_seconds: 60,
         }
     }
@@ -172,8 +178,14 @@ pub enum KafkaSecurityError {
         "SASL {0} needs --kafka-sasl-username (or --kafka-sasl-username-file) and --kafka-sasl-password-file"
     )]
     NoCredentials(&'static str),
-    #[error("OAUTHBEARER needs --kafka-oauth-token-endpoint")]
-    NoTokenEndpoint,
+    #[error(
+        "OAUTHBEARER needs --kafka-oauth-token-endpoint, the client id (--kafka-sasl-username or --kafka-sasl-username-file) and the client secret (--kafka-sasl-password-file)"
+    )]
+    OauthIncomplete,
+    #[error(
+        "--kafka-oauth-token-endpoint and --kafka-oauth-ca-file need --kafka-sasl-mechanism OAUTHBEARER"
+    )]
+    OauthWithoutOauthBearer,
     #[error("TLS files are set but --kafka-security-protocol {0} does not use TLS")]
     TlsWithoutTls(&'static str),
     /// The file's path only: never its contents.
@@ -213,8 +225,12 @@ impl KafkaSecurity {
             (true, None) => return Err(KafkaSecurityError::NoMechanism(name)),
             (false, Some(_)) => return Err(KafkaSecurityError::MechanismWithoutSasl),
             (true, Some(SaslMechanism::OauthBearer)) => {
-                if self.kafka_oauth_token_endpoint.is_none() {
-                    return Err(KafkaSecurityError::NoTokenEndpoint);
+                if self.kafka_oauth_token_endpoint.is_none()
+                    || (self.kafka_sasl_username_file.is_none()
+                        && self.kafka_sasl_username.is_none())
+                    || self.kafka_sasl_password_file.is_none()
+                {
+                    return Err(KafkaSecurityError::OauthIncomplete);
                 }
             }
             (true, Some(m)) => {
@@ -225,6 +241,10 @@ impl KafkaSecurity {
                 }
             }
             (false, None) => {}
+        }
+        let oauth = self.kafka_oauth_token_endpoint.is_some() || self.kafka_oauth_ca_file.is_some();
+        if oauth && self.kafka_sasl_mechanism != Some(SaslMechanism::OauthBearer) {
+            return Err(KafkaSecurityError::OauthWithoutOauthBearer);
         }
         let tls_files = self.kafka_ca_file.is_some() || self.kafka_cert_file.is_some();
         if tls_files && !protocol.uses_tls() {
@@ -267,7 +287,9 @@ impl KafkaSecurity {
                     if let Some(url) = &self.kafka_oauth_token_endpoint {
                         p.push(("sasl.oauthbearer.token.endpoint.url", url.clone()));
                     }
-                    if let Some(f) = user {
+                    if let Some(id) = &self.kafka_sasl_username {
+                        p.push(("sasl.oauthbearer.client.id", id.clone()));
+                    } else if let Some(f) = user {
                         p.push((
                             "sasl.oauthbearer.client.id",
                             read_secret("the OAuth client id", f)?,
@@ -281,6 +303,9 @@ impl KafkaSecurity {
                     }
                     if let Some(scope) = &self.kafka_oauth_scope {
                         p.push(("sasl.oauthbearer.scope", scope.clone()));
+                    }
+                    if let Some(ca) = &self.kafka_oauth_ca_file {
+                        p.push(("https.ca.location", ca.display().to_string()));
                     }
                 }
                 _ => {
@@ -378,6 +403,68 @@ mod tests {
         assert_eq!(
             tls_on_plaintext.validate(),
             Err(KafkaSecurityError::TlsWithoutTls("plaintext"))
+        );
+    }
+
+    #[test]
+    fn oauthbearer_asks_librdkafka_for_oidc_with_the_client_from_files() {
+        let d = dir("oauth");
+        let (u, p) = files(&d, "pipeline-client\n", "client-s3cret\n");
+        let s = KafkaSecurity {
+            kafka_security_protocol: SecurityProtocol::SaslSsl,
+            kafka_sasl_mechanism: Some(SaslMechanism::OauthBearer),
+            kafka_sasl_username_file: Some(u),
+            kafka_sasl_password_file: Some(p),
+            kafka_oauth_token_endpoint: Some("https://idp.example/token".into()),
+            kafka_oauth_scope: Some("kafka".into()),
+            kafka_oauth_ca_file: Some(d.join("idp-ca.crt")),
+            ..KafkaSecurity::default()
+        };
+        let props = s.client_properties().unwrap();
+        let get = |k: &str| {
+            props
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(get("sasl.oauthbearer.method"), Some("oidc"));
+        assert_eq!(get("sasl.oauthbearer.client.id"), Some("pipeline-client"));
+        assert_eq!(get("sasl.oauthbearer.client.secret"), Some("client-s3cret"));
+        assert_eq!(
+            get("sasl.oauthbearer.token.endpoint.url"),
+            Some("https://idp.example/token")
+        );
+        assert_eq!(get("sasl.oauthbearer.scope"), Some("kafka"));
+        assert!(get("https.ca.location").is_some_and(|v| v.ends_with("idp-ca.crt")));
+        // Neither the SASL username nor password is set: librdkafka would
+        // refuse them with OAUTHBEARER.
+        assert_eq!(get("sasl.username"), None);
+        assert_eq!(get("sasl.password"), None);
+        // A literal client id works too.
+        let literal = KafkaSecurity {
+            kafka_sasl_username_file: None,
+            kafka_sasl_username: Some("literal-client".into()),
+            ..s.clone()
+        };
+        let props = literal.client_properties().unwrap();
+        assert!(props.contains(&("sasl.oauthbearer.client.id", "literal-client".into())));
+        // Without the endpoint, or the endpoint without OAUTHBEARER: refused.
+        let no_endpoint = KafkaSecurity {
+            kafka_oauth_token_endpoint: None,
+            ..s.clone()
+        };
+        assert_eq!(
+            no_endpoint.validate(),
+            Err(KafkaSecurityError::OauthIncomplete)
+        );
+        let scram_with_endpoint = KafkaSecurity {
+            kafka_sasl_mechanism: Some(SaslMechanism::ScramSha256),
+            ..s
+        };
+        assert_eq!(
+            scram_with_endpoint.validate(),
+            Err(KafkaSecurityError::OauthWithoutOauthBearer)
         );
     }
 
