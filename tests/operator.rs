@@ -1032,3 +1032,102 @@ async fn images_outside_the_allowlist_are_refused_and_the_last_allowed_one_kept(
         .expect("list");
     assert!(children.items.is_empty(), "{:?}", children.items.len());
 }
+
+/// The operator's own login refused (a wrong SCRAM password in its mounted
+/// file): the stream says so with its own reason, in the condition and an
+/// Event, and the password appears in none of what the operator wrote
+/// (status, Events, its log, its metrics, the rendered Deployments). Then
+/// the file is corrected, as a rotated Secret would be, and the same
+/// operator process creates the topic without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_operator_login_is_named_and_a_corrected_secret_taken_up() {
+    let s = setup("op-login").await;
+    let security = std::path::PathBuf::from(twitterstream_tests::env_var("KAFKA_SECURITY_DIR"));
+    let dir = std::env::temp_dir().join(unique_name("op-login"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let password_file = dir.join("password");
+    let wrong = format!("wrong-{}", unique_name("pw"));
+    std::fs::write(&password_file, &wrong).expect("write");
+    let flags = [
+        "--kafka-security-protocol=sasl-ssl".to_owned(),
+        format!("--kafka-ca-file={}", security.join("tls/ca.crt").display()),
+        "--kafka-sasl-mechanism=SCRAM-SHA-512".to_owned(),
+        format!(
+            "--kafka-sasl-username-file={}",
+            security.join("users/twsscram/username").display()
+        ),
+        format!("--kafka-sasl-password-file={}", password_file.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let op = Operator::start(&s.ns.name, None, &flags);
+    let mut tws = example("login");
+    tws.spec.kafka.brokers = twitterstream_tests::env_var("KAFKA_SASL_SSL_BROKERS")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let topic = tws.spec.kafka.topic.clone();
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let t = wait_status(
+        &s.streams,
+        "login",
+        "TopicReady=False KafkaAuthenticationFailed",
+        |t| {
+            condition(t, "TopicReady")
+                .is_some_and(|(s, r, _)| s == "False" && r == "KafkaAuthenticationFailed")
+        },
+    )
+    .await;
+    let (_, _, message) = condition(&t, "TopicReady").expect("TopicReady");
+    assert!(
+        message.contains("refused the operator's credentials")
+            && message.contains("SASL authentication"),
+        "{message}"
+    );
+    eventually("the KafkaAuthenticationFailed Event", WAIT, || {
+        let client = s.client.clone();
+        let ns = s.ns.name.clone();
+        async move {
+            let r = event_reasons(&client, &ns, "login").await;
+            r.iter()
+                .any(|r| r == "KafkaAuthenticationFailed")
+                .then_some(())
+        }
+    })
+    .await;
+    // The wrong password is nowhere the operator writes to.
+    let status = serde_json::to_string(&t.status).expect("status");
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let events = serde_json::to_string(&events.list(&ListParams::default()).await.expect("events"))
+        .expect("events");
+    let deployments = serde_json::to_string(
+        &s.deployments
+            .list(&ListParams::default())
+            .await
+            .expect("list"),
+    )
+    .expect("deployments");
+    let (_, metrics) = op.get("/metrics").await.expect("metrics");
+    let log = op.process.log_text();
+    for (what, text) in [
+        ("status", &status),
+        ("Events", &events),
+        ("Deployments", &deployments),
+        ("metrics", &metrics),
+        ("operator log", &log),
+    ] {
+        assert!(!text.contains(&wrong), "the password is in the {what}");
+    }
+
+    // The Secret is corrected (the kubelet rewrites the mounted file).
+    let right = security.join("users/twsscram/password");
+    std::fs::copy(&right, &password_file).expect("copy");
+    wait_status(&s.streams, "login", "TopicReady=True", |t| {
+        condition(t, "TopicReady").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(kafka::describe_topic(&topic).await.is_some());
+    println!("refused login: {message}; after the fix the topic {topic} exists");
+}

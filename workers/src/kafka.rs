@@ -17,7 +17,7 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError, names_tls_refusal};
 
 /// A client configuration for `brokers` with the security settings applied
 /// (secrets read from their files now).
@@ -62,19 +62,7 @@ pub(crate) fn is_auth_failure(error: &KafkaError, reason: &str) -> bool {
     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
         return true;
     }
-    // TLS failures come as `_SSL`, or as a transport error that names the
-    // handshake or the broker's TLS alert (measured on Kafka 4.1.1: an
-    // untrusted or expired client certificate gives "Receive failed: ...
-    // ssl/tls alert bad certificate"); a broker that is simply down never
-    // mentions one.
-    let ssl = error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL);
-    ssl || [
-        "SSL handshake failed",
-        "certificate verify failed",
-        "ssl/tls alert",
-    ]
-    .iter()
-    .any(|s| reason.contains(s))
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL) || names_tls_refusal(reason)
 }
 
 /// The client context of the workers' auxiliary clients (metadata, topic

@@ -1,12 +1,15 @@
 //! Kafka topics of a pipeline, through rdkafka's admin client: created when
 //! missing, grown when more partitions are asked for, never shrunk.
 
+mod login;
+
+use login::LoginWatch;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
-use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::types::RDKafkaType;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +47,8 @@ pub(crate) enum TopicError {
         #[source]
         source: KafkaError,
     },
+    #[error("Kafka brokers {brokers} refused the operator's credentials or certificate: {reason}")]
+    LoginRefused { brokers: String, reason: String },
     #[error(
         "topic {topic} has {have} partitions and the spec asks for {want}: Kafka cannot remove partitions"
     )]
@@ -67,6 +72,7 @@ impl TopicError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             TopicError::Unreachable { .. } => "KafkaUnreachable",
+            TopicError::LoginRefused { .. } => "KafkaAuthenticationFailed",
             TopicError::CannotShrink { .. } => "PartitionsCannotShrink",
             TopicError::Admin { .. } => "TopicAdminFailed",
             TopicError::Client(_) | TopicError::Join(_) => "KafkaClientError",
@@ -79,7 +85,7 @@ type Admin = Arc<AdminClient<DefaultClientContext>>;
 
 /// A client for metadata requests, and how many topics it has looked up.
 struct MetadataClient {
-    client: Client<DefaultClientContext>,
+    client: ThreadedProducer<LoginWatch>,
     lookups: AtomicUsize,
 }
 
@@ -156,14 +162,10 @@ impl Topics {
         let client = match clients.get(brokers) {
             Some(c) => c.clone(),
             None => {
-                let config = self.config(brokers)?;
                 let c = Arc::new(MetadataClient {
-                    client: Client::new(
-                        &config,
-                        config.create_native_config()?,
-                        RDKafkaType::RD_KAFKA_PRODUCER,
-                        DefaultClientContext,
-                    )?,
+                    client: self
+                        .config(brokers)?
+                        .create_with_context(LoginWatch::default())?,
                     lookups: AtomicUsize::new(0),
                 });
                 clients.insert(brokers.to_string(), c.clone());
@@ -174,6 +176,22 @@ impl Topics {
             clients.remove(brokers);
         }
         Ok(client)
+    }
+
+    /// Drops the clients of these brokers (destroyed on a blocking thread,
+    /// as destroying joins librdkafka's threads).
+    fn forget(&self, brokers: &str) {
+        let metadata = self
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(brokers);
+        let admin = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(brokers);
+        tokio::task::spawn_blocking(move || drop((metadata, admin)));
     }
 
     /// The topic's state, or `None` when it does not exist.
@@ -189,14 +207,30 @@ impl Topics {
         let timeout = self.timeout;
         // librdkafka's metadata call blocks; keep it off the async workers.
         // The closure owns the client, so a retired one is destroyed there too.
+        let login = metadata.client.context().clone();
         let md = tokio::task::spawn_blocking(move || {
-            metadata.client.fetch_metadata(Some(&name), timeout)
+            metadata
+                .client
+                .client()
+                .fetch_metadata(Some(&name), timeout)
         })
         .await?
-        .map_err(|source| TopicError::Unreachable {
-            brokers: brokers.to_string(),
-            source,
+        .map_err(|source| match login.refusal() {
+            Some(reason) => {
+                // The next attempt logs in anew, reading the credential
+                // files again: a rotated Secret takes effect then.
+                self.forget(brokers);
+                TopicError::LoginRefused {
+                    brokers: brokers.to_string(),
+                    reason,
+                }
+            }
+            None => TopicError::Unreachable {
+                brokers: brokers.to_string(),
+                source,
+            },
         })?;
+        login.answered();
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
