@@ -40,6 +40,11 @@ fn expected_rules() -> Rules {
             "deployments",
             &["get", "list", "watch", "create", "patch"],
         ),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            &["create", "patch", "delete"],
+        ),
         ("", "pods", &["list", "watch"]),
         ("", "events", &["list"]),
         ("events.k8s.io", "events", &["create", "patch"]),

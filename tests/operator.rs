@@ -1131,3 +1131,97 @@ async fn a_refused_operator_login_is_named_and_a_corrected_secret_taken_up() {
     assert!(kafka::describe_topic(&topic).await.is_some());
     println!("refused login: {message}; after the fix the topic {topic} exists");
 }
+
+/// `spec.networkPolicy` gives each component a NetworkPolicy on the real
+/// apiserver (DNS, the brokers' port, the X API for the producer only,
+/// the metrics port in), owned by the stream; removing it removes them.
+/// (kwok enforces nothing: this checks what is asked of the network.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policies_follow_the_spec() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let s = setup("op-netpol").await;
+    let _op = Operator::start(
+        &s.ns.name,
+        None,
+        &["--x-api-base-url=https://x-proxy.test:8443"],
+    );
+    let mut tws = example("fenced");
+    tws.spec.network_policy = Some(
+        serde_json::from_value(json!({
+            "kafka": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}],
+        }))
+        .expect("networkPolicy"),
+    );
+    let created = s
+        .streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let policies: Api<NetworkPolicy> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let broker_port: i32 = kafka_brokers()
+        .split(',')
+        .next()
+        .and_then(|b| b.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("broker port");
+    let ports = |p: &NetworkPolicy| -> Vec<Vec<i32>> {
+        let spec = p.spec.as_ref().expect("spec");
+        spec.egress
+            .iter()
+            .flatten()
+            .map(|r| {
+                r.ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p.port {
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => {
+                            Some(i)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    for (name, want) in [
+        (
+            "fenced-producer",
+            vec![vec![53, 53], vec![broker_port], vec![8443]],
+        ),
+        ("fenced-consumer", vec![vec![53, 53], vec![broker_port]]),
+    ] {
+        let p = eventually(name, WAIT, || {
+            let api = policies.clone();
+            async move { api.get_opt(name).await.ok().flatten() }
+        })
+        .await;
+        assert_eq!(ports(&p), want, "{name}");
+        let spec = p.spec.as_ref().expect("spec");
+        let egress = spec.egress.as_ref().expect("egress");
+        assert!(
+            egress[1]
+                .to
+                .as_ref()
+                .is_some_and(|t| t[0].namespace_selector.is_some())
+        );
+        let owner = &p.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(Some(&owner.uid), created.metadata.uid.as_ref());
+        println!("{name}: egress ports {:?}", ports(&p));
+    }
+    s.streams
+        .patch(
+            "fenced",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networkPolicy": null}})),
+        )
+        .await
+        .expect("patch");
+    eventually("the NetworkPolicies deleted", WAIT, || {
+        let api = policies.clone();
+        async move {
+            let left = api.list(&ListParams::default()).await.ok()?;
+            left.items.is_empty().then_some(())
+        }
+    })
+    .await;
+}

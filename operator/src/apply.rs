@@ -1,16 +1,18 @@
-//! Making Kafka and the cluster as the spec says: the topics, the finalizer
-//! and the Deployments.
+//! Making Kafka and the cluster as the spec says: the topics, the finalizer,
+//! the Deployments and the NetworkPolicies.
 
 use crate::child::ChildDeployment;
 use crate::conditions::{self, Observation};
 use crate::context::Context;
 use crate::crd::{TopicStatus, TwitterStream};
 use crate::error::Error;
+use crate::network_policy;
 use crate::policy::Refusal;
 use crate::render::{self, Component, FIELD_MANAGER};
 use crate::topic::{TopicChange, TopicRequest};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
@@ -76,6 +78,60 @@ pub(crate) async fn deployments(
         children.push((component, applied));
     }
     Ok(children)
+}
+
+/// Applies the NetworkPolicies `spec.networkPolicy` asks for, or deletes
+/// ours once it no longer does (a stream this process has seen without them
+/// costs no request; a new one never had any).
+pub(crate) async fn network_policies(
+    tws: &TwitterStream,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(), Error> {
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let key = crate::context::key(tws);
+    let desired = network_policy::network_policies(tws, &ctx.render);
+    let without = || {
+        ctx.without_policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    if desired.is_empty() {
+        if tws.status.is_none() || without().contains(&key) {
+            without().insert(key);
+            return Ok(());
+        }
+        for name in network_policy::policy_names(tws) {
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    ctx.events
+                        .emit(
+                            tws,
+                            EventType::Normal,
+                            "Deleted",
+                            "Delete",
+                            format!("Deleted NetworkPolicy {name}"),
+                        )
+                        .await
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        without().insert(key);
+        return Ok(());
+    }
+    without().remove(&key);
+    for policy in desired {
+        let name = policy.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&policy),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A child Deployment as it is now. The watch cache answers "does it exist,

@@ -13,7 +13,7 @@ use kube::api::ListParams;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,10 @@ pub(crate) struct Context {
     /// changed by someone else (`kubectl edit`, `kubectl scale deploy`), and
     /// the render hash it still carries would hide that.
     pub(crate) applied_generations: Mutex<HashMap<(String, String), i64>>,
+    /// Streams (namespace, name) known to have no NetworkPolicies of ours,
+    /// so a stream without `spec.networkPolicy` costs no request after the
+    /// first reconcile of this process.
+    pub(crate) without_policies: Mutex<HashSet<(String, String)>>,
     /// How long deletion waits for topics to be deleted (see `finalize`).
     pub(crate) topic_delete_timeout: Duration,
 }
@@ -72,6 +76,7 @@ impl Context {
             deployment_caches: RwLock::new(Vec::new()),
             topics_checked: Mutex::new(HashMap::new()),
             applied_generations: Mutex::new(HashMap::new()),
+            without_policies: Mutex::new(HashSet::new()),
             topic_delete_timeout: Duration::from_secs(300),
         }
     }

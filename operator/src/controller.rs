@@ -80,6 +80,7 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
     apply::sync_finalizer(tws, &api).await?;
     let (topic, topic_status) = apply::ensure_topics(tws, ctx).await;
     let mut observed = vec![topic];
+    apply::network_policies(tws, ctx, &ns).await?;
     let children = match ctx.images.refusal(tws) {
         None => apply::deployments(tws, ctx, &ns).await?,
         Some(refusal) => {

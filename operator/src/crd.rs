@@ -7,6 +7,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -150,6 +151,27 @@ pub struct TwitterStreamSpec {
     /// Scale both components to zero without deleting anything; set back to false to resume where it stopped.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Set (even to `{}`): a NetworkPolicy per component limits its pods' traffic to DNS, the brokers' ports, the X
+    /// API (producer only) and ingress on the health and metrics port. NetworkPolicies cannot name hosts, so
+    /// destinations are any address on those ports unless narrowed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// Where a pipeline's pods may connect, beyond the ports it needs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Where the brokers are (e.g. a `namespaceSelector` of Kafka's namespace, or `ipBlock`s). Empty: any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka: Vec<NetworkPolicyPeer>,
+    /// Where the X API is reached (e.g. `ipBlock`s of an egress proxy). Empty: any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x_api: Vec<NetworkPolicyPeer>,
+    /// Who may reach the health and metrics port (8080), e.g. Prometheus' namespace. Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics_from: Vec<NetworkPolicyPeer>,
 }
 
 fn default_poll_interval() -> i32 {

@@ -8,8 +8,10 @@
 mod child;
 pub mod crd;
 pub mod render;
-// How the pods reach a secured Kafka (Secret volumes, the workers' flags).
+// How the pods reach a secured Kafka (Secret volumes, the workers' flags),
+// and where they may connect (`spec.networkPolicy`).
 mod kafka_auth;
+mod network_policy;
 // What a resource may ask for beyond its schema (the operator's image allowlist).
 mod policy;
 // The reconcile: `controller` runs the watches and calls `reconcile`, which

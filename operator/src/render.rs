@@ -117,7 +117,7 @@ pub(crate) fn selector_string(tws: &TwitterStream, component: Component) -> Stri
         .join(",")
 }
 
-fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
+pub(crate) fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
     let mut l = selector_labels(tws, component);
     l.insert(
         "app.kubernetes.io/managed-by".to_string(),

@@ -178,6 +178,11 @@ or ConfigMaps: the workers read the X API credentials Secret themselves.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Server-side applies the per-stream NetworkPolicies (spec.networkPolicy), and
+# deletes them when the spec no longer asks for them.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch", "delete"]
 # Watches the workers' pods to report pod problems (crash loops, image pulls)
 # in the TwitterStream's conditions.
 - apiGroups: [""]
