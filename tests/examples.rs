@@ -437,6 +437,61 @@ async fn create_secret(ns: &str, name: &str, type_: Option<&str>, data: &[(&str,
         .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
 }
 
+/// `secret` is nowhere the operator or the pods write: the pods' command
+/// lines and logs, the Deployments, the streams (status included) and the
+/// namespace's Events.
+async fn assert_secret_nowhere(ns: &str, pods: &LocalPods, secret: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::ListParams;
+    use twitterstream_operator::crd::TwitterStream;
+    let client = admin_client().await;
+    let lp = ListParams::default();
+    let deployments = serde_json::to_string(
+        &Api::<Deployment>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("Deployments"),
+    )
+    .expect("JSON");
+    let streams = serde_json::to_string(
+        &Api::<TwitterStream>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("TwitterStreams"),
+    )
+    .expect("JSON");
+    let events = serde_json::to_string(
+        &Api::<Event>::namespaced(client, ns)
+            .list(&lp)
+            .await
+            .expect("Events"),
+    )
+    .expect("JSON");
+    let infos = pods.pods();
+    assert!(!infos.is_empty(), "no pods ran");
+    for p in &infos {
+        assert!(
+            !p.argv.iter().any(|a| a.contains(secret)),
+            "the secret is on {}'s command line",
+            p.name
+        );
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        assert!(!log.contains(secret), "the secret is in {}'s log", p.name);
+    }
+    for (what, text) in [
+        ("Deployments", &deployments),
+        ("TwitterStreams", &streams),
+        ("Events", &events),
+    ] {
+        assert!(!text.contains(secret), "the secret is in the {what}");
+    }
+    report(&format!(
+        "secret absent from {} pods' command lines and logs, the Deployments, the streams and the Events",
+        infos.len()
+    ));
+}
+
 /// A secured example about to be applied: its stream and topics.
 struct Applied<'a> {
     ns: &'a str,
@@ -532,6 +587,7 @@ async fn scram_example_runs_on_a_scram_listener() {
             &yaml,
         )
         .await;
+    assert_secret_nowhere(&ns.name, &pods, &security_file("users/twsscram/password")).await;
     report_retries(&pods);
 }
 
@@ -646,5 +702,6 @@ async fn oauth_example_runs_on_an_oauthbearer_listener() {
     assert_eq!(grants.refused, 0, "{grants:?}");
     assert!(grants.scopes.iter().any(|s| s == "kafka"), "{grants:?}");
     report(&format!("oauth.yaml: token endpoint {grants:?}"));
+    assert_secret_nowhere(&ns.name, &pods, &security_file("oauth/client_secret")).await;
     report_retries(&pods);
 }

@@ -7,7 +7,8 @@
 //! the secured listener, and the windows are exactly the truth computed
 //! from the raw topic (read back over the plaintext listener with
 //! read_committed). Per bad credential (a wrong password, an unknown user,
-//! an untrusted or expired client certificate, an OAuth client the token
+//! an untrusted or expired client certificate, brokers whose certificate
+//! the client's CA did not sign, an OAuth client the token
 //! endpoint refuses, a token the brokers do not trust): the worker exits
 //! non-zero with the reason, and no secret appears in what it wrote.
 //!
@@ -284,7 +285,7 @@ async fn refused(m: Mechanism, expect: &[&str], secret: Option<&str>) {
     let message = std::fs::read_to_string(&termination).unwrap_or_default();
     assert_ne!(code, 0, "{}: {log}", m.name);
     assert!(
-        message.contains("Kafka refused this producer's credentials or certificate"),
+        message.contains("this producer could not log in to Kafka"),
         "{}: termination message {message:?}",
         m.name
     );
@@ -389,6 +390,20 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 ..mtls("expired.crt", "expired.key")
             },
             vec!["ssl"],
+            None,
+        ),
+        (
+            // The client does not trust the brokers: their CA is not the one
+            // it was given.
+            Mechanism {
+                name: "tls-untrusted-brokers",
+                flags: flags(&[
+                    ("kafka-security-protocol", "ssl".into()),
+                    ("kafka-ca-file", tls("untrusted.crt")),
+                ]),
+                ..tls_only()
+            },
+            vec!["certificate verify failed"],
             None,
         ),
         (

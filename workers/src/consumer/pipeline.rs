@@ -42,7 +42,7 @@ pub enum PipelineError {
     Panicked,
     /// The clients kept failing to authenticate (`kafka.rs`).
     #[error(
-        "Kafka refused this consumer's credentials or certificate for {grace_seconds} s: {last}"
+        "this consumer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
     )]
     KafkaAuthentication { grace_seconds: u64, last: String },
 }

@@ -35,7 +35,7 @@ pub enum RunError {
     },
     /// The clients kept failing to authenticate (`kafka.rs`).
     #[error(
-        "Kafka refused this producer's credentials or certificate for {grace_seconds} s: {last}"
+        "this producer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
     )]
     KafkaAuthentication { grace_seconds: u64, last: String },
     #[error("invalid configuration: {0}")]
