@@ -201,8 +201,17 @@ async fn end_to_end(m: Mechanism) {
     wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
     let got = truth::published(stream, &read_output(&output));
     truth::assert_exact(&got, &want);
+    // The consumer created its partials topic over the secured listener.
+    let partials = format!("{group}-partials");
+    assert!(
+        twitterstream_tests::kafka::describe_topic(&partials)
+            .await
+            .is_some(),
+        "{}: {partials} not created",
+        m.name
+    );
     println!(
-        "{}: 2000 tweets published, {} windows exact over {}",
+        "{}: topic {partials} created, 2000 tweets published, {} windows exact over {}",
         m.name,
         got.len(),
         m.brokers
