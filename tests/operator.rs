@@ -1225,3 +1225,148 @@ async fn network_policies_follow_the_spec() {
     })
     .await;
 }
+
+/// A stream whose Kafka Secret holds a wrong password: the real producer,
+/// run with the flags the operator renders for it, exits with its reason as
+/// the termination message; placed in the pod's status as the kubelet does
+/// (kwok runs no containers), it is what ProducerReady says, and the
+/// password is not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_worker_login_reaches_the_producer_condition() {
+    use twitterstream_tests::process::{ChildProcess, binary, free_port};
+    let s = setup("op-worker-login").await;
+    let _op = Operator::start(&s.ns.name, None, &[]);
+    let mut tws = example("badpass");
+    tws.spec.source = twitterstream_operator::crd::Source::Synthetic;
+    tws.spec.credentials_secret = None;
+    tws.spec.pod_template = Some(
+        serde_json::from_value(json!({ "annotations": { "kwok.x-k8s.io/status": "custom" } }))
+            .unwrap(),
+    );
+    tws.spec.kafka.sasl = Some(
+        serde_json::from_value(json!({
+            "mechanism": "SCRAM-SHA-512", "secret": "kafka-user", "username": "twsscram",
+        }))
+        .expect("sasl"),
+    );
+    tws.spec.kafka.tls = Some(
+        serde_json::from_value(json!({"ca": {"secret": "cluster-ca", "key": "ca.crt"}}))
+            .expect("tls"),
+    );
+    tws.spec.kafka.brokers = twitterstream_tests::env_var("KAFKA_SASL_SSL_BROKERS")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    s.streams
+        .create(&PostParams::default(), &tws)
+        .await
+        .expect("create");
+    let producer = eventually("the producer Deployment", WAIT, || {
+        let api = s.deployments.clone();
+        async move { api.get_opt("badpass-producer").await.ok().flatten() }
+    })
+    .await;
+    // The rendered command line, its mounted files stood in for by local
+    // ones: the CA, and a password file with the wrong password.
+    let security = std::path::PathBuf::from(twitterstream_tests::env_var("KAFKA_SECURITY_DIR"));
+    let dir = std::env::temp_dir().join(unique_name("worker-login"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let wrong = format!("wrong-{}", unique_name("pw"));
+    std::fs::write(dir.join("password"), &wrong).expect("write");
+    let container = &producer
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+        .containers[0];
+    let mount = "/var/run/secrets/twitterstream.io/kafka";
+    let args: Vec<String> = container
+        .args
+        .iter()
+        .flatten()
+        .map(|a| {
+            a.replace(
+                &format!("{mount}/kafka-ca/ca.crt"),
+                &security.join("tls/ca.crt").display().to_string(),
+            )
+            .replace(
+                &format!("{mount}/kafka-sasl/password"),
+                &dir.join("password").display().to_string(),
+            )
+        })
+        .filter(|a| !a.starts_with("--http-addr"))
+        .collect();
+    assert!(
+        args.iter()
+            .any(|a| a.contains("--kafka-sasl-password-file")),
+        "{args:?}"
+    );
+    let termination = dir.join("termination");
+    let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-producer"));
+    cmd.args(&args)
+        .arg(format!("--http-addr=127.0.0.1:{}", free_port()))
+        .arg("--kafka-auth-grace-seconds=3")
+        .env("TWS_TERMINATION_LOG", &termination);
+    let mut p = ChildProcess::spawn(cmd, "worker-login-producer");
+    let status = eventually("the producer to exit", WAIT, || {
+        std::future::ready(p.child.try_wait().ok().flatten())
+    })
+    .await;
+    assert_eq!(status.code(), Some(1), "{}", p.log_text());
+    let message = std::fs::read_to_string(&termination).expect("termination message");
+    assert!(!message.contains(&wrong) && !p.log_text().contains(&wrong));
+
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let selector = "app.kubernetes.io/instance=badpass,app.kubernetes.io/component=producer";
+    let pod = eventually("producer pod scheduled", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        }
+    })
+    .await;
+    let crashing = json!({ "status": {
+        "phase": "Running",
+        "containerStatuses": [{
+            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 2,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=producer" } },
+            "lastState": { "terminated": { "exitCode": 1, "reason": "Error", "message": message } }
+        }]
+    }});
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&crashing),
+    )
+    .await
+    .expect("pod status");
+    let t = wait_status(
+        &s.streams,
+        "badpass",
+        "ProducerReady=False CrashLoopBackOff",
+        |t| {
+            condition(t, "ProducerReady")
+                .is_some_and(|(s, r, _)| s == "False" && r == "CrashLoopBackOff")
+        },
+    )
+    .await;
+    let (_, _, condition_message) = condition(&t, "ProducerReady").expect("ProducerReady");
+    assert!(
+        condition_message.contains("could not log in to Kafka")
+            && condition_message.contains("SASL authentication error")
+            && condition_message.contains("exited with code 1"),
+        "{condition_message}"
+    );
+    assert!(
+        !serde_json::to_string(&t.status)
+            .expect("status")
+            .contains(&wrong)
+    );
+    println!("ProducerReady: {condition_message}");
+}

@@ -268,6 +268,8 @@ fn pods_run_restricted() {
     let tws = superbowl();
     for (_, d) in deployments(&tws, &cfg()) {
         let pod = pod_spec(&d);
+        // The workers never talk to the Kubernetes API: no token to steal.
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(
