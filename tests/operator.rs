@@ -582,19 +582,7 @@ async fn credentials_problems_show_the_pods_own_reason() {
         .expect("create");
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
     let selector = "app.kubernetes.io/instance=nosecret,app.kubernetes.io/component=producer";
-    let pod = eventually("producer pod scheduled", WAIT, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(selector))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-        }
-    })
-    .await;
+    let pod = scheduled_pod(&pods, selector).await;
     let pod_name = pod.name_any();
 
     // The Secret does not exist: the kubelet cannot mount the volume, the
@@ -627,48 +615,86 @@ async fn credentials_problems_show_the_pods_own_reason() {
         .create(&PostParams::default(), &event)
         .await
         .expect("kubelet Event");
-    let t = wait_status(
-        &s.streams,
-        "nosecret",
-        "ProducerReady=False FailedMount",
-        |t| {
-            condition(t, "ProducerReady")
-                .is_some_and(|(s, r, _)| s == "False" && r == "FailedMount")
-        },
-    )
-    .await;
+    let t = wait_false(&s.streams, "nosecret", "ProducerReady", "FailedMount").await;
     let (_, _, message) = condition(&t, "ProducerReady").unwrap();
     assert!(message.contains("secret \"x-api\" not found"), "{message}");
 
     // The Secret appears but lacks a key: the producer exits with its error,
     // which the kubelet keeps as the termination message, and backs off.
-    let crashing = json!({ "status": {
-        "phase": "Running",
-        "containerStatuses": [{
-            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 3,
-            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=producer" } },
-            "lastState": { "terminated": { "exitCode": 2, "reason": "Error",
-                "message": "error: credentials in /var/run/secrets/twitterstream.io/x-api are incomplete: missing accessTokenSecret\n" } }
-        }]
-    }});
+    let crashing = crash_looping(
+        2,
+        "error: credentials in /var/run/secrets/twitterstream.io/x-api are incomplete: missing accessTokenSecret\n",
+    );
     pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&crashing))
         .await
         .expect("pod status");
-    let t = wait_status(
-        &s.streams,
-        "nosecret",
-        "ProducerReady=False CrashLoopBackOff",
-        |t| {
-            condition(t, "ProducerReady")
-                .is_some_and(|(s, r, _)| s == "False" && r == "CrashLoopBackOff")
-        },
-    )
-    .await;
+    let t = wait_false(&s.streams, "nosecret", "ProducerReady", "CrashLoopBackOff").await;
     let (_, _, message) = condition(&t, "ProducerReady").unwrap();
     assert!(message.contains("missing accessTokenSecret"), "{message}");
     assert!(message.contains("exited with code 2"), "{message}");
     let (_, ready_reason, _) = condition(&t, "Ready").unwrap();
     assert_eq!(ready_reason, "CrashLoopBackOff");
+}
+
+/// Waits until the Deployment `name` exists.
+async fn wait_deployment(api: &Api<Deployment>, name: &str) -> Deployment {
+    eventually(name, WAIT, || {
+        let api = api.clone();
+        async move { api.get_opt(name).await.ok().flatten() }
+    })
+    .await
+}
+
+/// The test broker's SASL_SSL listeners.
+fn sasl_ssl_brokers() -> Vec<String> {
+    twitterstream_tests::env_var("KAFKA_SASL_SSL_BROKERS")
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the stream's condition `type_` is False with `reason`.
+async fn wait_false(
+    api: &Api<TwitterStream>,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> TwitterStream {
+    wait_status(api, name, &format!("{type_}=False {reason}"), |t| {
+        condition(t, type_).is_some_and(|(s, r, _)| s == "False" && r == reason)
+    })
+    .await
+}
+
+/// The first pod of `selector` that kwok has scheduled.
+async fn scheduled_pod(pods: &Api<Pod>, selector: &str) -> Pod {
+    eventually("pod scheduled", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        }
+    })
+    .await
+}
+
+/// A producer pod's status as the kubelet writes it for a container that
+/// exited with `exit_code` and `message` (its termination message) and is
+/// backing off.
+fn crash_looping(exit_code: i32, message: &str) -> serde_json::Value {
+    json!({ "status": {
+        "phase": "Running",
+        "containerStatuses": [{
+            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 3,
+            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=producer" } },
+            "lastState": { "terminated": { "exitCode": exit_code, "reason": "Error", "message": message } }
+        }]
+    }})
 }
 
 /// An operator replica competing for the Lease `lease` in `ns`.
@@ -962,11 +988,7 @@ async fn images_outside_the_allowlist_are_refused_and_the_last_allowed_one_kept(
         .create(&PostParams::default(), &tws)
         .await
         .expect("create");
-    let producer = eventually("the producer Deployment", WAIT, || {
-        let api = s.deployments.clone();
-        async move { api.get_opt("images-producer").await.ok().flatten() }
-    })
-    .await;
+    let producer = wait_deployment(&s.deployments, "images-producer").await;
     assert_eq!(container_image(&producer).as_deref(), Some(allowed));
 
     let refused = "evil.example/miner:latest";
@@ -1061,23 +1083,17 @@ async fn a_refused_operator_login_is_named_and_a_corrected_secret_taken_up() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let op = Operator::start(&s.ns.name, None, &flags);
     let mut tws = example("login");
-    tws.spec.kafka.brokers = twitterstream_tests::env_var("KAFKA_SASL_SSL_BROKERS")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
+    tws.spec.kafka.brokers = sasl_ssl_brokers();
     let topic = tws.spec.kafka.topic.clone();
     s.streams
         .create(&PostParams::default(), &tws)
         .await
         .expect("create");
-    let t = wait_status(
+    let t = wait_false(
         &s.streams,
         "login",
-        "TopicReady=False KafkaAuthenticationFailed",
-        |t| {
-            condition(t, "TopicReady")
-                .is_some_and(|(s, r, _)| s == "False" && r == "KafkaAuthenticationFailed")
-        },
+        "TopicReady",
+        "KafkaAuthenticationFailed",
     )
     .await;
     let (_, _, message) = condition(&t, "TopicReady").expect("TopicReady");
@@ -1253,19 +1269,12 @@ async fn a_refused_worker_login_reaches_the_producer_condition() {
         serde_json::from_value(json!({"ca": {"secret": "cluster-ca", "key": "ca.crt"}}))
             .expect("tls"),
     );
-    tws.spec.kafka.brokers = twitterstream_tests::env_var("KAFKA_SASL_SSL_BROKERS")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
+    tws.spec.kafka.brokers = sasl_ssl_brokers();
     s.streams
         .create(&PostParams::default(), &tws)
         .await
         .expect("create");
-    let producer = eventually("the producer Deployment", WAIT, || {
-        let api = s.deployments.clone();
-        async move { api.get_opt("badpass-producer").await.ok().flatten() }
-    })
-    .await;
+    let producer = wait_deployment(&s.deployments, "badpass-producer").await;
     // The rendered command line, its mounted files stood in for by local
     // ones: the CA, and a password file with the wrong password.
     let security = std::path::PathBuf::from(twitterstream_tests::env_var("KAFKA_SECURITY_DIR"));
@@ -1318,27 +1327,8 @@ async fn a_refused_worker_login_reaches_the_producer_condition() {
 
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
     let selector = "app.kubernetes.io/instance=badpass,app.kubernetes.io/component=producer";
-    let pod = eventually("producer pod scheduled", WAIT, || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(selector))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-        }
-    })
-    .await;
-    let crashing = json!({ "status": {
-        "phase": "Running",
-        "containerStatuses": [{
-            "name": "producer", "image": TEST_WORKER_IMAGE, "imageID": "", "ready": false, "restartCount": 2,
-            "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=producer" } },
-            "lastState": { "terminated": { "exitCode": 1, "reason": "Error", "message": message } }
-        }]
-    }});
+    let pod = scheduled_pod(&pods, selector).await;
+    let crashing = crash_looping(1, &message);
     pods.patch_status(
         &pod.name_any(),
         &PatchParams::default(),
@@ -1346,16 +1336,7 @@ async fn a_refused_worker_login_reaches_the_producer_condition() {
     )
     .await
     .expect("pod status");
-    let t = wait_status(
-        &s.streams,
-        "badpass",
-        "ProducerReady=False CrashLoopBackOff",
-        |t| {
-            condition(t, "ProducerReady")
-                .is_some_and(|(s, r, _)| s == "False" && r == "CrashLoopBackOff")
-        },
-    )
-    .await;
+    let t = wait_false(&s.streams, "badpass", "ProducerReady", "CrashLoopBackOff").await;
     let (_, _, condition_message) = condition(&t, "ProducerReady").expect("ProducerReady");
     assert!(
         condition_message.contains("could not log in to Kafka")

@@ -5,14 +5,15 @@
 //! those ports unless the spec narrows them with peers.
 
 use crate::crd::{NetworkPolicySpec, TwitterStream};
-use crate::render::{Component, HTTP_PORT, RenderConfig, deployment_name, labels, selector_labels};
+use crate::render::{
+    Component, HTTP_PORT, RenderConfig, child_metadata, deployment_name, selector_labels,
+};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec as PolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
 use std::collections::BTreeSet;
 
 /// The workers' default X API (`--x-api-base-url` unset).
@@ -53,13 +54,7 @@ fn policy(
         egress.push(allow(&spec.x_api, &[("TCP", x_api_port(cfg))]));
     }
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(deployment_name(tws, component)),
-            namespace: tws.namespace(),
-            labels: Some(labels(tws, component)),
-            owner_references: tws.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: child_metadata(tws, component),
         spec: Some(PolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(tws, component)),

@@ -117,13 +117,25 @@ pub(crate) fn selector_string(tws: &TwitterStream, component: Component) -> Stri
         .join(",")
 }
 
-pub(crate) fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
+fn labels(tws: &TwitterStream, component: Component) -> BTreeMap<String, String> {
     let mut l = selector_labels(tws, component);
     l.insert(
         "app.kubernetes.io/managed-by".to_string(),
         FIELD_MANAGER.to_string(),
     );
     l
+}
+
+/// A child object's name (`<name>-<component>`), namespace, labels and
+/// controller owner reference.
+pub(crate) fn child_metadata(tws: &TwitterStream, component: Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(deployment_name(tws, component)),
+        namespace: tws.namespace(),
+        labels: Some(labels(tws, component)),
+        owner_references: tws.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
 }
 
 /// Consumer group id: namespaced, so equally named streams in two namespaces
@@ -414,13 +426,7 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
     };
 
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(deployment_name(tws, component)),
-            namespace: tws.namespace(),
-            labels: Some(labels(tws, component)),
-            owner_references: tws.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: child_metadata(tws, component),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas(tws, component)),
             selector: LabelSelector {

@@ -357,6 +357,13 @@ mod tests {
         (u, p)
     }
 
+    fn property<'a>(props: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tws-kafka-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
@@ -381,12 +388,7 @@ mod tests {
             ..KafkaSecurity::default()
         };
         let props = s.client_properties().unwrap();
-        let get = |k: &str| {
-            props
-                .iter()
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| property(&props, k);
         assert_eq!(get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(get("sasl.username"), Some("alice"));
@@ -438,12 +440,7 @@ mod tests {
             ..KafkaSecurity::default()
         };
         let props = s.client_properties().unwrap();
-        let get = |k: &str| {
-            props
-                .iter()
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| property(&props, k);
         assert_eq!(get("sasl.mechanism"), Some("OAUTHBEARER"));
         assert_eq!(get("sasl.oauthbearer.method"), Some("oidc"));
         assert_eq!(get("sasl.oauthbearer.client.id"), Some("pipeline-client"));
