@@ -135,12 +135,19 @@ fn oauth(name: &'static str, endpoint: &TokenEndpoint, secret_file: String) -> M
     }
 }
 
-fn producer(m: &Mechanism, topic: &str, stream: &str, extra: &[&str], tag: &str) -> ChildProcess {
+/// A producer of `count` synthetic tweets at `rate` per second over `m`.
+fn producer(
+    m: &Mechanism,
+    topic: &str,
+    stream: &str,
+    (rate, count): (u32, u32),
+    tag: &str,
+) -> ChildProcess {
     let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-producer"));
     cmd.args([
         "--source=synthetic",
-        "--synthetic-rate=400",
-        "--synthetic-count=2000",
+        &format!("--synthetic-rate={rate}"),
+        &format!("--synthetic-count={count}"),
         "--exit-when-done",
         &format!("--brokers={}", m.brokers),
         &format!("--topic={topic}"),
@@ -148,9 +155,35 @@ fn producer(m: &Mechanism, topic: &str, stream: &str, extra: &[&str], tag: &str)
         &format!("--http-addr=127.0.0.1:{}", free_port()),
     ])
     .args(&m.flags)
-    .args(extra)
     .env_remove("RUST_LOG");
     ChildProcess::spawn(cmd, &format!("security-{tag}"))
+}
+
+/// A consumer replica's command line over `m`'s listener: 10 s tumbling
+/// windows from the earliest offsets.
+fn replica_args(
+    m: &Mechanism,
+    topic: &str,
+    stream: &str,
+    group: &str,
+    output: &str,
+) -> Vec<String> {
+    let mut args = ReplicaArgs {
+        topic,
+        stream,
+        group,
+        output,
+        window: (10, 10),
+    }
+    .with(&["--start-from=earliest", "--idle-partition-seconds=3"]);
+    // Over the secured listener instead of the plaintext one.
+    let at = args
+        .iter()
+        .position(|a| a == "--brokers")
+        .expect("--brokers");
+    args[at + 1] = m.brokers.clone();
+    args.extend(m.flags.iter().cloned());
+    args
 }
 
 /// Waits for the process to exit; its status code.
@@ -170,7 +203,7 @@ async fn end_to_end(m: Mechanism) {
     // One partition: the readers of the output topic read partition 0.
     create_topic(&output, 1, 1).await;
     let stream: &'static str = Box::leak(format!("sec-{}", m.name).into_boxed_str());
-    let mut p = producer(&m, &topic, stream, &[], m.name);
+    let mut p = producer(&m, &topic, stream, (400, 2000), m.name);
     assert_eq!(
         exit_code(&mut p, Duration::from_secs(120)).await,
         0,
@@ -179,21 +212,7 @@ async fn end_to_end(m: Mechanism) {
         p.log_text()
     );
     let group = unique_name("sec-group");
-    let mut args = ReplicaArgs {
-        topic: &topic,
-        stream,
-        group: &group,
-        output: &output,
-        window: (10, 10),
-    }
-    .with(&["--start-from=earliest", "--idle-partition-seconds=3"]);
-    // Over the secured listener instead of the plaintext one.
-    let at = args
-        .iter()
-        .position(|a| a == "--brokers")
-        .expect("--brokers");
-    args[at + 1] = m.brokers.clone();
-    args.extend(m.flags.iter().cloned());
+    let args = replica_args(&m, &topic, stream, &group, &output);
     let records = read_committed_records(&topic).await;
     assert_eq!(records.len(), 2000, "{}: tweets published", m.name);
     let want = truth::expected(&records, &Rules::tumbling(stream, 10));
@@ -437,4 +456,116 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
     println!("{summary:?}");
     assert!(endpoint.grants().refused > 0, "{:?}", endpoint.grants());
     assert!(foreign.grants().issued > 0, "{:?}", foreign.grants());
+}
+
+/// Sets `user`'s SCRAM-SHA-512 password on the brokers (creating the user),
+/// as a `KafkaUser` rotation does.
+fn set_scram_password(user: &str, password: &str) {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", env_var("KAFKA_LIBS")))
+        .arg("kafka.admin.ConfigCommand")
+        .args(["--bootstrap-server", &env_var("KAFKA_BROKERS")])
+        .args(["--alter", "--entity-type", "users", "--entity-name", user])
+        .args([
+            "--add-config",
+            &format!("SCRAM-SHA-512=[password={password}]"),
+        ])
+        .output()
+        .expect("java");
+    assert!(out.status.success(), "kafka-configs: {out:?}");
+}
+
+/// A password rotated mid-run, on the brokers and, `file_after` later, in
+/// the mounted file (as a `KafkaUser` rotation and the kubelet do). The
+/// brokers refuse the old password at the next re-authentication (every
+/// 15 s here). The workers log in again with the new file: after a commit
+/// when they notice it first, or at once when the brokers already refuse
+/// them. The producer finishes, every tweet is published once and every
+/// window is exact; neither worker restarted.
+async fn rotation(name: &str, file_after: Duration) {
+    let user = unique_name("tws-rot");
+    let dir = std::env::temp_dir().join(&user);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (username, password) = (dir.join("username"), dir.join("password"));
+    std::fs::write(&username, &user).expect("write");
+    let old = unique_name("old-pw");
+    set_scram_password(&user, &old);
+    std::fs::write(&password, &old).expect("write");
+    let m = sasl(
+        "rotation",
+        "sasl-ssl",
+        "SCRAM-SHA-512",
+        "unused",
+        password.display().to_string(),
+    );
+    let m = Mechanism {
+        flags: m
+            .flags
+            .into_iter()
+            .map(|f| {
+                if f.starts_with("--kafka-sasl-username-file=") {
+                    format!("--kafka-sasl-username-file={}", username.display())
+                } else {
+                    f
+                }
+            })
+            .collect(),
+        ..m
+    };
+    let topic = unique_name("sec-rotation");
+    let output = format!("{topic}-windows");
+    create_topic(&topic, 2, 1).await;
+    create_topic(&output, 1, 1).await;
+    // Each test its own stream: the transactional id derives from it.
+    let stream: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let mut p = producer(&m, &topic, stream, (150, 6000), name);
+    let group = unique_name("sec-rot-group");
+    let args = replica_args(&m, &topic, stream, &group, &output);
+    let replica = twitterstream_tests::consumer::Replica::start(&unique_name(name), &args);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let new = unique_name("new-pw");
+    set_scram_password(&user, &new);
+    tokio::time::sleep(file_after).await;
+    std::fs::write(&password, &new).expect("write");
+    println!("{name}: rotated {user}'s password at 8 s, the file {file_after:?} later");
+    assert_eq!(
+        exit_code(&mut p, Duration::from_secs(150)).await,
+        0,
+        "producer: {}",
+        p.log_text()
+    );
+    let records = read_committed_records(&topic).await;
+    assert_eq!(records.len(), 6000, "tweets published once each");
+    let want = truth::expected(&records, &Rules::tumbling(stream, 10));
+    wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
+    let got = truth::published(stream, &read_output(&output));
+    truth::assert_exact(&got, &want);
+    let relogin = "the Kafka credentials changed; logging in again with them";
+    let producer_log = p.log_text();
+    assert!(producer_log.contains(relogin), "producer: {producer_log}");
+    let consumer_log = replica.log_text();
+    assert!(consumer_log.contains(relogin), "consumer: {consumer_log}");
+    for (who, log) in [("producer", &producer_log), ("consumer", &consumer_log)] {
+        assert!(
+            !log.contains(&old) && !log.contains(&new),
+            "{who} logged a password"
+        );
+    }
+    println!(
+        "{name}: 6000 tweets once each, {} windows exact; both workers logged in again without a restart",
+        got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_credentials_are_taken_up_without_a_restart() {
+    rotation("rotation", Duration::ZERO).await;
+}
+
+/// The file arrives 20 s after the brokers changed the password, so the
+/// brokers refuse the clients first (the kubelet may take a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_rotated_on_the_brokers_first_are_taken_up_when_the_file_arrives() {
+    rotation("rotation-late-file", Duration::from_secs(20)).await;
 }

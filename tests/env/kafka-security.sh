@@ -121,7 +121,10 @@ kafka_scram_format_args() {
 # client-side validator, which checks no signature: with it the brokers
 # accepted a token signed by a key they never saw
 # (bad_credentials_end_with_the_reason_and_no_secret, case
-# oauth-untrusted-token).
+# oauth-untrusted-token). SASL_SSL clients log in again every 15 s (KIP-368),
+# as brokers that expire sessions make them: a rotated password is then
+# refused on connections that are already open
+# (rotated_credentials_are_taken_up_without_a_restart).
 # Listener names
 # SASLSSL, SASLPLAIN, MTLS and TLS; their ports are in the `listeners` line.
 kafka_security_properties() {
@@ -137,6 +140,7 @@ ssl.truststore.location=$dir/tls/ca.crt
 listener.name.mtls.ssl.client.auth=required
 listener.name.tls.ssl.client.auth=none
 listener.name.saslssl.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER
+listener.name.saslssl.connections.max.reauth.ms=15000
 listener.name.saslssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
 listener.name.saslssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
 sasl.oauthbearer.jwks.endpoint.url=file://$dir/oauth/jwks.json

@@ -73,6 +73,11 @@ impl Replica {
         self.child = Some(child);
     }
 
+    /// Everything the replica wrote (every run of it, appended).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -10,6 +10,11 @@
 //! whose clients have failed to authenticate for longer than a grace period
 //! exits with the reason (the pod's termination message) instead of
 //! retrying in silence.
+//!
+//! librdkafka reads the credential files only when a client is created, so
+//! [`CredentialFiles`] notices when the kubelet rewrites a rotated Secret,
+//! and the workers then build new clients at their next transaction
+//! boundary.
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -132,6 +137,74 @@ impl AuthWatch {
     pub(crate) fn current(&self) -> Option<String> {
         self.failing_for(Duration::ZERO)
     }
+
+    /// Returns once the brokers refuse the clients and `files` have changed
+    /// since the clients read them: the old credentials were rotated away
+    /// before a commit could notice (nothing commits while refused), so the
+    /// clients must be replaced now.
+    pub(crate) async fn refused_after_rotation(&self, mut files: CredentialFiles) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.current().is_some() && files.changed() {
+                return;
+            }
+        }
+    }
+}
+
+/// How often the credential files are compared with those the clients were
+/// built from: a few small files, read every 5 s.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(5);
+
+/// The credential files a set of clients was built from.
+#[derive(Debug, Clone)]
+pub(crate) struct CredentialFiles {
+    security: KafkaSecurity,
+    built_with: u64,
+    next_check: Instant,
+}
+
+impl CredentialFiles {
+    /// Taken just before the clients read the files.
+    pub(crate) fn new(security: &KafkaSecurity) -> Self {
+        Self {
+            security: security.clone(),
+            built_with: fingerprint(security),
+            next_check: Instant::now() + CREDENTIALS_CHECK,
+        }
+    }
+
+    /// Looks at the files at the next `changed` already.
+    #[cfg(test)]
+    pub(crate) fn check_now(mut self) -> Self {
+        self.next_check = Instant::now();
+        self
+    }
+
+    /// Whether the files now differ from what the clients read (looked at
+    /// once per [`CREDENTIALS_CHECK`]; false in between).
+    pub(crate) fn changed(&mut self) -> bool {
+        if Instant::now() < self.next_check {
+            return false;
+        }
+        self.next_check = Instant::now() + CREDENTIALS_CHECK;
+        fingerprint(&self.security) != self.built_with
+    }
+}
+
+/// The contents of the credential files (or why one cannot be read), as one
+/// number.
+fn fingerprint(security: &KafkaSecurity) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in security.files() {
+        path.hash(&mut h);
+        match std::fs::read(path) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -172,5 +245,28 @@ mod tests {
         let c = client_config("127.0.0.1:9092", &KafkaSecurity::default()).unwrap();
         assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         assert_eq!(c.get("security.protocol"), None);
+    }
+
+    #[test]
+    fn a_rewritten_credential_file_is_noticed_at_the_next_check() {
+        let dir = std::env::temp_dir().join(format!("tws-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "old").unwrap();
+        let security = KafkaSecurity {
+            kafka_sasl_password_file: Some(password.clone()),
+            ..KafkaSecurity::default()
+        };
+        let mut files = CredentialFiles::new(&security);
+        files.next_check = Instant::now();
+        assert!(!files.changed(), "unchanged");
+        std::fs::write(&password, "new").unwrap();
+        assert!(!files.changed(), "looked at once per interval");
+        files.next_check = Instant::now();
+        assert!(files.changed());
+        // A file the kubelet has not written yet counts as a change too.
+        std::fs::remove_file(&password).unwrap();
+        files.next_check = Instant::now();
+        assert!(files.changed());
     }
 }

@@ -253,6 +253,23 @@ impl KafkaSecurity {
         Ok(())
     }
 
+    /// Every file these settings name: what a client reads when it is
+    /// created.
+    pub fn files(&self) -> Vec<&Path> {
+        [
+            &self.kafka_ca_file,
+            &self.kafka_cert_file,
+            &self.kafka_key_file,
+            &self.kafka_sasl_username_file,
+            &self.kafka_sasl_password_file,
+            &self.kafka_oauth_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect()
+    }
+
     /// The librdkafka properties for these settings, secrets read from their
     /// files now. Plaintext gives none (librdkafka's default).
     pub fn client_properties(&self) -> Result<Vec<(&'static str, String)>, KafkaSecurityError> {

@@ -123,6 +123,11 @@ fn main() -> ExitCode {
         let shutdown = shutdown_on_signals();
         run(args, shutdown).await
     });
+    // A librdkafka call of clients given up on (credentials rotated while
+    // the brokers refused them) may still block a thread until its own
+    // timeout; exiting does not wait for it (it held the process for over
+    // 100 s after "producer stopped").
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => {
             tracing::info!("producer stopped");

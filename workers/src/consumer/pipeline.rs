@@ -16,7 +16,7 @@ use crate::consumer::partials;
 use crate::consumer::probes::ConsumerProbes;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
-use crate::kafka::{AuthContext, AuthWatch, KafkaClients};
+use crate::kafka::{AuthContext, AuthWatch, CredentialFiles, KafkaClients};
 use crate::ops;
 use crate::shutdown::{Shutdown, shutdown_on_signals};
 use rdkafka::consumer::BaseConsumer;
@@ -197,6 +197,8 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     let instance = instance_name();
     let partials_topic = partials::topic_name(&group);
     let commit_interval = Duration::from_millis(100);
+    // One flag per stage: each ends its session once.
+    let relogin = [(); 2].map(|()| Arc::new(AtomicBool::new(false)));
     let aggregate = Driver::new(
         StageConfig {
             stage: "aggregate",
@@ -210,6 +212,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             commit_interval,
             report_lag: true,
             observe_group: true,
+            relogin: relogin[0].clone(),
         },
         AggregateStage::new(
             &args.stream_name,
@@ -241,6 +244,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             commit_interval,
             report_lag: false,
             observe_group: false,
+            relogin: relogin[1].clone(),
         },
         MergeStage::new(
             &args.stream_name,
@@ -276,15 +280,29 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         threads.push(t);
     }
     let mut failure = None;
-    tokio::select! {
-        _ = signal.wait() => tracing::info!("shutting down: committing what is complete"),
-        last = auth.failed_for(Duration::from_secs(grace)) => {
-            health.broken.store(true, Ordering::SeqCst);
-            failure = Some(auth_failed(last));
-        }
-        Some(name) = done_rx.recv() => {
-            health.broken.store(true, Ordering::SeqCst);
-            tracing::error!(stage = name, "a stage ended on its own");
+    loop {
+        tokio::select! {
+            _ = signal.wait() => {
+                tracing::info!("shutting down: committing what is complete");
+                break;
+            }
+            last = auth.failed_for(Duration::from_secs(grace)) => {
+                health.broken.store(true, Ordering::SeqCst);
+                failure = Some(auth_failed(last));
+                break;
+            }
+            Some(name) = done_rx.recv() => {
+                health.broken.store(true, Ordering::SeqCst);
+                tracing::error!(stage = name, "a stage ended on its own");
+                break;
+            }
+            // Refused clients cannot commit, so no commit notices the new
+            // files: the stages are told to log in again.
+            () = auth.refused_after_rotation(CredentialFiles::new(&args.kafka_security)) => {
+                for flag in &relogin {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
         }
     }
     stop.store(true, Ordering::SeqCst);

@@ -126,6 +126,9 @@ pub(crate) struct StageConfig {
     /// Hand the processor the group's commits of the whole topic
     /// ([`Processor::observe`]).
     pub(crate) observe_group: bool,
+    /// Set when the brokers refuse the clients and the credential files
+    /// have changed: the session ends and new clients log in.
+    pub(crate) relogin: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,10 @@ pub(crate) enum StageError {
     },
     #[error("{stage}: the consumer has no group metadata")]
     NoGroupMetadata { stage: &'static str },
+    /// Not a failure: the credential files were rewritten (a rotated
+    /// Secret), and new clients log in with them.
+    #[error("{stage}: the Kafka credentials changed")]
+    CredentialsChanged { stage: &'static str },
     /// The transaction failed and was aborted: nothing of it is visible,
     /// and the clients are still good.
     #[error("{stage}: transaction aborted: {source}")]
@@ -352,6 +359,12 @@ impl<P: Processor> Driver<P> {
             let started = Instant::now();
             match self.session() {
                 Ok(()) => break,
+                Err(StageError::CredentialsChanged { .. }) => {
+                    tracing::info!(
+                        stage = self.cfg.stage,
+                        "the Kafka credentials changed; logging in again with them"
+                    );
+                }
                 Err(e) => {
                     self.metrics
                         .kafka_errors
@@ -456,6 +469,7 @@ impl<P: Processor> Driver<P> {
     /// One life of the clients.
     fn session(&mut self) -> Result<(), StageError> {
         self.processor.reset(&[], now_ms());
+        let mut credentials = kafka::CredentialFiles::new(&self.cfg.security);
         let producer = match &self.cfg.transactional_id {
             Some(id) => Some(self.producer(&id.clone())?),
             None => None,
@@ -469,6 +483,11 @@ impl<P: Processor> Driver<P> {
         let mut next_lag = Instant::now();
         let mut next_observe = Instant::now() + OBSERVE_INTERVAL;
         loop {
+            if self.cfg.relogin.swap(false, Ordering::SeqCst) {
+                return Err(StageError::CredentialsChanged {
+                    stage: self.cfg.stage,
+                });
+            }
             let stopping = self.shutdown.load(Ordering::SeqCst);
             if stopping {
                 // Commit whatever is complete; open windows resume elsewhere.
@@ -504,6 +523,13 @@ impl<P: Processor> Driver<P> {
             }
             if Instant::now() >= next_cycle {
                 match self.commit(&consumer, producer.as_ref()) {
+                    // Everything so far is committed: a good moment for new
+                    // clients, which resume from exactly here.
+                    Ok(()) if credentials.changed() => {
+                        return Err(StageError::CredentialsChanged {
+                            stage: self.cfg.stage,
+                        });
+                    }
                     Ok(()) => {}
                     Err(e @ StageError::Aborted { .. }) => {
                         // Start over from the committed offsets with the same

@@ -40,4 +40,9 @@ pub enum RunError {
     KafkaAuthentication { grace_seconds: u64, last: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Not a failure: the credential files were rewritten (a rotated
+    /// Secret) and new clients log in with them (`run.rs`): after a commit,
+    /// or at once when the brokers already refuse the old ones (`refused`).
+    #[error("the Kafka credentials changed")]
+    CredentialsChanged { refused: bool },
 }

@@ -9,8 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,6 +168,28 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The readiness check of the current Kafka clients, which are replaced
+/// when the credentials rotate: not ready while there are none.
+#[derive(Clone, Default)]
+pub(crate) struct ReadyCheck(Arc<RwLock<Option<ReadyFn>>>);
+
+type ReadyFn = Arc<dyn Fn(Duration) -> bool + Send + Sync>;
+
+impl ReadyCheck {
+    pub(crate) fn set(&self, check: impl Fn(Duration) -> bool + Send + Sync + 'static) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(check));
+    }
+
+    /// A probe that asks whichever clients are current.
+    pub(crate) fn probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
+        let slot = self.0.clone();
+        move |timeout| {
+            let current = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+            current.is_some_and(|check| check(timeout))
+        }
     }
 }
 

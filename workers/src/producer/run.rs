@@ -7,7 +7,7 @@
 use super::checkpoint::Checkpoint;
 use super::credentials::{CredentialSource, CredentialsProvider};
 pub use super::error::RunError;
-use super::metrics::{self, Metrics};
+use super::metrics::{self, Metrics, ReadyCheck};
 use super::publisher::{Publisher, PublisherConfig};
 use super::resume::{self, Position, ResumeQuery};
 use super::sink::TransactionalSink;
@@ -15,7 +15,7 @@ use super::source::replay::ReplaySource;
 use super::source::search::SearchSource;
 use super::source::stream::StreamSource;
 use super::source::synthetic::SyntheticSource;
-use crate::kafka::AuthWatch;
+use crate::kafka::{AuthWatch, CredentialFiles};
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,20 +29,10 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
     let source = args.source.as_str();
     let metrics = Arc::new(Metrics::new());
     let auth = AuthWatch::default();
-    let publisher = Publisher::new(PublisherConfig {
-        brokers: brokers(&args),
-        topic: args.topic.clone(),
-        stream: args.stream_name.clone(),
-        qualified_stream: args.qualified_stream(),
-        keyword: args.keyword.clone(),
-        source,
-        compression: "lz4",
-        security: args.kafka_security.clone(),
-        auth: auth.clone(),
-    })?;
+    let ready = ReadyCheck::default();
     let probes = metrics::ProducerProbes {
         metrics: metrics.clone(),
-        ready: publisher.readiness_probe(),
+        ready: ready.probe(),
         auth: auth.clone(),
     };
     let (addr, _server) = crate::ops::serve(args.http_addr, probes, shutdown.clone())
@@ -59,26 +49,50 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         keyword = args.keyword.as_deref().unwrap_or(""),
         "producer starting"
     );
-
-    let mut sink = TransactionalSink::new(publisher, metrics.clone());
-    let work = async {
-        match sink.init(&mut shutdown).await {
-            Ok(true) => match start(&args, &mut sink, &metrics, &mut shutdown).await {
-                Ok(Some(start)) => drive(&args, start, &mut sink, &metrics, &mut shutdown).await,
-                other => other.map(|_| ()),
-            },
-            other => other.map(|_| ()),
+    // One life of the Kafka clients per turn: a rotated Secret ends one
+    // after a commit, and the next logs in with the new files and resumes
+    // from the checkpoint that commit wrote.
+    let result = loop {
+        let credentials = CredentialFiles::new(&args.kafka_security);
+        let publisher = Publisher::new(PublisherConfig {
+            brokers: brokers(&args),
+            topic: args.topic.clone(),
+            stream: args.stream_name.clone(),
+            qualified_stream: args.qualified_stream(),
+            keyword: args.keyword.clone(),
+            source,
+            compression: "lz4",
+            security: args.kafka_security.clone(),
+            auth: auth.clone(),
+        })?;
+        ready.set(publisher.readiness_probe());
+        let mut sink =
+            TransactionalSink::new(publisher, metrics.clone()).watching(credentials.clone());
+        let life = ClientsLife {
+            args: &args,
+            metrics: &metrics,
+            auth: &auth,
+            credentials,
+        };
+        let result = life.run(&mut sink, &mut shutdown).await;
+        match result {
+            Err(RunError::CredentialsChanged { refused }) => {
+                // Refused clients can neither abort nor flush: the next
+                // ones fence them, which aborts their open transaction.
+                if !refused {
+                    sink.close().await;
+                }
+                tracing::info!(
+                    refused,
+                    "the Kafka credentials changed; logging in again with them"
+                )
+            }
+            result => {
+                sink.close().await;
+                break result;
+            }
         }
     };
-    let grace = args.kafka_security.kafka_auth_grace_seconds;
-    let result = tokio::select! {
-        r = work => r,
-        last = auth.failed_for(Duration::from_secs(grace)) => Err(RunError::KafkaAuthentication {
-            grace_seconds: grace,
-            last,
-        }),
-    };
-    sink.close().await;
     if result.is_ok() && !shutdown.requested() && !args.exit_when_done {
         tracing::info!(
             source,
@@ -87,6 +101,63 @@ pub async fn run(args: ProducerArgs, mut shutdown: Shutdown) -> Result<(), RunEr
         shutdown.wait().await;
     }
     result
+}
+
+/// One life of the Kafka clients: what they need and were built from.
+struct ClientsLife<'a> {
+    args: &'a ProducerArgs,
+    metrics: &'a Arc<Metrics>,
+    auth: &'a AuthWatch,
+    credentials: CredentialFiles,
+}
+
+impl ClientsLife<'_> {
+    /// Initialises the transactions, resumes and drives the source, until
+    /// the source ends, shutdown, the clients fail to log in for the grace
+    /// period, or the credential files change.
+    async fn run(
+        self,
+        sink: &mut TransactionalSink,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), RunError> {
+        let (args, metrics) = (self.args, self.metrics);
+        let work = async {
+            match sink.init(shutdown).await {
+                Ok(true) => match start(args, sink, metrics, shutdown).await {
+                    Ok(Some(start)) => drive(args, start, sink, metrics, shutdown).await,
+                    other => other.map(|_| ()),
+                },
+                other => other.map(|_| ()),
+            }
+        };
+        let grace = Duration::from_secs(args.kafka_security.kafka_auth_grace_seconds);
+        let refused = |last| RunError::KafkaAuthentication {
+            grace_seconds: grace.as_secs(),
+            last,
+        };
+        let ended = tokio::select! {
+            r = work => r,
+            () = self.auth.refused_after_rotation(self.credentials.clone()) => {
+                return Err(RunError::CredentialsChanged { refused: true });
+            }
+            last = self.auth.failed_for(grace) => return Err(refused(last)),
+        };
+        match ended {
+            // The clients failed because the brokers refuse them (a commit,
+            // then its abort, fail with the login): wait for new credentials
+            // or the grace period rather than end with the failure.
+            Err(e) if self.auth.current().is_some() => {
+                tracing::warn!(error = %e, "the brokers refuse this producer's login; waiting for new credentials");
+                tokio::select! {
+                    () = self.auth.refused_after_rotation(self.credentials) => {
+                        Err(RunError::CredentialsChanged { refused: true })
+                    }
+                    last = self.auth.failed_for(grace) => Err(refused(last)),
+                }
+            }
+            ended => ended,
+        }
+    }
 }
 
 fn brokers(args: &ProducerArgs) -> Vec<String> {

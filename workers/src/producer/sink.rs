@@ -15,6 +15,7 @@ use super::error::RunError;
 use super::metrics::Metrics;
 use super::publisher::{PublishError, Publisher, Transactions, TweetRecord};
 use super::source::{Batch, Fill, Recovery, TweetSource};
+use crate::kafka::CredentialFiles;
 use crate::shutdown::Shutdown;
 use chrono::{SecondsFormat, Utc};
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub(crate) struct TransactionalSink<P = Publisher> {
     publisher: P,
     metrics: Arc<Metrics>,
     backoff: Duration,
+    /// The credential files the publisher was built from; when they change,
+    /// `drive` ends after a commit with `RunError::CredentialsChanged`.
+    credentials: Option<CredentialFiles>,
 }
 
 /// The batch a source is filling: the transaction begins with its first
@@ -128,7 +132,14 @@ impl<P: Transactions> TransactionalSink<P> {
             publisher,
             metrics,
             backoff: FIRST_BACKOFF,
+            credentials: None,
         }
+    }
+
+    /// Ends `drive` at the first commit after these files change.
+    pub(crate) fn watching(mut self, credentials: CredentialFiles) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Commits a checkpoint alone (retrying until it is committed), so that
@@ -221,6 +232,14 @@ impl<P: Transactions> TransactionalSink<P> {
                 }
             }
             source.committed();
+            // Everything so far is committed: new clients resume from here.
+            if self
+                .credentials
+                .as_mut()
+                .is_some_and(CredentialFiles::changed)
+            {
+                return Err(RunError::CredentialsChanged { refused: false });
+            }
         }
         Ok(())
     }
@@ -523,5 +542,34 @@ mod tests {
         assert_eq!(kafka.begun, 1);
         assert_eq!(kafka.visible, ["1"]);
         assert_eq!(script.committed, [0, 1]);
+    }
+
+    #[tokio::test]
+    async fn rewritten_credentials_end_the_drive_right_after_a_commit() {
+        let dir = std::env::temp_dir().join(format!("tws-sink-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let password = dir.join("password");
+        std::fs::write(&password, "old").expect("write");
+        let security = twitterstream_contract::kafka::KafkaSecurity {
+            kafka_sasl_password_file: Some(password.clone()),
+            ..Default::default()
+        };
+        let credentials = CredentialFiles::new(&security).check_now();
+        std::fs::write(&password, "rotated").expect("write");
+        let mut script = Script::new(Recovery::Refetch, BATCHES);
+        let (_keep, mut shutdown) = Shutdown::new();
+        let mut sink = TransactionalSink::new(FakeKafka::default(), Arc::new(Metrics::new()))
+            .watching(credentials);
+        let r = sink.drive(&mut script, &mut shutdown).await;
+        assert!(
+            matches!(r, Err(RunError::CredentialsChanged { refused: false })),
+            "{r:?}"
+        );
+        // The first batch was committed, and nothing after it was begun:
+        // new clients resume from that commit's checkpoint.
+        assert_eq!(sink.publisher.visible, ["0", "1", "2"]);
+        assert_eq!(sink.publisher.checkpoints, [Some(2)]);
+        assert_eq!(sink.publisher.begun, 1);
+        assert_eq!(script.committed, [0]);
     }
 }
