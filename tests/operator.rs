@@ -1349,5 +1349,22 @@ async fn a_refused_worker_login_reaches_the_producer_condition() {
             .expect("status")
             .contains(&wrong)
     );
-    println!("ProducerReady: {condition_message}");
+    // And a Warning Event says the same.
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let note = eventually("the CrashLoopBackOff Event", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find_map(|e| {
+                (e.reason.as_deref() == Some("CrashLoopBackOff")
+                    && e.involved_object.name.as_deref() == Some("badpass"))
+                .then_some(e.message)
+                .flatten()
+            })
+        }
+    })
+    .await;
+    assert!(note.contains("could not log in to Kafka"), "{note}");
+    assert!(!note.contains(&wrong));
+    println!("ProducerReady: {condition_message}; Event: {note}");
 }

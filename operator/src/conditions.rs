@@ -35,6 +35,26 @@ impl Observation {
     }
 }
 
+/// The components' pod problems that are new since `previous` (a component
+/// not ready for a reason of its pods', e.g. `CrashLoopBackOff` with the
+/// container's termination message): each is worth one Warning Event. A
+/// rollout in progress or a suspended stream is not a problem.
+pub(crate) fn new_pod_problems<'a>(
+    previous: &[Condition],
+    current: &'a [Condition],
+) -> Vec<&'a Condition> {
+    current
+        .iter()
+        .filter(|c| c.type_ == PRODUCER_READY || c.type_ == CONSUMER_READY)
+        .filter(|c| c.status == "False" && c.reason != "RollingOut" && c.reason != "Suspended")
+        .filter(|c| {
+            !previous
+                .iter()
+                .any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
+        })
+        .collect()
+}
+
 /// Turns observations into conditions, keeping the previous transition time
 /// of each condition whose status did not change.
 pub(crate) fn merge(
@@ -150,5 +170,42 @@ mod tests {
         assert!(r.message.contains("ProducerReady"));
         assert!(ready(&parts[..1], false).ok);
         assert_eq!(ready(&parts[..1], true).reason, "Suspended");
+    }
+
+    #[test]
+    fn a_pod_problem_is_reported_once_when_it_appears() {
+        let t = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let at = |obs: &[Observation], prev: &[Condition]| merge(prev, obs, Some(1), &t);
+        let rolling = at(
+            &[Observation::new(
+                PRODUCER_READY,
+                false,
+                "RollingOut",
+                "0/1 pods ready",
+            )],
+            &[],
+        );
+        assert!(
+            new_pod_problems(&[], &rolling).is_empty(),
+            "a rollout is no problem"
+        );
+        let crashing = at(
+            &[
+                Observation::new(
+                    PRODUCER_READY,
+                    false,
+                    "CrashLoopBackOff",
+                    "pod p: exited with code 1: could not log in",
+                ),
+                Observation::new(CONSUMER_READY, true, "AllReplicasReady", "1/1 pods ready"),
+                Observation::new(TOPIC_READY, false, "KafkaUnreachable", "down"),
+            ],
+            &rolling,
+        );
+        let new = new_pod_problems(&rolling, &crashing);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].reason, "CrashLoopBackOff");
+        // The same problem on the next reconcile: not again.
+        assert!(new_pod_problems(&crashing, &crashing).is_empty());
     }
 }

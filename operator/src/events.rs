@@ -34,7 +34,7 @@ impl Events {
         let ev = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(within_note_limit(note)),
             action: action.to_string(),
             secondary: None,
         };
@@ -42,6 +42,21 @@ impl Events {
             warn!(reason, error = %e, "Event not queued");
         }
     }
+}
+
+/// The API server refuses an Event whose note exceeds 1 kB; a termination
+/// message may be 4 kB. Cut at a character boundary, marked with `…`.
+fn within_note_limit(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 /// Publishes queued Events, a few at a time, until the Context is dropped.

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::render::{self, Component};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use std::collections::HashMap;
 
@@ -49,6 +50,19 @@ pub(crate) async fn observe_and_write(
         consumer: component_status.remove(&Component::Consumer),
         topic: topic_status.or(previous.topic.clone()),
     };
+    // A component's pods newly failing (a crash loop with the worker's
+    // termination message, a missing Secret): also a Warning Event.
+    for c in conditions::new_pod_problems(&previous.conditions, &status.conditions) {
+        ctx.events
+            .emit(
+                tws,
+                EventType::Warning,
+                &c.reason,
+                "ObservePods",
+                c.message.clone(),
+            )
+            .await;
+    }
     // Unchanged status: skip the write, so a steady state costs no API writes.
     if !same_status(&previous, &status) {
         let patch = serde_json::json!({ "status": status });
