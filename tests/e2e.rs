@@ -2,13 +2,15 @@
 //! create the credentials Secret, `kubectl apply -f examples/superbowl.yaml`,
 //! and read window results from the output topic.
 //!
-//! Everything is real except where this machine cannot be: the chart's
-//! operator and the Deployments it renders run as local processes started
-//! with exactly their containers' command, args and env (`LocalPods` plays
-//! the kubelet, since kwok runs no containers), the operator authenticating
-//! with the chart's ServiceAccount token and nothing more; and the X API is
-//! the test suite's v2 server, which checks the producer's OAuth 1.0a
-//! signatures.
+//! Everything is real except the X API, which is the test suite's v2 server
+//! (it checks the producer's OAuth 1.0a signatures): the chart's operator and
+//! the Deployments it renders run as pods on the environment's real node, in
+//! containers of the images built from the Dockerfiles (`tests/env/images`),
+//! the operator with its ServiceAccount token and in-cluster config, the
+//! producer with the kubelet-mounted credentials Secret. Only when
+//! `tests/env/up` could not start that node (it says why) do they run as local
+//! processes with exactly their containers' command, args and env
+//! (`LocalPods` plays the kubelet).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -19,8 +21,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use twitterstream_tests::k8s::{TestNamespace, admin_client};
-use twitterstream_tests::local_pods::LocalPods;
+use twitterstream_tests::k8s::admin_client;
+use twitterstream_tests::pods::{NamespacePods, namespace_on_real_node};
 use twitterstream_tests::xapi::{TweetSpec, UserKeys, XApiServer};
 use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
@@ -170,10 +172,66 @@ fn condition(ns: &str, name: &str, ty: &str) -> Option<(String, String)> {
     (!status.is_empty()).then(|| (status.to_string(), reason.to_string()))
 }
 
+/// The host PID of a real pod's (first) container, from the CRI
+/// (`crictl inspect`, through the node's containerd).
+fn container_pid(ns: &str, pod: &str) -> u32 {
+    let id = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ],
+        None,
+    );
+    let id = id.trim().trim_start_matches("containerd://");
+    let crictl = std::env::var("TWS_CRICTL").expect("TWS_CRICTL from tests/env/up");
+    let out = run(&crictl, &["inspect", id], None);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crictl inspect JSON");
+    let pid = info["info"]["pid"].as_u64().expect("the container's pid");
+    u32::try_from(pid).expect("a pid")
+}
+
+/// What runc enforced on a running container, read from the host's /proc:
+/// its user, its effective capabilities, no_new_privs, and whether its root
+/// file system is mounted read-only.
+fn enforced(pid: u32) -> (String, String, String, bool) {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("/proc/<pid>/mountinfo");
+    // Field 5 is the mount point, field 6 its options.
+    let root_ro = mountinfo.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(4) == Some(&"/") && f.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro"))
+    });
+    (field("Uid"), field("CapEff"), field("NoNewPrivs"), root_ro)
+}
+
+/// `kubectl logs -f` of a pod, until its container ends.
+fn follow_logs(ns: &str, pod: &str) -> std::process::Child {
+    Command::new("kubectl")
+        .args(["-n", ns, "logs", "-f", pod])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "e2e").await;
+    let ns = namespace_on_real_node(&client, "e2e").await;
     let release = unique_name("tws").chars().take(40).collect::<String>();
 
     // 1. The chart, watching this namespace only, its producers pointed at
@@ -211,10 +269,10 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     xapi.add(tweets);
 
     // 3. Every Deployment of the namespace (the chart's operator, then the
-    //    pipeline it renders) runs as local processes.
-    let pods = LocalPods::start(client.clone(), &ns.name, None);
+    //    pipeline it renders) runs as pods on the real node (or local processes).
+    let pods = NamespacePods::start(client.clone(), &ns.name);
     let operator = eventually(
-        "the chart's operator running locally",
+        "the chart's operator running",
         Duration::from_secs(60),
         || {
             let p = pods
@@ -286,6 +344,61 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
             .any(|a| a.contains(&keys.consumer_secret)),
         "credentials never on the command line"
     );
+    let mut killed = None;
+    if pods.is_real() {
+        let node = twitterstream_tests::pods::real_node().unwrap_or_default();
+        report(&format!(
+            "kubectl get nodes -o wide:\n{}",
+            kubectl(&["get", "nodes", "-o", "wide"], None)
+        ));
+        let selector = format!("spec.nodeName={node}");
+        let wide = kubectl(
+            &[
+                "get",
+                "pods",
+                "-A",
+                "-o",
+                "wide",
+                "--field-selector",
+                &selector,
+            ],
+            None,
+        );
+        report(&format!(
+            "kubectl get pods -A -o wide --field-selector {selector}:\n{wide}"
+        ));
+        for what in ["-operator-", "superbowl-producer-", "superbowl-consumer-"] {
+            assert!(
+                wide.lines().any(|l| l.starts_with(&format!("{} ", ns.name))
+                    && l.contains(what)
+                    && l.contains(" Running ")),
+                "no {what} pod Running on {node}:\n{wide}"
+            );
+        }
+        // runc enforces the pod's securityContext: runAsUser 65532, no
+        // capabilities, no_new_privs, a read-only root file system.
+        for p in [&producers[0], &pods.pods_of("superbowl-consumer")[0]] {
+            let (uid, cap, nnp, ro) = enforced(container_pid(&ns.name, &p.name));
+            report(&format!(
+                "{}: Uid {uid}, CapEff {cap}, NoNewPrivs {nnp}, root read-only {ro}",
+                p.name
+            ));
+            assert_eq!(uid, "65532 65532 65532 65532", "{} runs as 65532", p.name);
+            assert_eq!(cap, "0000000000000000", "{} has no capabilities", p.name);
+            assert_eq!(nnp, "1", "{} cannot gain privileges", p.name);
+            assert!(ro, "{}'s root file system is read-only", p.name);
+        }
+        // A consumer killed mid-run: the kubelet restarts its container, and
+        // the totals below stay exact.
+        let victim = pods.pods_of("superbowl-consumer")[0].clone();
+        let pid = container_pid(&ns.name, &victim.name);
+        run("kill", &["-KILL", &pid.to_string()], None);
+        report(&format!(
+            "SIGKILL to consumer {} (host pid {pid})",
+            victim.name
+        ));
+        killed = Some(victim.name);
+    }
 
     // 6. Window results with the expected totals.
     let n = want.len();
@@ -327,12 +440,122 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
         "{} windows, {total} tweets: equal to the corpus filtered by lang:en and minFaves (90 of 180 kept)",
         want.len()
     ));
+    if let Some(victim) = &killed {
+        let restarted = eventually(
+            "the kubelet restarting the killed consumer",
+            Duration::from_secs(60),
+            || {
+                let p = pods
+                    .pods_of("superbowl-consumer")
+                    .into_iter()
+                    .find(|p| &p.name == victim && p.restarts >= 1);
+                std::future::ready(p)
+            },
+        )
+        .await;
+        report(&format!(
+            "consumer {victim}: restarted by the kubelet ({} restart), totals above exact",
+            restarted.restarts
+        ));
+        let logs = kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "logs",
+                "deployment/superbowl-consumer",
+                "--tail=3",
+            ],
+            None,
+        );
+        assert!(
+            !logs.trim().is_empty(),
+            "kubectl logs returns the consumer's log"
+        );
+        report(&format!(
+            "kubectl logs deployment/superbowl-consumer --tail=3:\n{logs}"
+        ));
+        let version = kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "exec",
+                &producers[0].name,
+                "--",
+                "twitterstream-producer",
+                "--version",
+            ],
+            None,
+        );
+        assert!(
+            version.contains("0."),
+            "kubectl exec runs in the container: {version}"
+        );
+        report(&format!(
+            "kubectl exec {} -- twitterstream-producer --version: {}",
+            producers[0].name,
+            version.trim()
+        ));
+    }
     assert!(
         xapi.requests()
             .iter()
             .all(|r| r.param("query").is_none_or(|q| q.contains("superbowl"))),
         "every search asked for the keyword"
     );
+
+    // 6b. On the real node: the credentials Secret rotated in the API
+    //     reaches the running producer through the kubelet's atomic update
+    //     of its volume; the producer signs with the new keys, unrestarted.
+    if pods.is_real() {
+        let producer = pods.pods_of("superbowl-producer")[0].clone();
+        let rotated = UserKeys::new("ck-e2e-2", "cs-e2e-2", "at-e2e-2", "ats-e2e-2");
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x-api"},
+            "stringData": {
+                "consumerKey": rotated.consumer_key, "consumerSecret": rotated.consumer_secret,
+                "accessToken": rotated.token, "accessTokenSecret": rotated.token_secret,
+            }
+        }))
+        .expect("Secret");
+        let since = xapi.requests().len();
+        xapi.set_user(Some(rotated.clone()));
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .patch(
+                "x-api",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&secret),
+            )
+            .await
+            .expect("rotating the credentials Secret");
+        let accepted = eventually(
+            "a search signed with the rotated keys",
+            Duration::from_secs(120),
+            || {
+                std::future::ready(xapi.requests().into_iter().skip(since).find(|r| {
+                    r.status == 200
+                        && matches!(&r.auth, twitterstream_tests::xapi::SeenAuth::OAuth1 { consumer_key, .. } if consumer_key == "ck-e2e-2")
+                }))
+            },
+        )
+        .await;
+        let refused = xapi
+            .requests()
+            .into_iter()
+            .skip(since)
+            .filter(|r| r.status == 401)
+            .count();
+        let now = pods.pods_of("superbowl-producer");
+        assert_eq!(now.len(), 1, "one producer");
+        assert_eq!(now[0].name, producer.name, "the same producer pod");
+        assert_eq!(
+            now[0].restarts, producer.restarts,
+            "the producer was not restarted"
+        );
+        report(&format!(
+            "rotation: Secret x-api patched; {} answered 200 to consumer key {:?} after {refused} searches refused with the old keys; same pod, {} restarts",
+            accepted.path, "ck-e2e-2", now[0].restarts
+        ));
+    }
 
     // 7. An update rolls the producer onto the new keyword.
     let mut changed = superbowl_manifest(&topic);
@@ -372,7 +595,19 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     .await;
     report("update: the producer rolled to keyword \"superbowl halftime\" and searched for it");
 
-    // 8. Suspend: no pods, Ready=False Suspended; resume is covered by the operator tests.
+    // 8. Suspend: no pods, Ready=False Suspended; resume is covered by the
+    //    operator tests. Scaling to zero deletes the pods: on the real node the
+    //    kubelet sends SIGTERM with the grace period, and the workers' logs
+    //    (followed until their containers end) show them committing first.
+    let followed: Vec<(String, std::process::Child)> = if pods.is_real() {
+        pods.pods()
+            .into_iter()
+            .filter(|p| p.deployment.starts_with("superbowl-"))
+            .map(|p| (p.name.clone(), follow_logs(&ns.name, &p.name)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     kubectl(
         &[
             "-n",
@@ -401,6 +636,23 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     )
     .await;
     report("suspend: 0 producers, 0 consumers, Ready=False reason Suspended");
+    for (pod, child) in followed {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("kubectl logs -f output");
+        let log = String::from_utf8_lossy(&out.stdout);
+        let last = if pod.contains("-producer-") {
+            "producer stopped"
+        } else {
+            "shutting down: committing what is complete"
+        };
+        assert!(
+            log.contains("SIGTERM") && log.contains(last),
+            "{pod} ended without SIGTERM and \"{last}\" in its log:\n{log}"
+        );
+        report(&format!("{pod}: SIGTERM, then \"{last}\""));
+    }
 
     // 9. Delete: the garbage collector removes the Deployments.
     kubectl(
@@ -428,6 +680,59 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     )
     .await;
     report("delete: superbowl-producer and superbowl-consumer garbage-collected");
+
+    // 10. On the real node: a producer whose Secret lacks a key exits with
+    //     the reason, which the kubelet makes the container's termination
+    //     message, and the operator puts in the TwitterStream's status.
+    if pods.is_real() {
+        let incomplete: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x-api-incomplete"},
+            "stringData": {"consumerKey": "ck", "consumerSecret": "cs", "accessToken": "at"}
+        }))
+        .expect("Secret");
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &incomplete)
+            .await
+            .expect("creating the incomplete Secret");
+        let mut manifest = superbowl_manifest(&unique_name("e2e-incomplete"));
+        manifest["metadata"]["name"] = "incomplete".into();
+        manifest["spec"]["credentialsSecret"] = "x-api-incomplete".into();
+        manifest["spec"]["consumer"]["replicas"] = 1.into();
+        kubectl(
+            &["-n", &ns.name, "apply", "-f", "-"],
+            Some(&serde_yaml::to_string(&manifest).expect("YAML")),
+        );
+        let message = eventually(
+            "ProducerReady=False with the producer's termination message",
+            Duration::from_secs(180),
+            || {
+                let c = condition(&ns.name, "incomplete", "ProducerReady");
+                let message = kubectl(
+                    &[
+                        "-n",
+                        &ns.name,
+                        "get",
+                        "tws",
+                        "incomplete",
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"ProducerReady\")].message}",
+                    ],
+                    None,
+                );
+                std::future::ready(
+                    (c.as_ref().is_some_and(|c| c.0 == "False")
+                        && message.contains("accessTokenSecret"))
+                    .then(|| format!("{c:?}: {message}")),
+                )
+            },
+        )
+        .await;
+        report(&format!("incomplete credentials: ProducerReady {message}"));
+        kubectl(
+            &["-n", &ns.name, "delete", "tws", "incomplete", "--wait=true"],
+            None,
+        );
+    }
 
     let errors = pods.errors();
     pods.stop();

@@ -35,9 +35,9 @@ kafka_security_material() {
     {
       openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=twitterstream test CA" \
         -keyout ca.key -out ca.crt
-      # The broker's certificate names the loopback address the clients dial.
+      # The broker's certificate names the address the clients dial.
       openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
-      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >broker.ext
+      printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\n' "$KAFKA_HOST" >broker.ext
       openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
         -extfile broker.ext -out broker.crt
       # Kafka's PEM key store: an unencrypted PKCS#8 key, then the chain.

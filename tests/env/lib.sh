@@ -7,6 +7,7 @@ K8S_VERSION=v1.33.13
 # shellcheck disable=SC2034 # used by build, which sources this file
 ETCD_VERSION=v3.5.21 # the etcd that k8s.io/kubernetes $K8S_VERSION requires
 KWOK_VERSION=v0.7.0
+CRICTL_VERSION=v1.34.0 # cri-tools: the oldest served here that follows Kubernetes 1.33's CRI
 HELM_VERSION=v3.19.0
 HELM_K8S_MINOR=34   # Helm v3.19.0 is built with client-go v0.34
 KAFKA_VERSION=4.1.1 # keep in step with tests/env/kafka/pom.xml
@@ -30,9 +31,29 @@ require_tool() { # require_tool <command> <what it is for / how to get it>
 recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
 
 k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/build")"; }
+crictl_bin() { echo "$TWS_CACHE_DIR/crictl/$CRICTL_VERSION/crictl"; }
 kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
 helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION-k8s1.$HELM_K8S_MINOR/helm"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
+
+install_go_tool() { # install_go_tool <binary path> <package@version> [extra -ldflags]
+  local bin=$1 pkg=$2 ldflags="-s -w ${3:-}" dir tmp
+  [ -x "$bin" ] && return 0
+  dir=$(dirname "$bin")
+  tmp="$dir.tmp.$$"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  log "building $pkg (first time only)"
+  if ! (cd "$TWS_CACHE_DIR" && GOBIN="$tmp" go install -trimpath -ldflags="$ldflags" "$pkg" >"$dir.build.log" 2>&1); then
+    die "building $pkg failed; see $dir.build.log"
+  fi
+  rm -rf "$dir" && mv "$tmp" "$dir"
+}
+# Helm's version stamps, as its release build sets them (see tests/env/build).
+helm_ldflags() {
+  echo "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR" \
+    "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_K8S_MINOR"
+}
 
 # Prints N distinct free TCP ports on 127.0.0.1, one per line. The sockets are
 # held open until all are chosen so that the N ports differ from each other.

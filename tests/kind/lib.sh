@@ -58,7 +58,11 @@ kind_bin() { # kind from PATH when it is the pinned version, else built once
     go_tool "$TWS_CACHE_DIR/kind/$KIND_VERSION/kind" "sigs.k8s.io/kind@$KIND_VERSION"
   fi
 }
-helm_tool() { # the Helm tests/env pins, in the same cache place as tests/env/build puts it
-  mkdir -p "$TWS_CACHE_DIR/helm"
-  go_tool "$(helm_bin)" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+helm_tool() { # the Helm tests/env pins, built as tests/env/build builds it (same stamps, same cache place)
+  if [ ! -x "$(helm_bin)" ]; then
+    require_tool go "the Go toolchain builds Helm $HELM_VERSION"
+    mkdir -p "$TWS_CACHE_DIR/helm"
+    install_go_tool "$(helm_bin)" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$(helm_ldflags)"
+  fi
+  helm_bin
 }

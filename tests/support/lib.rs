@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod local_pods;
 pub mod oauth;
 pub mod operator;
+pub mod pods;
 pub mod process;
 pub mod truth;
 pub mod xapi;

@@ -245,7 +245,8 @@ impl XApiServer {
             .route("/2/tweets/search/stream/rules", any(stream_rules))
             .fallback(not_found)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // Where pods reach it, on the real node's veth (or loopback).
+        let listener = tokio::net::TcpListener::bind((crate::pods::host_ip().as_str(), 0))
             .await
             .unwrap_or_else(|e| panic!("cannot bind the X API test server: {e}"));
         let addr = listener
