@@ -1,6 +1,7 @@
 //! Every file in `examples/` applied to the real control plane with the
-//! operator running and the rendered Deployments run as local processes
-//! (`LocalPods`). Each example is changed only where this machine differs from
+//! operator running and the rendered Deployments run as pods on the real node
+//! (or, without one, as local processes: `LocalPods`), the kubelet mounting
+//! their Secrets and ConfigMaps. Each example is changed only where this machine differs from
 //! a cluster: the brokers, topic names of its own (the broker is shared), and
 //! for the X API sources the base URL of the test suite's X API v2 server.
 //! `examples/superbowl.yaml` is applied by the end-to-end test (tests/e2e.rs).
@@ -12,9 +13,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use twitterstream_tests::k8s::{TestNamespace, admin_client};
-use twitterstream_tests::local_pods::LocalPods;
 use twitterstream_tests::oauth::{TokenEndpoint, oauth_dir};
 use twitterstream_tests::operator::{Operator, install_crd};
+use twitterstream_tests::pods::{NamespacePods, namespace_on_real_node, workers_image};
 use twitterstream_tests::xapi::{TweetSpec, XApiServer};
 use twitterstream_tests::{env_var, eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
@@ -109,7 +110,11 @@ fn condition(ns: &str, name: &str, ty: &str) -> Option<(String, String, String)>
 
 /// Sync errors of the local pods are retried (each test asserts the
 /// outcome); shown for diagnosis.
-fn report_retries(pods: &LocalPods) {
+fn report_retries(pods: &NamespacePods) {
+    if pods.is_real() {
+        let names: Vec<String> = pods.pods().into_iter().map(|p| p.name).collect();
+        report(&format!("real pods on the real node: {names:?}"));
+    }
     let errors = pods.errors();
     if !errors.is_empty() {
         report(&format!("local pods retried after: {errors:?}"));
@@ -148,17 +153,25 @@ async fn windows(topic: &str, n: usize) -> Vec<WindowResult> {
 }
 
 /// Operator, namespace and local pods for one example.
-async fn setup(prefix: &str) -> (TestNamespace, Operator, LocalPods) {
+async fn setup(prefix: &str) -> (TestNamespace, Operator, NamespacePods) {
     setup_with(prefix, &[]).await
 }
 
 /// [`setup`] with extra operator flags.
-async fn setup_with(prefix: &str, operator_flags: &[&str]) -> (TestNamespace, Operator, LocalPods) {
+async fn setup_with(
+    prefix: &str,
+    operator_flags: &[&str],
+) -> (TestNamespace, Operator, NamespacePods) {
     let client = admin_client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::create(&client, prefix).await;
-    let operator = Operator::start(&ns.name, None, operator_flags);
-    let pods = LocalPods::start(client, &ns.name, None);
+    let ns = namespace_on_real_node(&client, prefix).await;
+    // The image the real node has (local pods run the same command from the build).
+    let image = format!("--worker-image={}", workers_image());
+    let flags: Vec<&str> = std::iter::once(image.as_str())
+        .chain(operator_flags.iter().copied())
+        .collect();
+    let operator = Operator::start(&ns.name, None, &flags);
+    let pods = NamespacePods::start(client, &ns.name);
     (ns, operator, pods)
 }
 
@@ -440,7 +453,7 @@ async fn create_secret(ns: &str, name: &str, type_: Option<&str>, data: &[(&str,
 /// `secret` is nowhere the operator or the pods write: the pods' command
 /// lines and logs, the Deployments, the streams (status included) and the
 /// namespace's Events.
-async fn assert_secret_nowhere(ns: &str, pods: &LocalPods, secret: &str) {
+async fn assert_secret_nowhere(ns: &str, pods: &NamespacePods, secret: &str) {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Event;
     use kube::api::ListParams;

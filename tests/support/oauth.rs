@@ -94,7 +94,8 @@ impl TokenEndpoint {
         let app = Router::new()
             .route("/token", post(token))
             .with_state(issuer.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // Where pods reach it, on the real node's veth (or loopback).
+        let listener = tokio::net::TcpListener::bind((crate::pods::host_ip().as_str(), 0))
             .await
             .unwrap_or_else(|e| panic!("cannot bind the token endpoint: {e}"));
         let addr = listener

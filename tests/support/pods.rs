@@ -39,6 +39,15 @@ pub fn host_ip() -> String {
         .unwrap_or_else(|| "127.0.0.1".into())
 }
 
+/// The workers image the chart names by default, which `tests/env/images`
+/// builds and imports into the real node.
+pub fn workers_image() -> String {
+    format!(
+        "ghcr.io/twitterstream-io/twitterstream-workers:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// The real node's taint (tests/env/node.sh): only pods that tolerate it run there.
 const REAL_NODE_TAINT: &str = "twitterstream.io/real-node";
 
