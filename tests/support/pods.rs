@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,7 +90,9 @@ impl NamespacePods {
         if real_node().is_some() {
             Self::Real(RealPods::watch(client, namespace))
         } else {
-            eprintln!(
+            // Straight to stderr: libtest captures eprintln! of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
                 "[pods] no real node ({}): running the namespace's Deployments as local processes",
                 no_node_reason()
             );
