@@ -172,6 +172,18 @@ fn condition(ns: &str, name: &str, ty: &str) -> Option<(String, String)> {
     (!status.is_empty()).then(|| (status.to_string(), reason.to_string()))
 }
 
+/// The example's credentials Secret (`x-api`) holding `keys`.
+fn credentials_secret(keys: &UserKeys) -> Secret {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "x-api"},
+        "stringData": {
+            "consumerKey": keys.consumer_key, "consumerSecret": keys.consumer_secret,
+            "accessToken": keys.token, "accessTokenSecret": keys.token_secret,
+        }
+    }))
+    .expect("Secret")
+}
+
 /// The host PID of a real pod's (first) container, from the CRI
 /// (`crictl inspect`, through the node's containerd).
 fn container_pid(ns: &str, pod: &str) -> u32 {
@@ -188,19 +200,29 @@ fn container_pid(ns: &str, pod: &str) -> u32 {
         None,
     );
     let id = id.trim().trim_start_matches("containerd://");
-    let crictl = std::env::var("TWS_CRICTL").expect("TWS_CRICTL from tests/env/up");
-    let out = run(&crictl, &["inspect", id], None);
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("crictl inspect JSON");
+    let crictl = std::env::var("TWS_CRICTL").unwrap_or_else(|_| "crictl".into());
+    let out = on_node(&[&crictl, "inspect", id]);
+    let info: serde_json::Value = serde_json::from_slice(&out).expect("crictl inspect JSON");
     let pid = info["info"]["pid"].as_u64().expect("the container's pid");
     u32::try_from(pid).expect("a pid")
 }
 
-/// What runc enforced on a running container, read from the host's /proc:
+/// Runs a command on the real node: here (tests/env's node shares this
+/// machine's PID namespace and mounts), or through `TWS_NODE_EXEC` (kind's
+/// `docker exec <node>`, tests/kind/e2e). Returns its stdout.
+fn on_node(argv: &[&str]) -> Vec<u8> {
+    let prefix = std::env::var("TWS_NODE_EXEC").unwrap_or_default();
+    let mut all: Vec<&str> = prefix.split_whitespace().collect();
+    all.extend_from_slice(argv);
+    run(all[0], &all[1..], None).stdout
+}
+
+/// What runc enforced on a running container, read from the node's /proc:
 /// its user, its effective capabilities, no_new_privs, and whether its root
 /// file system is mounted read-only.
 fn enforced(pid: u32) -> (String, String, String, bool) {
     let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        String::from_utf8_lossy(&on_node(&["cat", &format!("/proc/{pid}/status")])).into_owned();
     let field = |name: &str| {
         status
             .lines()
@@ -209,7 +231,7 @@ fn enforced(pid: u32) -> (String, String, String, bool) {
             .unwrap_or_default()
     };
     let mountinfo =
-        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("/proc/<pid>/mountinfo");
+        String::from_utf8_lossy(&on_node(&["cat", &format!("/proc/{pid}/mountinfo")])).into_owned();
     // Field 5 is the mount point, field 6 its options.
     let root_ro = mountinfo.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -250,16 +272,8 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     // 2. The credentials Secret.
     let keys = UserKeys::new("ck-e2e", "cs-e2e", "at-e2e", "ats-e2e");
     xapi.set_user(Some(keys.clone()));
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "x-api"},
-        "stringData": {
-            "consumerKey": keys.consumer_key, "consumerSecret": keys.consumer_secret,
-            "accessToken": keys.token, "accessTokenSecret": keys.token_secret,
-        }
-    }))
-    .expect("Secret");
     Api::<Secret>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &secret)
+        .create(&PostParams::default(), &credentials_secret(&keys))
         .await
         .expect("creating the credentials Secret");
     let base = (Utc::now() - TimeDelta::seconds(300))
@@ -392,7 +406,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
         // the totals below stay exact.
         let victim = pods.pods_of("superbowl-consumer")[0].clone();
         let pid = container_pid(&ns.name, &victim.name);
-        run("kill", &["-KILL", &pid.to_string()], None);
+        on_node(&["kill", "-KILL", &pid.to_string()]);
         report(&format!(
             "SIGKILL to consumer {} (host pid {pid})",
             victim.name
@@ -509,14 +523,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     if pods.is_real() {
         let producer = pods.pods_of("superbowl-producer")[0].clone();
         let rotated = UserKeys::new("ck-e2e-2", "cs-e2e-2", "at-e2e-2", "ats-e2e-2");
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "x-api"},
-            "stringData": {
-                "consumerKey": rotated.consumer_key, "consumerSecret": rotated.consumer_secret,
-                "accessToken": rotated.token, "accessTokenSecret": rotated.token_secret,
-            }
-        }))
-        .expect("Secret");
+        let secret = credentials_secret(&rotated);
         let since = xapi.requests().len();
         xapi.set_user(Some(rotated.clone()));
         Api::<Secret>::namespaced(client.clone(), &ns.name)
@@ -595,19 +602,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     .await;
     report("update: the producer rolled to keyword \"superbowl halftime\" and searched for it");
 
-    // 8. Suspend: no pods, Ready=False Suspended; resume is covered by the
-    //    operator tests. Scaling to zero deletes the pods: on the real node the
-    //    kubelet sends SIGTERM with the grace period, and the workers' logs
-    //    (followed until their containers end) show them committing first.
-    let followed: Vec<(String, std::process::Child)> = if pods.is_real() {
-        pods.pods()
-            .into_iter()
-            .filter(|p| p.deployment.starts_with("superbowl-"))
-            .map(|p| (p.name.clone(), follow_logs(&ns.name, &p.name)))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // 8. Suspend: no pods, Ready=False Suspended.
     kubectl(
         &[
             "-n",
@@ -636,25 +631,44 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     )
     .await;
     report("suspend: 0 producers, 0 consumers, Ready=False reason Suspended");
-    for (pod, child) in followed {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .expect("join")
-            .expect("kubectl logs -f output");
-        let log = String::from_utf8_lossy(&out.stdout);
-        let last = if pod.contains("-producer-") {
-            "producer stopped"
-        } else {
-            "shutting down: committing what is complete"
-        };
-        assert!(
-            log.contains("SIGTERM") && log.contains(last),
-            "{pod} ended without SIGTERM and \"{last}\" in its log:\n{log}"
-        );
-        report(&format!("{pod}: SIGTERM, then \"{last}\""));
-    }
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "tws",
+            "superbowl",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ],
+        None,
+    );
+    eventually(
+        "resumed: 1 producer and 2 consumers",
+        Duration::from_secs(90),
+        || {
+            let p = pods.pods_of("superbowl-producer").len();
+            let c = pods.pods_of("superbowl-consumer").len();
+            std::future::ready((p == 1 && c == 2).then_some(()))
+        },
+    )
+    .await;
+    report("resume: 1 producer, 2 consumers running again");
 
-    // 9. Delete: the garbage collector removes the Deployments.
+    // 9. Delete. On the real node the kubelet stops the pods with SIGTERM and
+    //    the grace period, and the workers' logs (followed until their
+    //    containers end) show them committing what is complete first.
+    let followed: Vec<(String, std::process::Child)> = if pods.is_real() {
+        pods.pods()
+            .into_iter()
+            .filter(|p| p.deployment.starts_with("superbowl-"))
+            .map(|p| (p.name.clone(), follow_logs(&ns.name, &p.name)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     kubectl(
         &["-n", &ns.name, "delete", "tws", "superbowl", "--wait=true"],
         None,
@@ -680,6 +694,23 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     )
     .await;
     report("delete: superbowl-producer and superbowl-consumer garbage-collected");
+    for (pod, child) in followed {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("kubectl logs -f output");
+        let log = String::from_utf8_lossy(&out.stdout);
+        let last = if pod.contains("-producer-") {
+            "producer stopped"
+        } else {
+            "shutting down: committing what is complete"
+        };
+        assert!(
+            log.contains("SIGTERM") && log.contains(last),
+            "{pod} ended without SIGTERM and \"{last}\" in its log:\n{log}"
+        );
+        report(&format!("delete: {pod} got SIGTERM, then \"{last}\""));
+    }
 
     // 10. On the real node: a producer whose Secret lacks a key exits with
     //     the reason, which the kubelet makes the container's termination
