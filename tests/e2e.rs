@@ -172,6 +172,23 @@ fn condition(ns: &str, name: &str, ty: &str) -> Option<(String, String)> {
     (!status.is_empty()).then(|| (status.to_string(), reason.to_string()))
 }
 
+/// `kubectl apply -f -` of one document.
+fn apply(ns: &str, doc: &serde_yaml::Value) {
+    let yaml = serde_yaml::to_string(doc).expect("YAML");
+    kubectl(&["-n", ns, "apply", "-f", "-"], Some(&yaml));
+}
+
+/// `kubectl patch` of a stream's `spec.suspend`.
+fn set_suspend(ns: &str, name: &str, suspend: bool) {
+    let patch = format!(r#"{{"spec":{{"suspend":{suspend}}}}}"#);
+    kubectl(
+        &[
+            "-n", ns, "patch", "tws", name, "--type", "merge", "-p", &patch,
+        ],
+        None,
+    );
+}
+
 /// The example's credentials Secret (`x-api`) holding `keys`.
 fn credentials_secret(keys: &UserKeys) -> Secret {
     serde_json::from_value(serde_json::json!({
@@ -567,10 +584,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     // 7. An update rolls the producer onto the new keyword.
     let mut changed = superbowl_manifest(&topic);
     changed["spec"]["keyword"] = "superbowl halftime".into();
-    kubectl(
-        &["-n", &ns.name, "apply", "-f", "-"],
-        Some(&serde_yaml::to_string(&changed).expect("YAML")),
-    );
+    apply(&ns.name, &changed);
     let rolled = eventually(
         "the producer restarted with the new keyword",
         Duration::from_secs(60),
@@ -603,20 +617,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     report("update: the producer rolled to keyword \"superbowl halftime\" and searched for it");
 
     // 8. Suspend: no pods, Ready=False Suspended.
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "patch",
-            "tws",
-            "superbowl",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
-        ],
-        None,
-    );
+    set_suspend(&ns.name, "superbowl", true);
     eventually(
         "suspended: no local pods, Ready=False/Suspended",
         Duration::from_secs(60),
@@ -631,20 +632,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     )
     .await;
     report("suspend: 0 producers, 0 consumers, Ready=False reason Suspended");
-    kubectl(
-        &[
-            "-n",
-            &ns.name,
-            "patch",
-            "tws",
-            "superbowl",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":false}}"#,
-        ],
-        None,
-    );
+    set_suspend(&ns.name, "superbowl", false);
     eventually(
         "resumed: 1 producer and 2 consumers",
         Duration::from_secs(90),
@@ -729,10 +717,7 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
         manifest["metadata"]["name"] = "incomplete".into();
         manifest["spec"]["credentialsSecret"] = "x-api-incomplete".into();
         manifest["spec"]["consumer"]["replicas"] = 1.into();
-        kubectl(
-            &["-n", &ns.name, "apply", "-f", "-"],
-            Some(&serde_yaml::to_string(&manifest).expect("YAML")),
-        );
+        apply(&ns.name, &manifest);
         let message = eventually(
             "ProducerReady=False with the producer's termination message",
             Duration::from_secs(180),
