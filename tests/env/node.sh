@@ -51,25 +51,28 @@ node_names() {
   NODE_CGROUP_ROOT=/tws-node-$h
 }
 
-# Prints nothing and succeeds when the node can run; otherwise prints the one
-# reason it cannot.
-node_prerequisites() {
-  [ "$(id -u)" = 0 ] || { echo "it needs root (network namespaces, mounts, cgroups)"; return 0; }
-  local missing=() pkgs=() t
+# Sets `missing` (commands) and `pkgs` (the Debian packages that have them).
+node_missing() {
+  missing=() pkgs=()
+  local t
   for t in ip:iproute2 nsenter:util-linux iptables:iptables containerd:containerd runc:runc \
     buildah:buildah debootstrap:debootstrap gcc:gcc; do
     command -v "${t%%:*}" >/dev/null 2>&1 || { missing+=("${t%%:*}"); pkgs+=("${t#*:}"); }
   done
   [ -x /usr/lib/cni/bridge ] || { missing+=(cni-plugins); pkgs+=(containernetworking-plugins); }
+}
+
+# Prints nothing and succeeds when the node can run; otherwise prints the one
+# reason it cannot.
+node_prerequisites() {
+  [ "$(id -u)" = 0 ] || { echo "it needs root (network namespaces, mounts, cgroups)"; return 0; }
+  local missing pkgs
+  node_missing
   if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${pkgs[*]} from Debian's packages for the real node"
     { apt-get install -y -q "${pkgs[@]}" || { apt-get update -q && apt-get install -y -q "${pkgs[@]}"; }; } \
       >"$TWS_CACHE_DIR/install-node.log" 2>&1 || true
-    missing=()
-    for t in ip nsenter iptables containerd runc buildah debootstrap gcc; do
-      command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-    done
-    [ -x /usr/lib/cni/bridge ] || missing+=(cni-plugins)
+    node_missing
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "missing ${missing[*]} (Debian: apt-get install containerd runc containernetworking-plugins iptables buildah debootstrap gcc)"

@@ -71,9 +71,6 @@ pub struct PodInfo {
     pub template: String,
     /// The command line it was started with (after the two translations).
     pub argv: Vec<String>,
-    /// The address its ports are reached on: loopback here, the pod's IP for
-    /// a real pod (`crate::pods`).
-    pub host: String,
     /// Loopback ports standing in for the container ports, by container port.
     pub ports: BTreeMap<i32, u16>,
     pub restarts: u32,
@@ -462,7 +459,6 @@ async fn materialise(
             deployment: d.name_any(),
             template: String::new(),
             argv,
-            host: "127.0.0.1".into(),
             ports,
             restarts: 0,
             log: process.log.clone(),

@@ -240,7 +240,6 @@ fn running(pod: &Pod) -> Option<PodInfo> {
         deployment,
         template,
         argv,
-        host: status.pod_ip.clone().unwrap_or_default(),
         ports,
         restarts: u32::try_from(cs.restart_count).unwrap_or(0),
         log,
