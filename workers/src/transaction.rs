@@ -25,6 +25,12 @@ const DRAIN_CHECK: Duration = Duration::from_micros(500);
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 /// Attempts of a commit or abort that fails with a retriable error.
 const ATTEMPTS: u32 = 5;
+/// How long one `commit_transaction` call may block before the caller's
+/// interruption is looked at again. A commit whose brokers refuse the
+/// client's login blocked for its whole 5 × 30 s otherwise (a rotation test
+/// timed out waiting on it, 1 run in 4, 2026-11-28); a timed-out commit is
+/// resumed by calling again, which librdkafka allows.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(250);
 
 /// How a transaction failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,12 @@ pub enum TxnError {
     },
     /// The producer cannot go on: fenced by a newer instance with the same
     /// transactional id, a fatal librdkafka error, or a failed abort.
+    /// The caller interrupted a commit that could not finish (its brokers
+    /// unreachable or refusing the login): the transaction is still open;
+    /// the producer is dropped, and the next one with the same
+    /// transactional id aborts it when it initialises.
+    #[error("Kafka transaction left open: {op} was interrupted")]
+    Interrupted { op: &'static str },
     #[error("fatal Kafka producer error during {op} (fenced by a newer instance?): {source}")]
     Fatal {
         op: &'static str,
@@ -105,11 +117,14 @@ where
 
 /// Commits the open transaction together with `offsets` (a consumer's input
 /// positions, or the producer's checkpoint) when given. Retriable failures
-/// are retried; any other failure aborts the transaction.
+/// are retried; any other failure aborts the transaction. While it waits,
+/// `interrupted` is asked at least every [`INTERRUPT_CHECK`]; once it says
+/// yes, the commit stops with [`TxnError::Interrupted`].
 pub(crate) fn commit<C, Part, P>(
     producer: &P,
     offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>,
     timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
 ) -> Result<(), TxnError>
 where
     C: ProducerContext<Part>,
@@ -129,8 +144,14 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match drain_and_commit(producer, timeout) {
+        match drain_and_commit(producer, timeout, interrupted) {
             Ok(()) => return Ok(()),
+            Err(e) if interrupted() => {
+                tracing::warn!(error = %e, attempts, "commit_transaction interrupted; leaving the transaction to the next producer");
+                return Err(TxnError::Interrupted {
+                    op: "commit_transaction",
+                });
+            }
             Err(e) if is_retriable(&e) && attempts < ATTEMPTS => {
                 tracing::warn!(error = %e, attempts, "commit_transaction failed with a retriable error; retrying");
                 std::thread::sleep(Duration::from_millis(200) * attempts);
@@ -191,7 +212,8 @@ where
 }
 
 /// Commits the open transaction, first waiting for every produced record to
-/// be acknowledged.
+/// be acknowledged. Returns librdkafka's retriable "timed out" early when
+/// `interrupted` says so.
 ///
 /// rdkafka's `commit_transaction` flushes first, and its flush polls the
 /// producer's queue for up to 100 ms per round. When another thread polls the
@@ -201,7 +223,11 @@ where
 /// commits every 100 ms spent half its time there). Once nothing is in flight
 /// that flush returns at once; it still guarantees delivery or reports the
 /// failure.
-fn drain_and_commit<C, Part, P>(producer: &P, timeout: Duration) -> KafkaResult<()>
+fn drain_and_commit<C, Part, P>(
+    producer: &P,
+    timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
+) -> KafkaResult<()>
 where
     C: ProducerContext<Part>,
     Part: Partitioner,
@@ -211,8 +237,103 @@ where
     // A zero-timeout flush only wakes the broker threads so that records
     // waiting out linger.ms go now; its "timed out" is expected.
     let _ = producer.flush(Duration::ZERO);
+    let mut next_check = Instant::now() + INTERRUPT_CHECK;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         std::thread::sleep(DRAIN_CHECK);
+        if Instant::now() >= next_check {
+            if interrupted() {
+                break;
+            }
+            next_check = Instant::now() + INTERRUPT_CHECK;
+        }
     }
-    producer.commit_transaction(deadline.saturating_duration_since(Instant::now()))
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match producer.commit_transaction(left.min(INTERRUPT_CHECK)) {
+            Err(e) if timed_out(&e) && Instant::now() < deadline && !interrupted() => {}
+            r => return r,
+        }
+    }
+}
+
+/// rdkafka's `commit_transaction` flushes first, so its time can run out
+/// in the flush (records undelivered) or in the commit itself.
+fn timed_out(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Flush(code) => *code == RDKafkaErrorCode::OperationTimedOut,
+        KafkaError::Transaction(t) => t.code() == RDKafkaErrorCode::OperationTimedOut,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A transaction with a record in flight, on librdkafka's in-process
+    /// mock cluster, whose only broker then goes down: its commit cannot
+    /// finish.
+    fn stuck_transaction(
+        cluster: &MockCluster<'static, DefaultProducerContext>,
+    ) -> ThreadedProducer<DefaultProducerContext> {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "stuck")
+            .create()
+            .expect("producer");
+        producer
+            .init_transactions(Duration::from_secs(10))
+            .expect("init_transactions");
+        begin(&producer).expect("begin");
+        send(BaseRecord::<str, str>::to("t").payload("x"), |r| {
+            producer.send(r)
+        })
+        .expect("send");
+        cluster.broker_down(1).expect("broker down");
+        producer
+    }
+
+    #[test]
+    fn a_stuck_commit_stops_soon_after_it_is_interrupted() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let producer = stuck_transaction(&cluster);
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = stop.clone();
+        let interrupter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            setter.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let r = commit(&producer, None, Duration::from_secs(20), &|| {
+            stop.load(Ordering::SeqCst)
+        });
+        let took = started.elapsed();
+        interrupter.join().expect("interrupter");
+        assert!(
+            matches!(r, Err(TxnError::Interrupted { .. })),
+            "expected an interrupted commit, got {r:?}"
+        );
+        // Interrupted after 0.5 s; checked every 0.25 s. Before the check,
+        // the commit blocked for its whole timeout (here 20 s, 5 times).
+        assert!(took < Duration::from_secs(3), "the commit took {took:?}");
+    }
+
+    #[test]
+    fn an_uninterrupted_commit_waits_for_the_broker_and_succeeds() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let producer = stuck_transaction(&cluster);
+        let r = std::thread::scope(|s| {
+            let committing =
+                s.spawn(|| commit(&producer, None, Duration::from_secs(20), &|| false));
+            std::thread::sleep(Duration::from_millis(1500));
+            cluster.broker_up(1).expect("broker up");
+            committing.join().expect("committing thread")
+        });
+        assert!(r.is_ok(), "the commit failed: {r:?}");
+    }
 }

@@ -800,7 +800,11 @@ impl<P: Processor> Driver<P> {
             }
         }
         let offsets = group.as_ref().map(|g| (tpl, g));
-        transaction::commit(producer, offsets, KAFKA_TIMEOUT).map_err(|e| self.txn_error(e))
+        // A rotation the brokers already enforce refuses this commit's
+        // login: it cannot finish, and the session must end to log in again.
+        let relogin = || self.cfg.relogin.load(Ordering::SeqCst);
+        transaction::commit(producer, offsets, KAFKA_TIMEOUT, &relogin)
+            .map_err(|e| self.txn_error(e))
     }
 
     fn txn_error(&self, e: TxnError) -> StageError {
@@ -814,6 +818,10 @@ impl<P: Processor> Driver<P> {
                     source,
                 }),
             },
+            TxnError::Interrupted { .. } => {
+                self.cfg.relogin.store(false, Ordering::SeqCst);
+                StageError::CredentialsChanged { stage }
+            }
             TxnError::Fatal { op, source } => StageError::Kafka {
                 stage,
                 what: op,

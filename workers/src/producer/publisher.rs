@@ -447,7 +447,9 @@ impl Transactions for Publisher {
         let r = self
             .blocking(move |p| {
                 let offsets = offsets.as_ref().map(|(tpl, g)| (tpl, &g.metadata));
-                transaction::commit(p, offsets, TXN_CALL_TIMEOUT)
+                // An interrupted commit is abandoned by its caller's select
+                // (rotation, shutdown), not here.
+                transaction::commit(p, offsets, TXN_CALL_TIMEOUT, &|| false)
             })
             .await?;
         // Committed, aborted or fatal: no transaction is open any more.
