@@ -1,12 +1,14 @@
 //! The contract between the operator and the workers, typed once: the
 //! workers' argument types ([`ProducerArgs`], [`ConsumerArgs`], parsed by the
 //! workers with clap and built by the operator as values), the enums both
-//! sides name ([`Source`], [`LogFormat`]), the record header names, and
+//! sides name ([`Source`], [`LogFormat`]), the record header names, what the
+//! consumer's offset commits say ([`commit`]), and
 //! [`to_args`], which renders an argument value into the command line that
 //! parses back into it. The flag names exist only in the clap definitions.
 
 use serde::Serialize;
 
+pub mod commit;
 pub mod consumer;
 pub mod kafka;
 pub mod producer;

@@ -13,7 +13,7 @@
 
 use crate::consumer::merge::Partial;
 use crate::consumer::metrics::Metrics;
-use crate::consumer::offsets::{self, DONE, OffsetTracker, SourceCommit};
+use crate::consumer::offsets::{DONE, OffsetTracker, SourceCommit};
 use crate::consumer::partials::{self, InternalRecord};
 use crate::consumer::stage::{Batch, Committed, GroupView, OutRecord, Processor};
 use crate::consumer::tweet::{ParsedTweet, TweetError};
@@ -230,7 +230,7 @@ impl Processor for AggregateStage {
         self.replay_until.clear();
         self.judged.clear();
         for c in assigned {
-            let commit = offsets::decode_source(&c.metadata);
+            let commit = SourceCommit::decode(&c.metadata);
             self.engine
                 .assign_from(c.partition, now_ms, commit.closed_until_ms);
             // Commits of earlier versions do not say: all of it is a replay.
@@ -343,9 +343,7 @@ impl Processor for AggregateStage {
             return Batch::default();
         }
         for (p, (offset, commit)) in &state {
-            batch
-                .offsets
-                .push((*p, *offset, offsets::encode_source(commit)));
+            batch.offsets.push((*p, *offset, commit.encode()));
         }
         // Markers follow the partials on every partition and say no more
         // than the offsets' metadata committed with them: one record per
@@ -416,7 +414,7 @@ impl Processor for AggregateStage {
         let commits: Vec<(i32, SourceCommit)> = view
             .committed
             .iter()
-            .map(|c| (c.partition, offsets::decode_source(&c.metadata)))
+            .map(|c| (c.partition, SourceCommit::decode(&c.metadata)))
             .collect();
         if std::mem::take(&mut self.fresh)
             && let Some(horizon) = commits.iter().filter_map(|(_, c)| c.closed_until_ms).min()

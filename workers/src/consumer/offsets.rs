@@ -1,5 +1,6 @@
 //! Which offset of a partition may be committed, and what a commit carries in
-//! its metadata.
+//! its metadata (a source partition's: the contract's `commit` module, which
+//! the operator reads too).
 //!
 //! A record may only be committed once everything it contributed to has been
 //! published (window.rs, `Ingested::done_at_ms`). Records become done roughly
@@ -68,54 +69,7 @@ impl OffsetTracker {
     }
 }
 
-/// What a source partition's commit says, in its metadata.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SourceCommit {
-    /// Every window ending at or before this has been published for the
-    /// partition. The next owner resumes with it as the partition's floor
-    /// (`WindowEngine::assign_from`).
-    pub(crate) closed_until_ms: Option<i64>,
-    /// The partition's watermark when committed (largest event time minus
-    /// the allowed lateness), for the replicas that do not read it.
-    pub(crate) watermark_ms: Option<i64>,
-    /// It had delivered nothing for the idle timeout.
-    pub(crate) idle: bool,
-    /// Every record before this offset had been read: from it on, nothing of
-    /// the partition is in any published window yet.
-    pub(crate) read_until: Option<i64>,
-}
-
-pub(crate) fn encode_source(c: &SourceCommit) -> String {
-    let mut s = "v1".to_owned();
-    if let Some(t) = c.closed_until_ms {
-        s.push_str(&format!(";closed={t}"));
-    }
-    if let Some(w) = c.watermark_ms {
-        s.push_str(&format!(";wm={w}"));
-    }
-    if let Some(r) = c.read_until {
-        s.push_str(&format!(";read={r}"));
-    }
-    if c.idle {
-        s.push_str(";idle");
-    }
-    s
-}
-
-pub(crate) fn decode_source(metadata: &str) -> SourceCommit {
-    let field = |name: &str| {
-        metadata
-            .split(';')
-            .find_map(|f| f.strip_prefix(name))
-            .and_then(|t| t.parse().ok())
-    };
-    SourceCommit {
-        closed_until_ms: field("closed="),
-        watermark_ms: field("wm="),
-        read_until: field("read="),
-        idle: metadata.split(';').any(|f| f == "idle"),
-    }
-}
+pub(crate) use twitterstream_contract::commit::SourceCommit;
 
 /// Commit metadata of a merge (partials) partition: the start times of
 /// windows already emitted that still have partials at or after the committed
@@ -181,19 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn metadata_round_trips() {
-        let full = SourceCommit {
-            closed_until_ms: Some(-5),
-            watermark_ms: Some(7),
-            idle: true,
-            read_until: Some(12),
-        };
-        assert_eq!(decode_source(&encode_source(&full)), full);
-        let empty = SourceCommit::default();
-        assert_eq!(decode_source(&encode_source(&empty)), empty);
-        assert_eq!(decode_source(""), empty);
-        // What earlier versions committed still reads.
-        assert_eq!(decode_source("v1;closed=9").closed_until_ms, Some(9));
+    fn merge_metadata_round_trips() {
         assert_eq!(decode_merge(&encode_merge([1, -2, 3])), vec![1, -2, 3]);
         assert!(decode_merge(&encode_merge([])).is_empty());
         assert!(decode_merge("garbage").is_empty());

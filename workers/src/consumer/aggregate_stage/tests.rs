@@ -56,7 +56,7 @@ fn read_until(batch: &Batch) -> Option<i64> {
         .offsets
         .iter()
         .find(|(p, _, _)| *p == 0)
-        .and_then(|(_, _, m)| offsets::decode_source(m).read_until)
+        .and_then(|(_, _, m)| SourceCommit::decode(m).read_until)
 }
 
 /// The previous owner had read offsets 0..3 and published windows up to
