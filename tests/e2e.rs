@@ -471,6 +471,48 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
         "{} windows, {total} tweets: equal to the corpus filtered by lang:en and minFaves (90 of 180 kept)",
         want.len()
     ));
+
+    // 7. `kubectl get tws` shows the lag, the rate and the last window moving:
+    // the operator samples the group's offsets every 15 s.
+    let last_end = want.keys().max().copied().expect("windows") + TimeDelta::seconds(10);
+    let throughput = eventually(
+        "status.throughput with the last window closed",
+        Duration::from_secs(90),
+        || {
+            let t = kubectl(
+                &[
+                    "-n",
+                    &ns.name,
+                    "get",
+                    "tws",
+                    "superbowl",
+                    "-o",
+                    "jsonpath={.status.throughput}",
+                ],
+                None,
+            );
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+            let end = v["lastWindowEnd"]
+                .as_str()
+                .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+                .map(|e| e.with_timezone(&Utc));
+            std::future::ready((end >= Some(last_end)).then_some(v))
+        },
+    )
+    .await;
+    let later = kubectl(&["-n", &ns.name, "get", "tws"], None);
+    report(&format!(
+        "kubectl get tws, then (at Ready) and now:\n{table}{later}status.throughput: {throughput}"
+    ));
+    assert!(
+        throughput["lag"].as_i64().is_some_and(|l| l >= 0),
+        "{throughput}"
+    );
+    assert!(
+        throughput["publishedPerSecond"].as_f64().is_some(),
+        "a rate from two samples: {throughput}"
+    );
+    assert_ne!(table, later, "the table moved");
     if let Some(victim) = &killed {
         let restarted = eventually(
             "the kubelet restarting the killed consumer",

@@ -24,6 +24,7 @@ pub(crate) async fn finalize(
     ctx: &Context,
     api: &Api<TwitterStream>,
 ) -> Result<Action, Error> {
+    ctx.forget_samples(tws);
     if !tws.finalizers().iter().any(|f| f == TOPIC_FINALIZER) {
         return Ok(Action::await_change());
     }

@@ -8,6 +8,7 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::policy::ImagePolicy;
 use crate::render::{FIELD_MANAGER, RenderConfig};
+use crate::throughput::Sample;
 use crate::topic::{TopicRequest, Topics};
 use kube::api::ListParams;
 use kube::runtime::events::Reporter;
@@ -51,6 +52,9 @@ pub(crate) struct Context {
     pub(crate) without_policies: Mutex<HashSet<(String, String)>>,
     /// How long deletion waits for topics to be deleted (see `finalize`).
     pub(crate) topic_delete_timeout: Duration,
+    /// Each stream's last throughput sample, for its rates and for when the
+    /// next one is due.
+    pub(crate) samples: Mutex<HashMap<(String, String), Sample>>,
 }
 
 impl Context {
@@ -78,6 +82,7 @@ impl Context {
             applied_generations: Mutex::new(HashMap::new()),
             without_policies: Mutex::new(HashSet::new()),
             topic_delete_timeout: Duration::from_secs(300),
+            samples: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,6 +149,36 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         d.metadata.generation.is_some() && applied.get(&key) == d.metadata.generation.as_ref()
+    }
+
+    /// The stream's last throughput sample, and whether the next is due at
+    /// `now_ms` (every stream is sampled once per refresh interval).
+    pub(crate) fn last_sample(&self, tws: &TwitterStream, now_ms: i64) -> (Option<Sample>, bool) {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let interval = crate::throughput::refresh_interval(samples.len().max(1));
+        let last = samples.get(&key(tws)).copied();
+        let due = last.is_none_or(|s| now_ms - s.at_ms >= interval.as_millis() as i64);
+        (last, due)
+    }
+
+    pub(crate) fn remember_sample(&self, tws: &TwitterStream, sample: Sample) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key(tws), sample);
+    }
+
+    pub(crate) fn forget_samples(&self, tws: &TwitterStream) {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key(tws));
+    }
+
+    /// How often streams are sampled now.
+    pub(crate) fn sample_interval(&self) -> Duration {
+        let streams = self.samples.lock().unwrap_or_else(|p| p.into_inner()).len();
+        crate::throughput::refresh_interval(streams.max(1))
     }
 
     pub(crate) fn remember_applied(&self, ns: &str, d: &ChildDeployment) {

@@ -92,11 +92,11 @@ async fn reconcile_inner(tws: &TwitterStream, ctx: &Context) -> Result<Action, E
     let ready =
         status::observe_and_write(tws, ctx, &api, observed, topic_status, &children).await?;
     // Deployment and pod changes trigger reconciles through the watches; the
-    // periodic requeue only re-checks Kafka.
+    // periodic requeue re-checks Kafka and samples the throughput.
     Ok(Action::requeue(if ready {
-        Duration::from_secs(300)
+        ctx.sample_interval()
     } else {
-        Duration::from_secs(30)
+        Duration::from_secs(30).min(ctx.sample_interval())
     }))
 }
 

@@ -16,7 +16,8 @@ mod network_policy;
 mod policy;
 // The reconcile: `controller` runs the watches and calls `reconcile`, which
 // deletes (`cleanup`) or applies (`apply`) and observes (`status`, with
-// `diagnosis` of pods that are not ready and `conditions`).
+// `diagnosis` of pods that are not ready, `conditions`, and `throughput`
+// from the consumer group's offsets).
 mod apply;
 mod cleanup;
 mod conditions;
@@ -28,6 +29,12 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod status;
+mod throughput;
+// Lag-based autoscaling of the consumers: the decision, tested on its own;
+// the reconcile applies it through the scale subresource in the next step
+// of issue 16.
+#[allow(dead_code)]
+mod autoscale;
 // Kafka topics.
 mod topic;
 // The process: flags, leader election, health and metrics.

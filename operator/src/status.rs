@@ -2,13 +2,17 @@
 //! its Deployment, and in the pods' own words when it is not ready) and the
 //! TwitterStream's status, written only when it changed.
 
+use crate::apply;
 use crate::child::ChildDeployment;
 use crate::conditions::{self, Observation};
 use crate::context::Context;
-use crate::crd::{ComponentStatus, TopicStatus, TwitterStream, TwitterStreamStatus};
+use crate::crd::{
+    ComponentStatus, ThroughputStatus, TopicStatus, TwitterStream, TwitterStreamStatus,
+};
 use crate::diagnosis;
 use crate::error::Error;
 use crate::render::{self, Component};
+use crate::throughput;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -26,6 +30,7 @@ pub(crate) async fn observe_and_write(
     topic_status: Option<TopicStatus>,
     children: &[(Component, ChildDeployment)],
 ) -> Result<bool, Error> {
+    let throughput = sample_throughput(tws, ctx, topic_status.as_ref()).await;
     let mut component_status = HashMap::new();
     for (component, d) in children {
         let (obs, status) = component_readiness(tws, ctx, *component, d).await?;
@@ -49,6 +54,7 @@ pub(crate) async fn observe_and_write(
         producer: component_status.remove(&Component::Producer),
         consumer: component_status.remove(&Component::Consumer),
         topic: topic_status.or(previous.topic.clone()),
+        throughput: throughput.or(previous.throughput.clone()),
     };
     // A component's pods newly failing (a crash loop with the worker's
     // termination message, a missing Secret): also a Warning Event.
@@ -74,6 +80,45 @@ pub(crate) async fn observe_and_write(
         .await?;
     }
     Ok(ready.ok)
+}
+
+/// A new throughput sample when the stream is due for one (`None`: keep the
+/// last). A failed sample is only logged: the status keeps the last one, and
+/// the topic's own check reports unreachable brokers.
+async fn sample_throughput(
+    tws: &TwitterStream,
+    ctx: &Context,
+    topic: Option<&TopicStatus>,
+) -> Option<ThroughputStatus> {
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let (last, due) = ctx.last_sample(tws, now_ms);
+    let partitions = topic
+        .or(tws.status.as_ref().and_then(|s| s.topic.as_ref()))
+        .map(|t| t.partitions)
+        .filter(|p| *p > 0)?;
+    if !due {
+        return None;
+    }
+    let progress = ctx
+        .topics
+        .group_progress(
+            &apply::brokers(tws),
+            &render::group_id(tws),
+            &tws.spec.kafka.topic,
+            partitions,
+        )
+        .await;
+    match progress {
+        Ok(progress) => {
+            let (status, sample) = throughput::throughput(&progress, last, now_ms);
+            ctx.remember_sample(tws, sample);
+            Some(status)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "sampling the consumer group's progress failed");
+            None
+        }
+    }
 }
 
 /// Status equality that ignores transition times (they only change with status).

@@ -2,6 +2,9 @@
 //! missing, grown when more partitions are asked for, never shrunk.
 
 mod login;
+mod progress;
+
+pub(crate) use progress::PartitionProgress;
 
 use login::LoginWatch;
 use rdkafka::ClientConfig;
@@ -102,6 +105,10 @@ const LOOKUPS_PER_METADATA_CLIENT: usize = 64;
 /// threads alive for nothing: the broker answers them one after another.
 const CONCURRENT_LOOKUPS: usize = 4;
 
+/// Group progress probes at once, at most: each creates a client (threads,
+/// connections, a login) for its one group.
+const CONCURRENT_PROGRESS_PROBES: usize = 2;
+
 /// Clients by broker list, so every pipeline on the same cluster shares one
 /// connection set: an admin client for changes, and a metadata client (see
 /// [`LOOKUPS_PER_METADATA_CLIENT`]) for lookups.
@@ -109,6 +116,7 @@ pub(crate) struct Topics {
     clients: Mutex<HashMap<String, Admin>>,
     metadata: Mutex<HashMap<String, Arc<MetadataClient>>>,
     lookups: tokio::sync::Semaphore,
+    progress_probes: tokio::sync::Semaphore,
     timeout: Duration,
     /// The operator's own Kafka credentials (its flags; files it mounts).
     security: KafkaSecurity,
@@ -120,6 +128,7 @@ impl Topics {
             clients: Mutex::new(HashMap::new()),
             metadata: Mutex::new(HashMap::new()),
             lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
+            progress_probes: tokio::sync::Semaphore::new(CONCURRENT_PROGRESS_PROBES),
             timeout,
             security: KafkaSecurity::default(),
         }
