@@ -115,6 +115,7 @@ async fn sample_throughput(
             Some(status)
         }
         Err(e) => {
+            ctx.sample_failed(tws, now_ms);
             tracing::debug!(error = %e, "sampling the consumer group's progress failed");
             None
         }
