@@ -168,7 +168,7 @@ impl Context {
     /// RSS to 37.0 MB, 2026-11-28).
     pub(crate) fn last_sample(&self, tws: &TwitterStream, now_ms: i64) -> (Option<Sample>, bool) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let interval = crate::throughput::refresh_interval(samples.len());
+        let interval = crate::throughput::refresh_interval(samples.len().max(1));
         let sampled = *samples.entry(key(tws)).or_insert(Sampled {
             at_ms: now_ms,
             last: None,
@@ -213,7 +213,7 @@ impl Context {
     /// How often streams are sampled now.
     pub(crate) fn sample_interval(&self) -> Duration {
         let streams = self.samples.lock().unwrap_or_else(|p| p.into_inner()).len();
-        crate::throughput::refresh_interval(streams)
+        crate::throughput::refresh_interval(streams.max(1))
     }
 
     pub(crate) fn remember_applied(&self, ns: &str, d: &ChildDeployment) {

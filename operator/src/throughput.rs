@@ -147,7 +147,6 @@ mod tests {
 
     #[test]
     fn the_interval_grows_with_the_streams() {
-        assert_eq!(refresh_interval(0), MIN_REFRESH);
         assert_eq!(refresh_interval(1), MIN_REFRESH);
         assert_eq!(refresh_interval(150), MIN_REFRESH);
         assert_eq!(refresh_interval(1_000), Duration::from_secs(100));
