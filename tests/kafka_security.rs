@@ -476,14 +476,44 @@ fn set_scram_password(user: &str, password: &str) {
     assert!(out.status.success(), "kafka-configs: {out:?}");
 }
 
-/// A password rotated mid-run, on the brokers and, `file_after` later, in
-/// the mounted file (as a `KafkaUser` rotation and the kubelet do). The
-/// brokers refuse the old password at the next re-authentication (every
-/// 15 s here). The workers log in again with the new file: after a commit
-/// when they notice it first, or at once when the brokers already refuse
-/// them. The producer finishes, every tweet is published once and every
-/// window is exact; neither worker restarted.
-async fn rotation(name: &str, file_after: Duration) {
+/// Replaces `path`'s contents in one step, as the kubelet's atomic writer
+/// does: a worker never reads a half-written password (a plain write
+/// truncates first; a CI run's consumer stage logged in again twice, 18 s
+/// apart, the first time most likely with the emptied file).
+fn write_atomically(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// When the rotated password file reaches the workers.
+#[derive(Debug, Clone, Copy)]
+enum FileArrives {
+    /// With the brokers' change (the kubelet was quick).
+    AtOnce,
+    /// Once a worker logged that the brokers refuse its old password (the
+    /// kubelet may take a minute).
+    AfterARefusal,
+}
+
+/// What a worker logs when the brokers refuse its login.
+const REFUSED: &str = "SASL authentication error";
+
+/// A password rotated mid-run, on the brokers and then in the mounted file
+/// (as a `KafkaUser` rotation and the kubelet do). The brokers refuse the
+/// old password at the next re-authentication (every 15 s here). The
+/// workers log in again with the new file: after a commit when they notice
+/// it first, or at once when the brokers already refuse them. The producer
+/// finishes, every tweet is published once and every window is exact;
+/// neither worker restarted.
+///
+/// Each step waits for the one before rather than for a fixed time: with a
+/// 6000-tweet, 40 s producer and fixed sleeps, a slow `kafka-configs` run
+/// (a JVM start under a loaded CI machine) moved the rotation so late that
+/// the producer finished before the brokers re-authenticated it, 1 CI run in
+/// about 10. The producer now runs 70 s, and the test fails saying so if it
+/// ends before the rotation reached it.
+async fn rotation(name: &str, file: FileArrives) {
     let user = unique_name("tws-rot");
     let dir = std::env::temp_dir().join(&user);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -519,16 +549,47 @@ async fn rotation(name: &str, file_after: Duration) {
     create_topic(&output, 1, 1).await;
     // Each test its own stream: the transactional id derives from it.
     let stream: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    let mut p = producer(&m, &topic, stream, (150, 6000), name);
+    // 60 s of tweets: the rotation below takes up to ~35 s after the 8 s
+    // (a JVM start, up to 15 s until the next re-authentication, a 5 s file
+    // check).
+    let (rate, count) = (250, 15_000);
+    // Built (or found) before anything starts: under CI's parallel lanes
+    // the first `cargo build` of a binary waited 30 s for cargo's lock,
+    // and the producer ran all that time alone.
+    twitterstream_tests::consumer::consumer_binary();
+    let started = std::time::Instant::now();
+    let mut p = producer(&m, &topic, stream, (rate, count), name);
     let group = unique_name("sec-rot-group");
     let args = replica_args(&m, &topic, stream, &group, &output);
     let replica = twitterstream_tests::consumer::Replica::start(&unique_name(name), &args);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let new = unique_name("new-pw");
     set_scram_password(&user, &new);
-    tokio::time::sleep(file_after).await;
-    std::fs::write(&password, &new).expect("write");
-    println!("{name}: rotated {user}'s password at 8 s, the file {file_after:?} later");
+    let changed = started.elapsed();
+    if let FileArrives::AfterARefusal = file {
+        eventually(
+            "a worker to be refused its old password",
+            Duration::from_secs(45),
+            || {
+                std::future::ready(
+                    (p.log_text().contains(REFUSED) || replica.log_text().contains(REFUSED))
+                        .then_some(()),
+                )
+            },
+        )
+        .await;
+    }
+    assert!(
+        p.child.try_wait().ok().flatten().is_none(),
+        "the producer ended before the new password file was written \
+         ({:?} after its start, the brokers changed at {changed:?}): it must run longer",
+        started.elapsed()
+    );
+    write_atomically(&password, &new);
+    println!(
+        "{name}: password changed on the brokers at {changed:?}, the file at {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         exit_code(&mut p, Duration::from_secs(150)).await,
         0,
@@ -536,7 +597,7 @@ async fn rotation(name: &str, file_after: Duration) {
         p.log_text()
     );
     let records = read_committed_records(&topic).await;
-    assert_eq!(records.len(), 6000, "tweets published once each");
+    assert_eq!(records.len(), count as usize, "tweets published once each");
     let want = truth::expected(&records, &Rules::tumbling(stream, 10));
     wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
     let got = truth::published(stream, &read_output(&output));
@@ -553,19 +614,18 @@ async fn rotation(name: &str, file_after: Duration) {
         );
     }
     println!(
-        "{name}: 6000 tweets once each, {} windows exact; both workers logged in again without a restart",
+        "{name}: {count} tweets once each, {} windows exact; both workers logged in again without a restart",
         got.len()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_credentials_are_taken_up_without_a_restart() {
-    rotation("rotation", Duration::ZERO).await;
+    rotation("rotation", FileArrives::AtOnce).await;
 }
 
-/// The file arrives 20 s after the brokers changed the password, so the
-/// brokers refuse the clients first (the kubelet may take a minute).
+/// The file arrives after the brokers refused a worker its old password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_rotated_on_the_brokers_first_are_taken_up_when_the_file_arrives() {
-    rotation("rotation-late-file", Duration::from_secs(20)).await;
+    rotation("rotation-late-file", FileArrives::AfterARefusal).await;
 }
