@@ -35,6 +35,8 @@ fn expected_rules() -> Rules {
             &["get", "patch"],
         ),
         ("twitterstream.io", "twitterstreams/finalizers", &["update"]),
+        // spec.consumer.autoscaling sets the replicas as `kubectl scale` does.
+        ("twitterstream.io", "twitterstreams/scale", &["patch"]),
         (
             "apps",
             "deployments",

@@ -42,6 +42,7 @@ fn binaries() -> Vec<Binary> {
     let operator = {
         let m = twitterstream_operator::metrics::Metrics::default();
         m.failed("KafkaUnreachable");
+        m.scaled("up");
         m.encode()
     };
     let producer = {
@@ -112,6 +113,13 @@ const LABEL_NOTES: &[LabelNote] = &[
             "KubernetesApiError",
             "NoNamespace",
         ],
+        source: "operator/src",
+    },
+    LabelNote {
+        family: "twitterstream_operator_consumer_scalings",
+        label: "direction",
+        text: "`up` or `down`",
+        literals: &["up", "down"],
         source: "operator/src",
     },
     LabelNote {

@@ -102,6 +102,26 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     create(&api, &with("/keyword", json!("k".repeat(490))))
         .await
         .expect("a 490-character keyword fits");
+    // Autoscaling up to every partition, with the defaults filled in.
+    let autoscaled = with("/consumer/autoscaling", json!({"maxReplicas": 3}));
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let created = api
+        .create(
+            &dry_run,
+            &serde_json::from_value(autoscaled).expect("object"),
+        )
+        .await
+        .expect("autoscaling up to kafka.partitions is valid");
+    assert_eq!(
+        created.data["spec"]["consumer"]["autoscaling"],
+        json!({"minReplicas": 1, "maxReplicas": 3, "catchUpSeconds": 60,
+               "targetUtilizationPercent": 80, "scaleDownStabilizationSeconds": 300,
+               "scaleUpCooldownSeconds": 30}),
+        "the schema's defaults"
+    );
     let mut tiny_rate = with("/synthetic", json!({"rate": 1e-9}));
     tiny_rate["spec"]["source"] = json!("synthetic");
     let mut tiny_speed = with("/replay", json!({"configMap": "tweets", "speed": 1e-9}));
@@ -233,6 +253,27 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "more consumers than partitions",
             with("/consumer/replicas", json!(4)),
             "consumer.replicas must not exceed kafka.partitions",
+        ),
+        (
+            "autoscaling past the partitions",
+            with("/consumer/autoscaling", json!({"maxReplicas": 4})),
+            "consumer.autoscaling.maxReplicas must not exceed kafka.partitions",
+        ),
+        (
+            "autoscaling with min above max",
+            with(
+                "/consumer/autoscaling",
+                json!({"minReplicas": 3, "maxReplicas": 2}),
+            ),
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ),
+        (
+            "autoscaling to a utilization of 0",
+            with(
+                "/consumer/autoscaling",
+                json!({"maxReplicas": 2, "targetUtilizationPercent": 0}),
+            ),
+            "targetUtilizationPercent",
         ),
         (
             "output topic equal to topic",

@@ -1,6 +1,7 @@
 //! Making Kafka and the cluster as the spec says: the topics, the finalizer,
 //! the Deployments and the NetworkPolicies.
 
+use crate::autoscale::Decision;
 use crate::child::ChildDeployment;
 use crate::conditions::{self, Observation};
 use crate::context::Context;
@@ -176,6 +177,46 @@ pub(crate) async fn refuse(tws: &TwitterStream, ctx: &Context, refusal: &Refusal
             refusal.message(),
         )
         .await;
+}
+
+/// Sets the consumer replicas the autoscaler decided on, through the scale
+/// subresource (as `kubectl scale` does), and says so in an Event with the
+/// figures. The TwitterStream's new generation brings the next reconcile,
+/// which renders the Deployment with them.
+pub(crate) async fn scale_consumers(
+    tws: &TwitterStream,
+    ctx: &Context,
+    api: &Api<TwitterStream>,
+    decision: &Decision,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({ "spec": { "replicas": decision.to } });
+    api.patch_scale(
+        &tws.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    ctx.metrics.scaled(if decision.to > decision.from {
+        "up"
+    } else {
+        "down"
+    });
+    tracing::info!(
+        from = decision.from,
+        to = decision.to,
+        "{}",
+        decision.message
+    );
+    ctx.events
+        .emit(
+            tws,
+            EventType::Normal,
+            "Scaled",
+            "Autoscale",
+            decision.message.clone(),
+        )
+        .await;
+    Ok(())
 }
 
 pub(crate) fn brokers(tws: &TwitterStream) -> String {

@@ -5,6 +5,7 @@
 //! of the stabilization window agrees. Pure: the reconcile feeds it samples
 //! and applies what it returns through the scale subresource.
 
+use crate::crd::{AutoscalingSpec, ThroughputStatus};
 use std::collections::VecDeque;
 
 /// What the policy allows (the spec's `consumer.autoscaling`, defaults
@@ -21,6 +22,72 @@ pub(crate) struct Policy {
     /// No second scale-up within this of the last change: the new replicas
     /// first take their partitions (a rebalance) and must show in a sample.
     pub(crate) scale_up_cooldown_ms: i64,
+}
+
+impl Policy {
+    pub(crate) fn new(spec: &AutoscalingSpec) -> Self {
+        Self {
+            min_replicas: spec.min_replicas,
+            max_replicas: spec.max_replicas,
+            catch_up_seconds: f64::from(spec.catch_up_seconds),
+            target_utilization: f64::from(spec.target_utilization_percent) / 100.0,
+            scale_down_stabilization_ms: i64::from(spec.scale_down_stabilization_seconds) * 1000,
+            scale_up_cooldown_ms: i64::from(spec.scale_up_cooldown_seconds) * 1000,
+        }
+    }
+}
+
+/// The consumers of a stream, as the reconcile found them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Consumers {
+    /// `spec.consumer.replicas`.
+    pub(crate) replicas: i32,
+    /// Whether the Deployment runs that many, all ready and updated: only
+    /// then does a sample show what that many replicas do.
+    pub(crate) rolled_out: bool,
+}
+
+/// The change `spec` asks of `consumers` now: back within its bounds at
+/// once (the bounds were edited, or `kubectl scale` went past them), else
+/// what `state` decides from `sample`, a throughput sample taken in this
+/// reconcile, when it has both rates and the consumers were rolled out.
+pub(crate) fn decide(
+    state: &mut State,
+    spec: &AutoscalingSpec,
+    consumers: Consumers,
+    sample: Option<&ThroughputStatus>,
+    now_ms: i64,
+) -> Option<Decision> {
+    let policy = Policy::new(spec);
+    let replicas = consumers.replicas;
+    let bounded = replicas.clamp(
+        policy.min_replicas,
+        policy.max_replicas.max(policy.min_replicas),
+    );
+    if bounded != replicas {
+        state.last_change_ms = Some(now_ms);
+        state.recommendations.clear();
+        return Some(Decision {
+            from: replicas,
+            to: bounded,
+            message: format!(
+                "consumers {replicas} -> {bounded}: autoscaling keeps them within {}..{}",
+                policy.min_replicas, policy.max_replicas
+            ),
+        });
+    }
+    let sample = sample.filter(|_| consumers.rolled_out)?;
+    let obs = Observation {
+        at_ms: sample
+            .sampled_at
+            .as_ref()
+            .map_or(now_ms, |t| t.0.as_millisecond()),
+        replicas,
+        lag: sample.lag,
+        incoming_per_second: sample.published_per_second?,
+        consumed_per_second: sample.consumed_per_second?,
+    };
+    state.observe(&policy, &obs)
 }
 
 /// One throughput sample, as the autoscaler reads it.
@@ -43,6 +110,8 @@ pub(crate) struct State {
     /// The first sample read, when there has been no change yet.
     first_ms: Option<i64>,
     last_lag: Option<i64>,
+    /// When the previous sample was read.
+    last_observed_ms: Option<i64>,
     /// (time, replicas wanted) within the stabilization window.
     recommendations: VecDeque<(i64, i32)>,
 }
@@ -65,7 +134,13 @@ impl State {
     pub(crate) fn observe(&mut self, policy: &Policy, obs: &Observation) -> Option<Decision> {
         let replicas = obs.replicas.max(0);
         let backlogged = obs.lag >= BACKLOG;
-        if replicas > 0 {
+        // The rates of the first sample after a change span it: part of the
+        // time fewer replicas ran, and the new ones were taking partitions.
+        let spans_a_change = self
+            .last_change_ms
+            .is_some_and(|c| self.last_observed_ms.is_none_or(|o| c >= o));
+        self.last_observed_ms = Some(obs.at_ms);
+        if replicas > 0 && !spans_a_change {
             let measured = obs.consumed_per_second / f64::from(replicas);
             self.per_replica = match (self.per_replica, backlogged) {
                 // Behind: the replicas ran flat out; follow what they did.
@@ -212,6 +287,19 @@ mod tests {
             s.observe(&policy(), &obs(45, 2, 900_000, 40_000.0, 10_000.0))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn the_sample_spanning_a_change_does_not_measure_a_replica() {
+        let mut s = State::default();
+        let up = s.observe(&policy(), &obs(0, 1, 300_000, 5_000.0, 5_000.0));
+        assert_eq!(up.map(|d| d.to), Some(3));
+        // Three replicas, two of them starting: together they did 6,000/s.
+        s.observe(&policy(), &obs(15, 3, 280_000, 5_000.0, 6_000.0));
+        assert_eq!(s.per_replica, Some(5_000.0));
+        // A whole interval of three: now it counts.
+        s.observe(&policy(), &obs(30, 3, 200_000, 5_000.0, 12_000.0));
+        assert_eq!(s.per_replica, Some(4_500.0));
     }
 
     #[test]

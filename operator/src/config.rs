@@ -53,6 +53,11 @@ pub struct OperatorArgs {
     /// deleted anyway and the topics are left (a Warning Event names them).
     #[arg(long, env = "TWS_TOPIC_DELETE_TIMEOUT_SECONDS", default_value_t = 300)]
     pub topic_delete_timeout_seconds: u64,
+    /// The shortest time between two throughput samples of a stream
+    /// (`status.throughput`, and the autoscaler's decisions). With many
+    /// streams they are spread further apart: at most 10 samples a second.
+    #[arg(long, env = "TWS_THROUGHPUT_INTERVAL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub throughput_interval_seconds: u64,
     /// The operator's own Kafka credentials, for topic administration (the
     /// chart mounts them from a Secret in the operator's namespace).
     #[command(flatten)]

@@ -1,6 +1,7 @@
 //! What every reconcile shares: the client, the rendering settings, Kafka,
 //! metrics, Events, and the caches that keep a steady state cheap.
 
+use crate::autoscale;
 use crate::child::ChildDeployment;
 use crate::crd::TwitterStream;
 use crate::error::Error;
@@ -26,12 +27,13 @@ pub(crate) fn key(tws: &TwitterStream) -> (String, String) {
 /// How long a successful topic check is trusted.
 const TOPIC_RECHECK: Duration = Duration::from_secs(60);
 
-/// A stream's sampling: when it was last sampled (or first seen), and the
-/// last sample.
-#[derive(Clone, Copy, Debug)]
+/// A stream's sampling: when it was last sampled (or first seen), the last
+/// sample, and what the autoscaler remembers of the samples.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Sampled {
     at_ms: i64,
     last: Option<Sample>,
+    autoscaler: autoscale::State,
 }
 
 /// Shared by every reconcile.
@@ -63,6 +65,8 @@ pub(crate) struct Context {
     /// Each stream's last throughput sample, for its rates and for when the
     /// next one is due.
     pub(crate) samples: Mutex<HashMap<(String, String), Sampled>>,
+    /// The shortest time between two samples of a stream.
+    pub(crate) min_sample_interval: Duration,
 }
 
 impl Context {
@@ -91,6 +95,7 @@ impl Context {
             without_policies: Mutex::new(HashSet::new()),
             topic_delete_timeout: Duration::from_secs(300),
             samples: Mutex::new(HashMap::new()),
+            min_sample_interval: crate::throughput::MIN_REFRESH,
         }
     }
 
@@ -131,6 +136,11 @@ impl Context {
         self
     }
 
+    pub(crate) fn with_sample_interval(mut self, min: Duration) -> Self {
+        self.min_sample_interval = min;
+        self
+    }
+
     pub(crate) fn with_topic_delete_timeout(mut self, timeout: Duration) -> Self {
         self.topic_delete_timeout = timeout;
         self
@@ -168,26 +178,20 @@ impl Context {
     /// RSS to 37.0 MB, 2026-11-28).
     pub(crate) fn last_sample(&self, tws: &TwitterStream, now_ms: i64) -> (Option<Sample>, bool) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let interval = crate::throughput::refresh_interval(samples.len().max(1));
-        let sampled = *samples.entry(key(tws)).or_insert(Sampled {
+        let interval = self.refresh_interval(samples.len());
+        let sampled = samples.entry(key(tws)).or_insert(Sampled {
             at_ms: now_ms,
-            last: None,
+            ..Sampled::default()
         });
         let due = now_ms - sampled.at_ms >= interval.as_millis() as i64;
         (sampled.last, due)
     }
 
     pub(crate) fn remember_sample(&self, tws: &TwitterStream, sample: Sample) {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                key(tws),
-                Sampled {
-                    at_ms: sample.at_ms,
-                    last: Some(sample),
-                },
-            );
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let sampled = samples.entry(key(tws)).or_default();
+        sampled.at_ms = sample.at_ms;
+        sampled.last = Some(sample);
     }
 
     /// A sample that failed: the next is due an interval later, so
@@ -203,6 +207,16 @@ impl Context {
         }
     }
 
+    /// Runs `decide` on the stream's autoscaler state.
+    pub(crate) fn autoscaler<R>(
+        &self,
+        tws: &TwitterStream,
+        decide: impl FnOnce(&mut autoscale::State) -> R,
+    ) -> R {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        decide(&mut samples.entry(key(tws)).or_default().autoscaler)
+    }
+
     pub(crate) fn forget_samples(&self, tws: &TwitterStream) {
         self.samples
             .lock()
@@ -213,7 +227,11 @@ impl Context {
     /// How often streams are sampled now.
     pub(crate) fn sample_interval(&self) -> Duration {
         let streams = self.samples.lock().unwrap_or_else(|p| p.into_inner()).len();
-        crate::throughput::refresh_interval(streams.max(1))
+        self.refresh_interval(streams)
+    }
+
+    fn refresh_interval(&self, streams: usize) -> Duration {
+        crate::throughput::refresh_interval(self.min_sample_interval, streams.max(1))
     }
 
     pub(crate) fn remember_applied(&self, ns: &str, d: &ChildDeployment) {

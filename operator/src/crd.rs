@@ -94,6 +94,7 @@ pub const KIND: &str = "TwitterStream";
     validation = Rule::new("self.producer.replicas <= 1").message("producer.replicas must be 0 or 1: a stream has one transactional producer, and a second would fence it (and fetch or generate the same tweets twice)"),
     validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || has(self.credentialsSecret)").message("sources x-search and x-stream need credentialsSecret: the name of a Secret holding the X API credentials"),
     validation = Rule::new("self.consumer.replicas <= self.kafka.partitions").message("consumer.replicas must not exceed kafka.partitions: a partition is read by one consumer, extra consumers would sit idle"),
+    validation = Rule::new("!has(self.consumer.autoscaling) || self.consumer.autoscaling.maxReplicas <= self.kafka.partitions").message("consumer.autoscaling.maxReplicas must not exceed kafka.partitions: a partition is read by one consumer, extra consumers would sit idle"),
 )]
 pub struct TwitterStreamSpec {
     /// The X search query to follow: a keyword, or any query using X's search operators (e.g. `superbowl has:hashtags`).
@@ -483,6 +484,9 @@ pub struct ConsumerSpec {
     #[serde(default = "default_top_n")]
     #[schemars(range(min = 1, max = 1000))]
     pub top_n: i32,
+    /// Set: the operator sets `replicas` itself, from the consumer lag and the rates in `status.throughput`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     #[serde(flatten)]
     pub container: ContainerSpec,
 }
@@ -492,9 +496,57 @@ impl Default for ConsumerSpec {
         Self {
             replicas: 1,
             top_n: default_top_n(),
+            autoscaling: None,
             container: ContainerSpec::default(),
         }
     }
+}
+
+/// Lag-based autoscaling of the consumers. At each throughput sample the operator wants enough replicas for the
+/// incoming rate plus the lag spread over `catchUpSeconds`, each planned at `targetUtilizationPercent` of the rate
+/// one replica was measured to process, and sets `consumer.replicas` through the scale subresource. Scale-ups are
+/// at once (then `scaleUpCooldownSeconds` before the next); scale-downs only when every recommendation of the last
+/// `scaleDownStabilizationSeconds` agrees. Each change is a `Scaled` Event with its figures.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// The fewest consumer pods.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub min_replicas: i32,
+    /// The most consumer pods; at most `kafka.partitions` (a partition is read by one consumer).
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_replicas: i32,
+    /// Seconds in which a backlog should be worked off, on top of the incoming rate.
+    #[serde(default = "default_catch_up_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub catch_up_seconds: i32,
+    /// Percent of a replica's measured processing rate to plan for: headroom for bursts.
+    #[serde(default = "default_target_utilization")]
+    #[schemars(range(min = 10, max = 100))]
+    pub target_utilization_percent: i32,
+    /// Seconds of recommendations that must all agree before replicas are removed.
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_stabilization_seconds: i32,
+    /// Seconds after a change before the next scale-up: the new pods take their partitions and show in a sample.
+    #[serde(default = "default_scale_up_cooldown")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_up_cooldown_seconds: i32,
+}
+
+fn default_catch_up_seconds() -> i32 {
+    60
+}
+fn default_target_utilization() -> i32 {
+    80
+}
+fn default_scale_down_stabilization() -> i32 {
+    300
+}
+fn default_scale_up_cooldown() -> i32 {
+    30
 }
 
 fn one() -> i32 {

@@ -30,10 +30,9 @@ mod events;
 mod fixtures;
 mod status;
 mod throughput;
-// Lag-based autoscaling of the consumers: the decision, tested on its own;
-// the reconcile applies it through the scale subresource in the next step
-// of issue 16.
-#[allow(dead_code)]
+// Lag-based autoscaling of the consumers (`spec.consumer.autoscaling`): the
+// decision, pure; `status` feeds it each throughput sample and `apply`
+// carries it out through the scale subresource.
 mod autoscale;
 // Kafka topics.
 mod topic;
@@ -91,6 +90,7 @@ pub async fn run(args: config::OperatorArgs) -> anyhow::Result<()> {
             identity.clone(),
         )
         .with_topic_delete_timeout(Duration::from_secs(args.topic_delete_timeout_seconds))
+        .with_sample_interval(Duration::from_secs(args.throughput_interval_seconds))
         .with_allowed_images(&args.allowed_images),
     );
     let result = if args.leader_elect {

@@ -13,8 +13,14 @@ pub(crate) struct FailureLabels {
     pub(crate) reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScalingLabels {
+    pub(crate) direction: &'static str,
+}
+
 pub struct Metrics {
     pub(crate) registry: Registry,
+    pub(crate) scalings: Family<ScalingLabels, Counter>,
     pub(crate) reconciles: Counter,
     pub(crate) failures: Family<FailureLabels, Counter>,
     pub(crate) duration: Histogram,
@@ -28,6 +34,12 @@ impl Default for Metrics {
         let failures = Family::<FailureLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let managed = Gauge::default();
+        let scalings = Family::<ScalingLabels, Counter>::default();
+        registry.register(
+            "consumer_scalings",
+            "Changes of consumer replicas made by spec.consumer.autoscaling, by direction (up, down)",
+            scalings.clone(),
+        );
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -46,6 +58,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            scalings,
             reconciles,
             failures,
             duration,
@@ -69,6 +82,12 @@ impl Metrics {
             .get_or_create(&FailureLabels {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    pub fn scaled(&self, direction: &'static str) {
+        self.scalings
+            .get_or_create(&ScalingLabels { direction })
             .inc();
     }
 

@@ -3,6 +3,7 @@
 //! TwitterStream's status, written only when it changed.
 
 use crate::apply;
+use crate::autoscale;
 use crate::child::ChildDeployment;
 use crate::conditions::{self, Observation};
 use crate::context::Context;
@@ -32,11 +33,16 @@ pub(crate) async fn observe_and_write(
 ) -> Result<bool, Error> {
     let throughput = sample_throughput(tws, ctx, topic_status.as_ref()).await;
     let mut component_status = HashMap::new();
+    let mut consumers_rolled_out = false;
     for (component, d) in children {
         let (obs, status) = component_readiness(tws, ctx, *component, d).await?;
+        if *component == Component::Consumer {
+            consumers_rolled_out = obs.ok && d.replicas == Some(tws.spec.consumer.replicas);
+        }
         parts.push(obs);
         component_status.insert(*component, status);
     }
+    autoscale(tws, ctx, api, throughput.as_ref(), consumers_rolled_out).await?;
     let ready = conditions::ready(&parts, tws.spec.suspend);
     tracing::Span::current().record("ready", ready.ok);
     let mut observed = vec![ready.clone()];
@@ -119,6 +125,40 @@ async fn sample_throughput(
             tracing::debug!(error = %e, "sampling the consumer group's progress failed");
             None
         }
+    }
+}
+
+/// Lets `spec.consumer.autoscaling` decide on this reconcile's sample (or
+/// bring the replicas back within its bounds); a suspended stream, or one
+/// without autoscaling, starts over when it has it again.
+async fn autoscale(
+    tws: &TwitterStream,
+    ctx: &Context,
+    api: &Api<TwitterStream>,
+    sample: Option<&ThroughputStatus>,
+    rolled_out: bool,
+) -> Result<(), Error> {
+    let Some(spec) = tws
+        .spec
+        .consumer
+        .autoscaling
+        .as_ref()
+        .filter(|_| !tws.spec.suspend)
+    else {
+        ctx.autoscaler(tws, |state| *state = autoscale::State::default());
+        return Ok(());
+    };
+    let consumers = autoscale::Consumers {
+        replicas: tws.spec.consumer.replicas,
+        rolled_out,
+    };
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let decision = ctx.autoscaler(tws, |state| {
+        autoscale::decide(state, spec, consumers, sample, now_ms)
+    });
+    match decision {
+        Some(decision) => apply::scale_consumers(tws, ctx, api, &decision).await,
+        None => Ok(()),
     }
 }
 

@@ -8,16 +8,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
 use twitterstream_contract::commit::{self, SourceCommit};
 
-/// The shortest time between two samples of a stream.
+/// The shortest time between two samples of a stream, unless the operator
+/// is told otherwise (`--throughput-interval-seconds`).
 pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(15);
 /// Samples per second across all streams, at most: each is a client
 /// created for one group (~10 ms of the operator's CPU and a connection
 /// per broker). At 1,000 streams a stream is sampled every 100 s.
 const SAMPLES_PER_SECOND: u64 = 10;
 
-/// How often each of `streams` streams is sampled.
-pub(crate) fn refresh_interval(streams: usize) -> Duration {
-    MIN_REFRESH.max(Duration::from_secs(streams as u64 / SAMPLES_PER_SECOND))
+/// How often each of `streams` streams is sampled, `min` apart at least.
+pub(crate) fn refresh_interval(min: Duration, streams: usize) -> Duration {
+    min.max(Duration::from_secs(streams as u64 / SAMPLES_PER_SECOND))
 }
 
 /// The totals a rate is computed from.
@@ -147,8 +148,14 @@ mod tests {
 
     #[test]
     fn the_interval_grows_with_the_streams() {
-        assert_eq!(refresh_interval(1), MIN_REFRESH);
-        assert_eq!(refresh_interval(150), MIN_REFRESH);
-        assert_eq!(refresh_interval(1_000), Duration::from_secs(100));
+        assert_eq!(refresh_interval(MIN_REFRESH, 1), MIN_REFRESH);
+        assert_eq!(refresh_interval(MIN_REFRESH, 150), MIN_REFRESH);
+        assert_eq!(
+            refresh_interval(MIN_REFRESH, 1_000),
+            Duration::from_secs(100)
+        );
+        let min = Duration::from_secs(2);
+        assert_eq!(refresh_interval(min, 1), min);
+        assert_eq!(refresh_interval(min, 1_000), Duration::from_secs(100));
     }
 }

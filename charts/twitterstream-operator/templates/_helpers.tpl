@@ -167,6 +167,11 @@ or ConfigMaps: the workers read the X API credentials Secret themselves.
 - apiGroups: ["twitterstream.io"]
   resources: ["twitterstreams/status"]
   verbs: ["get", "patch"]
+# Sets spec.consumer.replicas when spec.consumer.autoscaling asks it to, as
+# `kubectl scale` and an HPA do.
+- apiGroups: ["twitterstream.io"]
+  resources: ["twitterstreams/scale"]
+  verbs: ["patch"]
 # The producer/consumer Deployments carry an owner reference with
 # blockOwnerDeletion, which the API server only allows to whoever may update
 # the owner's finalizers.

@@ -54,7 +54,16 @@ fn applies(calls: &[Call]) -> Vec<String> {
 /// process applied them at generation 1, while the cluster holds them at
 /// `generation`; returns the calls.
 async fn reconcile_existing(generation: i64) -> Vec<Call> {
-    let tws = fixtures::stream("ns1", "demo");
+    reconcile_existing_stream(fixtures::stream("ns1", "demo"), generation)
+        .await
+        .0
+}
+
+/// `reconcile_existing` of `tws`; also returns the context.
+async fn reconcile_existing_stream(
+    tws: TwitterStream,
+    generation: i64,
+) -> (Vec<Call>, Arc<Context>) {
     let rendered = render::deployments(
         &tws,
         &RenderConfig::new("registry.example/twitterstream-workers:1.2.3"),
@@ -74,6 +83,14 @@ async fn reconcile_existing(generation: i64) -> Vec<Call> {
         let path = uri.split('?').next().unwrap_or_default();
         if path.ends_with("/pods") {
             return no_pods();
+        }
+        if path.ends_with("/scale") {
+            let scale = json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": "demo", "namespace": "ns1"},
+                "spec": body["spec"].clone(), "status": {"replicas": 1},
+            });
+            return (StatusCode::OK, scale);
         }
         match served.iter().find(|(p, _)| p == path) {
             Some((_, d)) if method == Method::GET => (StatusCode::OK, d.clone()),
@@ -97,9 +114,40 @@ async fn reconcile_existing(generation: i64) -> Vec<Call> {
         d.metadata.generation = Some(1);
         ctx.remember_applied("ns1", &ChildDeployment::from(d));
     }
-    let result = reconcile(Arc::new(tws), Arc::new(ctx)).await;
+    let ctx = Arc::new(ctx);
+    let result = reconcile(Arc::new(tws), ctx.clone()).await;
     assert!(result.is_ok(), "{:?}", result.err());
-    calls.without_events()
+    (calls.without_events(), ctx)
+}
+
+#[tokio::test]
+async fn autoscaling_brings_the_consumers_within_its_bounds_through_the_scale_subresource() {
+    let mut tws = fixtures::stream("ns1", "demo");
+    tws.spec.consumer.autoscaling = serde_json::from_value(json!({
+        "minReplicas": 2, "maxReplicas": 3,
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (calls, ctx) = reconcile_existing_stream(tws, 1).await;
+    let scale = format!("{}/scale", stream_path("ns1", "demo"));
+    let patches: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.is(&Method::PATCH, &scale))
+        .collect();
+    assert_eq!(patches.len(), 1, "{calls:#?}");
+    assert_eq!(patches[0].body, json!({"spec": {"replicas": 2}}));
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("twitterstream_operator_consumer_scalings_total{direction=\"up\"} 1"),
+        "{}",
+        ctx.metrics.encode()
+    );
+    // Within the bounds, without a throughput sample: nothing to decide.
+    let (calls, _) = reconcile_existing_stream(fixtures::stream("ns1", "demo"), 1).await;
+    assert!(
+        !calls.iter().any(|c| c.uri.contains("/scale")),
+        "{calls:#?}"
+    );
 }
 
 #[tokio::test]

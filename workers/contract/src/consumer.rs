@@ -87,6 +87,12 @@ pub struct ConsumerArgs {
     /// use, which follows the container's CPU limit).
     #[arg(long, env = "TWS_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Take in at most this many tweets per second (none: as many as the
+    /// replica can). For tests that need a known per-replica capacity (the
+    /// autoscaling test), or to spare a shared broker; not set by the
+    /// operator.
+    #[arg(long, env = "TWS_MAX_TWEETS_PER_SECOND", value_parser = positive_rate)]
+    pub max_tweets_per_second: Option<f64>,
     /// Address of the health and metrics server (/healthz, /readyz, /metrics).
     #[arg(long, env = "TWS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -97,6 +103,15 @@ pub struct ConsumerArgs {
     #[arg(long)]
     #[serde(skip)]
     pub print_config: bool,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate of at least 1 tweet per second"
+        )),
+    }
 }
 
 /// A configuration that parses but cannot work.
@@ -136,6 +151,7 @@ impl ConsumerArgs {
             start_from: StartFrom::Earliest,
             print: None,
             threads: 0,
+            max_tweets_per_second: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             log_format: LogFormat::Text,
             print_config: false,

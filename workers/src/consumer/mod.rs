@@ -4,6 +4,7 @@ mod merge;
 mod merge_stage;
 pub mod metrics;
 mod offsets;
+mod pace;
 mod partials;
 pub mod pipeline;
 mod probes;

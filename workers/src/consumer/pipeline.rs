@@ -213,6 +213,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             report_lag: true,
             observe_group: true,
             relogin: relogin[0].clone(),
+            max_per_second: args.max_tweets_per_second,
         },
         AggregateStage::new(
             &args.stream_name,
@@ -245,6 +246,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             report_lag: false,
             observe_group: false,
             relogin: relogin[1].clone(),
+            max_per_second: None,
         },
         MergeStage::new(
             &args.stream_name,

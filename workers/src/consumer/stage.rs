@@ -9,6 +9,7 @@
 //! try to commit with a stale generation, which the broker fences.
 
 use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
+use crate::consumer::pace::Pace;
 use crate::kafka::{self, AuthWatch};
 use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
@@ -129,6 +130,8 @@ pub(crate) struct StageConfig {
     /// Set when the brokers refuse the clients and the credential files
     /// have changed: the session ends and new clients log in.
     pub(crate) relogin: Arc<AtomicBool>,
+    /// At most this many records a second (`--max-tweets-per-second`).
+    pub(crate) max_per_second: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +485,10 @@ impl<P: Processor> Driver<P> {
         let mut next_cycle = Instant::now() + self.cfg.commit_interval;
         let mut next_lag = Instant::now();
         let mut next_observe = Instant::now() + OBSERVE_INTERVAL;
+        let mut pace = self
+            .cfg
+            .max_per_second
+            .map(|r| Pace::new(r, Instant::now()));
         loop {
             if self.cfg.relogin.swap(false, Ordering::SeqCst) {
                 return Err(StageError::CredentialsChanged {
@@ -498,7 +505,13 @@ impl<P: Processor> Driver<P> {
                 );
                 return Ok(());
             }
-            if ready.is_empty()
+            let wait = pace
+                .as_mut()
+                .map_or(Duration::ZERO, |p| p.wait(Instant::now()));
+            if !wait.is_zero() {
+                // Short naps: commits, lag reports and shutdown stay on time.
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            } else if ready.is_empty()
                 && poll_batch(
                     &consumer,
                     self.cfg.stage,
@@ -510,7 +523,10 @@ impl<P: Processor> Driver<P> {
             {
                 self.rebuild(&consumer)?;
             }
-            if !ready.is_empty() {
+            if !ready.is_empty() && wait.is_zero() {
+                if let Some(p) = pace.as_mut() {
+                    p.took(ready.len(), Instant::now());
+                }
                 let arriving = ready.iter().map(|m| m.partition()).collect();
                 self.processor.arriving(&arriving, now_ms());
                 let mut next = Vec::new();
