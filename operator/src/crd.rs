@@ -637,8 +637,8 @@ pub struct TwitterStreamStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThroughputStatus {
-    /// Records of the input topic the consumers have not committed, summed over its partitions (read_committed: up to
-    /// the last stable offset).
+    /// Records of the input topic the consumers have not read, summed over its partitions (read_committed: up to the
+    /// last stable offset), from the position each partition's last commit records.
     pub lag: i64,
     /// The largest lag of one partition.
     pub max_partition_lag: i64,
@@ -646,7 +646,7 @@ pub struct ThroughputStatus {
     /// partition a producer transaction wrote to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_per_second: Option<f64>,
-    /// Records per second the consumers committed between the last two samples.
+    /// Records per second the consumers read between the last two samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumed_per_second: Option<f64>,
     /// End of the last window every partition has closed (its results published).

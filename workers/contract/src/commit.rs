@@ -17,6 +17,11 @@ pub struct SourceCommit {
     /// Every record before this offset had been read: from it on, nothing of
     /// the partition is in any published window yet.
     pub read_until: Option<i64>,
+    /// The committing replica's position: it had read every record before
+    /// this offset. The committed offset itself stays behind the records of
+    /// windows still open (a replica that takes the partition over replays
+    /// them), so the consumer lag is the partition's end minus this.
+    pub position: Option<i64>,
 }
 
 impl SourceCommit {
@@ -31,6 +36,9 @@ impl SourceCommit {
         }
         if let Some(r) = self.read_until {
             s.push_str(&format!(";read={r}"));
+        }
+        if let Some(p) = self.position {
+            s.push_str(&format!(";pos={p}"));
         }
         if self.idle {
             s.push_str(";idle");
@@ -51,6 +59,7 @@ impl SourceCommit {
             closed_until_ms: field("closed="),
             watermark_ms: field("wm="),
             read_until: field("read="),
+            position: field("pos="),
             idle: metadata.split(';').any(|f| f == "idle"),
         }
     }
@@ -85,6 +94,7 @@ mod tests {
             watermark_ms: Some(7),
             idle: true,
             read_until: Some(12),
+            position: Some(40),
         };
         assert_eq!(SourceCommit::decode(&full.encode()), full);
         let empty = SourceCommit::default();

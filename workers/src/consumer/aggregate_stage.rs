@@ -325,6 +325,7 @@ impl Processor for AggregateStage {
                 watermark_ms: status.get(&p).and_then(|s| s.watermark),
                 idle: status.get(&p).is_some_and(|s| s.idle),
                 read_until: self.judged.get(&p).map(|(_, from)| *from),
+                position: self.position(p),
             };
             let engine = &self.engine;
             let Some(tracker) = self.trackers.get_mut(&p) else {
