@@ -331,29 +331,59 @@ fn image_defaults_to_config_and_is_overridable() {
 }
 
 #[test]
-fn suspend_scales_to_zero_and_scale_does_not_roll_pods() {
+fn suspend_scales_to_zero_and_a_change_rolls_only_the_pods_it_concerns() {
     let mut tws = superbowl();
-    let hash = |t: &TwitterStream| {
-        let d = deployment(t, Component::Consumer, &cfg());
-        d.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()[SPEC_HASH_ANNOTATION]
-            .clone()
+    let template = |t: &TwitterStream, c: Component| {
+        serde_json::to_value(&deployment(t, c, &cfg()).spec.unwrap().template).unwrap()
     };
-    let before = hash(&tws);
+    let producer = template(&tws, Component::Producer);
+    let consumer = template(&tws, Component::Consumer);
     tws.spec.consumer.replicas = 3;
-    assert_eq!(hash(&tws), before, "replica change keeps the pod template");
+    assert_eq!(
+        template(&tws, Component::Consumer),
+        consumer,
+        "scaling keeps the pods"
+    );
     tws.spec.suspend = true;
-    assert_eq!(hash(&tws), before, "suspend keeps the pod template");
+    assert_eq!(
+        template(&tws, Component::Consumer),
+        consumer,
+        "suspend keeps the pods"
+    );
     for (_, d) in deployments(&tws, &cfg()) {
         assert_eq!(d.spec.unwrap().replicas, Some(0));
     }
+    tws.spec.consumer.autoscaling = Some(crate::crd::AutoscalingSpec {
+        min_replicas: 1,
+        max_replicas: 3,
+        catch_up_seconds: 60,
+        target_utilization_percent: 80,
+        scale_down_stabilization_seconds: 300,
+        scale_up_cooldown_seconds: 30,
+    });
+    assert_eq!(
+        template(&tws, Component::Consumer),
+        consumer,
+        "autoscaling keeps the pods"
+    );
+    assert_eq!(template(&tws, Component::Producer), producer);
     tws.spec.keyword = "halftime".into();
-    assert_ne!(hash(&tws), before, "a spec change rolls the pods");
+    assert_ne!(
+        template(&tws, Component::Producer),
+        producer,
+        "the producer searches for something else"
+    );
+    assert_eq!(
+        template(&tws, Component::Consumer),
+        consumer,
+        "the consumers read the same"
+    );
+    tws.spec.window.seconds = 60;
+    assert_ne!(
+        template(&tws, Component::Consumer),
+        consumer,
+        "other windows"
+    );
 }
 
 #[test]
