@@ -5,7 +5,7 @@
 //! - hadolint: `operator/Dockerfile`, `workers/Dockerfile`
 //! - actionlint: `.github/workflows/*`, with shellcheck for their `run:` steps
 //! - shellcheck: the shell scripts of `tests/env`, `tests/kind`, `tests/bench`,
-//!   `tests/run` and `.ci/run`
+//!   `tests/tools`, and `tests/run`, `tests/lanes`, `tests/demo` and `.ci/run`
 //!
 //! Plus the facts the images share with the rest of the repository: the
 //! version label, and the binaries and user the operator's Deployments expect.
@@ -145,8 +145,13 @@ fn workflows_pass_actionlint() {
 /// *.sh, directly in the listed directories, plus tests/run and .ci/run.
 fn shell_scripts() -> Vec<String> {
     let root = repo_root();
-    let mut scripts = vec!["tests/run".to_string(), ".ci/run".to_string()];
-    for dir in ["tests/env", "tests/kind", "tests/bench"] {
+    let mut scripts = vec![
+        "tests/run".to_string(),
+        "tests/lanes".to_string(),
+        "tests/demo".to_string(),
+        ".ci/run".to_string(),
+    ];
+    for dir in ["tests/env", "tests/kind", "tests/bench", "tests/tools"] {
         let entries =
             std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("reading {dir}: {e}"));
         for entry in entries {

@@ -109,9 +109,10 @@ pub(crate) struct State {
     last_change_ms: Option<i64>,
     /// The first sample read, when there has been no change yet.
     first_ms: Option<i64>,
-    last_lag: Option<i64>,
     /// When the previous sample was read.
     last_observed_ms: Option<i64>,
+    /// Whether it showed a backlog.
+    backlogged: bool,
     /// (time, replicas wanted) within the stabilization window.
     recommendations: VecDeque<(i64, i32)>,
 }
@@ -125,24 +126,34 @@ pub(crate) struct Decision {
     pub(crate) message: String,
 }
 
-/// Lag below this many records counts as caught up: a replica that has
-/// no backlog shows what it was given, not what it can do.
+/// Lag below this many records, or below [`BACKLOG_SECONDS`] of the
+/// incoming rate, counts as caught up: a replica that has no backlog shows
+/// what it was given, not what it can do.
 const BACKLOG: i64 = 1_000;
+/// The records read but not yet committed are a fraction of a second's:
+/// the consumers commit their position every 100 ms.
+const BACKLOG_SECONDS: f64 = 2.0;
 
 impl State {
     /// Reads one sample; returns the change to make, if any.
     pub(crate) fn observe(&mut self, policy: &Policy, obs: &Observation) -> Option<Decision> {
         let replicas = obs.replicas.max(0);
-        let backlogged = obs.lag >= BACKLOG;
+        let backlogged =
+            obs.lag >= BACKLOG.max((obs.incoming_per_second.max(0.0) * BACKLOG_SECONDS) as i64);
         // The rates of the first sample after a change span it: part of the
         // time fewer replicas ran, and the new ones were taking partitions.
         let spans_a_change = self
             .last_change_ms
             .is_some_and(|c| self.last_observed_ms.is_none_or(|o| c >= o));
         self.last_observed_ms = Some(obs.at_ms);
+        // Behind for the whole interval only when behind at both ends: the
+        // first sample of a backlog measured one replica at 449/s of its
+        // 800 in the autoscaling test, and 12 replicas were asked for.
+        let was_backlogged = std::mem::replace(&mut self.backlogged, backlogged);
+        let behind_throughout = backlogged && was_backlogged;
         if replicas > 0 && !spans_a_change {
             let measured = obs.consumed_per_second / f64::from(replicas);
-            self.per_replica = match (self.per_replica, backlogged) {
+            self.per_replica = match (self.per_replica, behind_throughout) {
                 // Behind: the replicas ran flat out; follow what they did.
                 (Some(p), true) => Some(0.5 * p + 0.5 * measured),
                 (None, true) => Some(measured),
@@ -154,9 +165,7 @@ impl State {
             .filter(|p| *p > 0.0);
         }
         self.first_ms.get_or_insert(obs.at_ms);
-        let growing = self.last_lag.is_some_and(|l| obs.lag > l);
-        self.last_lag = Some(obs.lag);
-        let wanted = self.wanted(policy, obs, replicas, backlogged, growing);
+        let wanted = self.wanted(policy, obs, replicas);
         self.recommendations.push_back((obs.at_ms, wanted));
         while self
             .recommendations
@@ -207,14 +216,7 @@ impl State {
         })
     }
 
-    fn wanted(
-        &self,
-        policy: &Policy,
-        obs: &Observation,
-        replicas: i32,
-        backlogged: bool,
-        growing: bool,
-    ) -> i32 {
+    fn wanted(&self, policy: &Policy, obs: &Observation, replicas: i32) -> i32 {
         let want = match self.per_replica {
             Some(per_replica) => {
                 let demand = obs.incoming_per_second.max(0.0)
@@ -222,9 +224,9 @@ impl State {
                 let capacity = per_replica * policy.target_utilization.clamp(0.05, 1.0);
                 (demand / capacity).ceil().min(f64::from(i32::MAX)) as i32
             }
-            // Nothing measured yet (no replica has run, or none processed a
-            // record): one more while the backlog grows, else as it is.
-            None if backlogged && growing => replicas + 1,
+            // Nothing measured: no backlog yet, or replicas that read
+            // nothing (starting: more would not start faster; stuck: the
+            // ConsumerReady condition says why). As it is.
             None => replicas,
         };
         want.clamp(
@@ -265,59 +267,84 @@ mod tests {
         let mut s = State::default();
         // One replica keeps up with 1,000/s.
         assert_eq!(s.observe(&policy(), &obs(0, 1, 10, 1_000.0, 1_000.0)), None);
-        // 20,000/s arrive; one replica manages 5,000/s and falls behind.
+        // 20,000/s arrive: the first sample of the backlog spans the time
+        // before it too, so it measures nothing.
+        assert_eq!(
+            s.observe(&policy(), &obs(15, 1, 225_000, 20_000.0, 3_000.0)),
+            None
+        );
+        assert_eq!(s.per_replica, None);
+        // Behind throughout, one replica manages 5,000/s.
         let d = s
-            .observe(&policy(), &obs(15, 1, 225_000, 20_000.0, 5_000.0))
+            .observe(&policy(), &obs(30, 1, 450_000, 20_000.0, 5_000.0))
             .expect("a scale-up");
-        // per replica: max(1000, 5000) = 5000; demand 20000 + 225000/60 = 23750;
-        // capacity 5000 * 0.8 = 4000 -> 6 replicas.
-        assert_eq!((d.from, d.to), (1, 6), "{}", d.message);
-        assert!(d.message.contains("lag 225000 records"), "{}", d.message);
+        // demand 20000 + 450000/60 = 27500; capacity 5000 * 0.8 = 4000 -> 7.
+        assert_eq!((d.from, d.to), (1, 7), "{}", d.message);
+        assert!(d.message.contains("lag 450000 records"), "{}", d.message);
+    }
+
+    /// Behind from `at_s` on: one replica measured at 5,000/s on the second
+    /// sample, and scaled to 3 for 5,000/s plus a 300,000 backlog.
+    fn scaled_to_three(s: &mut State, at_s: i64) {
+        s.observe(&policy(), &obs(at_s, 1, 300_000, 5_000.0, 5_000.0));
+        let up = s.observe(&policy(), &obs(at_s + 15, 1, 300_000, 5_000.0, 5_000.0));
+        assert_eq!(up.map(|d| d.to), Some(3));
+    }
+
+    #[test]
+    fn a_backlog_seen_once_then_gone_measures_nothing_when_it_returns() {
+        let mut s = State::default();
+        s.observe(&policy(), &obs(0, 1, 1_300, 300.0, 0.0));
+        s.observe(&policy(), &obs(15, 1, 300, 300.0, 400.0));
+        // A stall of a replica keeping up: behind now, not at the last sample.
+        assert_eq!(s.observe(&policy(), &obs(30, 1, 1_300, 300.0, 70.0)), None);
+        assert_eq!(s.per_replica, None);
     }
 
     #[test]
     fn no_second_scale_up_within_the_cooldown() {
         let mut s = State::default();
-        s.observe(&policy(), &obs(0, 1, 500_000, 20_000.0, 5_000.0));
+        scaled_to_three(&mut s, 0);
         assert_eq!(
-            s.observe(&policy(), &obs(15, 2, 900_000, 40_000.0, 10_000.0)),
+            s.observe(&policy(), &obs(30, 3, 900_000, 40_000.0, 12_000.0)),
             None
         );
-        assert!(
-            s.observe(&policy(), &obs(45, 2, 900_000, 40_000.0, 10_000.0))
-                .is_some()
-        );
+        let d = s
+            .observe(&policy(), &obs(45, 3, 900_000, 40_000.0, 15_000.0))
+            .expect("a scale-up after the cooldown");
+        assert_eq!(d.to, 12, "{}", d.message);
     }
 
     #[test]
     fn the_sample_spanning_a_change_does_not_measure_a_replica() {
         let mut s = State::default();
-        let up = s.observe(&policy(), &obs(0, 1, 300_000, 5_000.0, 5_000.0));
-        assert_eq!(up.map(|d| d.to), Some(3));
+        scaled_to_three(&mut s, 0);
+        assert_eq!(s.per_replica, Some(5_000.0));
         // Three replicas, two of them starting: together they did 6,000/s.
-        s.observe(&policy(), &obs(15, 3, 280_000, 5_000.0, 6_000.0));
+        s.observe(&policy(), &obs(30, 3, 280_000, 5_000.0, 6_000.0));
         assert_eq!(s.per_replica, Some(5_000.0));
         // A whole interval of three: now it counts.
-        s.observe(&policy(), &obs(30, 3, 200_000, 5_000.0, 12_000.0));
+        s.observe(&policy(), &obs(45, 3, 200_000, 5_000.0, 12_000.0));
         assert_eq!(s.per_replica, Some(4_500.0));
     }
 
     #[test]
     fn scales_down_only_after_the_stabilization_window() {
         let mut s = State::default();
-        // A backlog measures one replica at 5,000/s: 5,000/s in plus 300,000
-        // over 60 s, at 4,000/s each -> 3.
-        let up = s.observe(&policy(), &obs(0, 1, 300_000, 5_000.0, 5_000.0));
-        assert_eq!(up.map(|d| d.to), Some(3));
+        scaled_to_three(&mut s, 0);
         // The rate drops to 1,000/s: one replica would do, but not at once.
-        let mut t = 15;
+        let mut t = 30;
         let mut changed = None;
         while changed.is_none() && t < 1_000 {
             changed = s.observe(&policy(), &obs(t, 3, 0, 1_000.0, 1_000.0));
             t += 15;
         }
         let d = changed.expect("a scale-down");
-        assert!(t - 15 >= 300, "scaled down after {} s", t - 15);
+        assert!(
+            t - 15 - 15 >= 300,
+            "scaled down {} s after the change",
+            t - 30
+        );
         assert_eq!((d.from, d.to), (3, 1));
     }
 
@@ -331,12 +358,13 @@ mod tests {
     }
 
     #[test]
-    fn unmeasured_replicas_grow_one_at_a_time_while_the_backlog_grows() {
+    fn replicas_that_read_nothing_yet_are_left_alone() {
         let mut s = State::default();
-        // A replica that has processed nothing yet (still starting).
-        assert_eq!(s.observe(&policy(), &obs(0, 1, 5_000, 100.0, 0.0)), None);
-        let d = s.observe(&policy(), &obs(15, 1, 6_500, 100.0, 0.0));
-        assert_eq!(d.map(|d| d.to), Some(2));
+        // A replica still starting while the backlog grows (the autoscaling
+        // test's first run added one to a replica 5 s old).
+        assert_eq!(s.observe(&policy(), &obs(0, 1, 5_000, 300.0, 0.0)), None);
+        assert_eq!(s.observe(&policy(), &obs(15, 1, 9_500, 300.0, 0.0)), None);
+        assert_eq!(s.per_replica, None);
         // Below the policy's minimum: up to it at once.
         let d = State::default().observe(&policy(), &obs(0, 0, 0, 0.0, 0.0));
         assert_eq!(d.map(|d| d.to), Some(1));

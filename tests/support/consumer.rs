@@ -178,7 +178,8 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Every committed record of the output topic, from the beginning.
+/// Every committed record of the output topic, from the beginning, of
+/// every partition (in order within each).
 pub fn read_output(topic: &str) -> Vec<(String, WindowResult)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -189,11 +190,20 @@ pub fn read_output(topic: &str) -> Vec<(String, WindowResult)> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("reader");
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(1, |t| t.partitions().len().max(1));
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .expect("tpl");
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)
+            .expect("tpl");
+    }
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
+    let mut at_end = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(500)) {
@@ -203,7 +213,12 @@ pub fn read_output(topic: &str) -> Vec<(String, WindowResult)> {
                     serde_json::from_slice(m.payload().unwrap_or_default()).expect("result JSON");
                 out.push((key, value));
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                if at_end.len() == partitions {
+                    return out;
+                }
+            }
             Some(Err(e)) => panic!("reading output: {e}"),
             None => {}
         }

@@ -91,6 +91,25 @@ impl LocalPods {
     /// Starts syncing the Deployments in `namespace` accepted by `filter`
     /// (`None`: all of them), every 500 ms.
     pub fn start(client: Client, namespace: &str, filter: Option<Filter>) -> Self {
+        Self::start_on_node(client, namespace, filter, &[])
+    }
+
+    /// `start`, on a "node" that adds `node_env` to every process's
+    /// environment, after the container's own: a test setting no pod spec
+    /// may carry (the autoscaling test caps each consumer's rate with
+    /// `TWS_MAX_TWEETS_PER_SECOND`, which a TwitterStream cannot set).
+    pub fn start_on_node(
+        client: Client,
+        namespace: &str,
+        filter: Option<Filter>,
+        node_env: &[(&str, &str)],
+    ) -> Self {
+        let node_env: Arc<Vec<(String, String)>> = Arc::new(
+            node_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         // Build the binaries now (cargo, on first use): a cold build takes
         // minutes, and inside the sync loop it would stall the runtime (and
         // time out the kube Client's connection) while nothing runs.
@@ -111,7 +130,7 @@ impl LocalPods {
         let task = tokio::spawn(async move {
             let mut client = client;
             loop {
-                if let Err(e) = sync(&client, &ns, filter.as_deref(), &st).await {
+                if let Err(e) = sync(&client, &ns, filter.as_deref(), &node_env, &st).await {
                     lock(&st).errors.push(e);
                     // A kube Client whose connection worker died answers
                     // every call with `Service(Closed)`: start afresh.
@@ -210,6 +229,7 @@ async fn sync(
     client: &Client,
     ns: &str,
     filter: Option<&(dyn Fn(&Deployment) -> bool + Send + Sync)>,
+    node_env: &[(String, String)],
     state: &Mutex<State>,
 ) -> Result<(), String> {
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns)
@@ -282,7 +302,7 @@ async fn sync(
         let want = (*replicas).max(0) as usize;
         for _ in running.min(want)..want {
             let pod_name = format!("{name}-{hash}-{}", unique_suffix());
-            let mut pod = materialise(client, ns, d, &pod_name)
+            let mut pod = materialise(client, ns, d, &pod_name, node_env)
                 .await
                 .map_err(|e| format!("pod {pod_name} of {name}: {e}"))?;
             pod.info.template = hash.clone();
@@ -309,6 +329,7 @@ async fn materialise(
     ns: &str,
     d: &Deployment,
     pod_name: &str,
+    node_env: &[(String, String)],
 ) -> Result<LocalPod, String> {
     let template = d
         .spec
@@ -436,6 +457,9 @@ async fn materialise(
             (None, None) => String::new(),
         };
         cmd.env(&e.name, value);
+    }
+    for (k, v) in node_env {
+        cmd.env(k, v);
     }
     // The kubelet mounts the ServiceAccount token unless the pod opts out;
     // a local process gets the same identity as a kubeconfig.
