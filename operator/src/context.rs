@@ -6,7 +6,7 @@ use crate::child::ChildDeployment;
 use crate::crd::TwitterStream;
 use crate::error::Error;
 use crate::events::Events;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StreamLabels};
 use crate::policy::ImagePolicy;
 use crate::render::{FIELD_MANAGER, RenderConfig};
 use crate::throughput::Sample;
@@ -217,11 +217,38 @@ impl Context {
         decide(&mut samples.entry(key(tws)).or_default().autoscaler)
     }
 
+    /// A deleted stream: its samples, autoscaler and metric series go.
     pub(crate) fn forget_samples(&self, tws: &TwitterStream) {
+        let (namespace, name) = key(tws);
         self.samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key(tws));
+            .remove(&(namespace.clone(), name.clone()));
+        self.metrics
+            .forget_stream(&StreamLabels { namespace, name });
+    }
+
+    /// Forgets the streams of `scope` (a namespace, or all) that are not
+    /// in `present`: a stream without a finalizer is gone before any
+    /// reconcile sees it deleted, and its series would stay forever (an
+    /// alert on its last window delay would never resolve).
+    pub(crate) fn forget_streams_except(
+        &self,
+        scope: Option<&str>,
+        present: &HashSet<(String, String)>,
+    ) {
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<(String, String)> = samples
+            .keys()
+            .filter(|(ns, _)| scope.is_none_or(|s| s == ns))
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for (namespace, name) in gone {
+            samples.remove(&(namespace.clone(), name.clone()));
+            self.metrics
+                .forget_stream(&StreamLabels { namespace, name });
+        }
     }
 
     /// How often streams are sampled now.

@@ -179,6 +179,11 @@ pub(crate) async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<Ato
         let store = controller.store();
         let ctx = ctx.clone();
         let ready = ready.clone();
+        tokio::spawn(forget_deleted_streams(
+            ctx.clone(),
+            ns.clone(),
+            store.clone(),
+        ));
         async move {
             let metrics = ctx.metrics.clone();
             // Ready once the API answers a list of this scope's TwitterStreams:
@@ -211,6 +216,27 @@ pub(crate) async fn run(ctx: Arc<Context>, namespaces: &[String], ready: Arc<Ato
         }
     });
     futures::future::join_all(controllers).await;
+}
+
+/// Every minute, once the watch has listed them: forgets the samples and
+/// series of the scope's streams that are gone.
+async fn forget_deleted_streams(
+    ctx: Arc<Context>,
+    scope: Option<String>,
+    store: reflector::Store<TwitterStream>,
+) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let present = store
+            .state()
+            .iter()
+            .map(|t| crate::context::key(t))
+            .collect();
+        ctx.forget_streams_except(scope.as_deref(), &present);
+    }
 }
 
 #[cfg(test)]

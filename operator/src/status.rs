@@ -12,6 +12,7 @@ use crate::crd::{
 };
 use crate::diagnosis;
 use crate::error::Error;
+use crate::metrics::{StreamFigures, StreamLabels};
 use crate::render::{self, Component};
 use crate::throughput;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -43,6 +44,20 @@ pub(crate) async fn observe_and_write(
         component_status.insert(*component, status);
     }
     autoscale(tws, ctx, api, throughput.as_ref(), consumers_rolled_out).await?;
+    if let Some(t) = &throughput {
+        let (namespace, name) = crate::context::key(tws);
+        ctx.metrics.stream(
+            &StreamLabels { namespace, name },
+            &StreamFigures {
+                lag: t.lag,
+                published_per_second: t.published_per_second,
+                consumed_per_second: t.consumed_per_second,
+                last_window_delay_seconds: t.last_window_delay_seconds,
+                window_seconds: tws.spec.window.seconds,
+                consumer_replicas: tws.spec.consumer.replicas.into(),
+            },
+        );
+    }
     let ready = conditions::ready(&parts, tws.spec.suspend);
     tracing::Span::current().record("ready", ready.ok);
     let mut observed = vec![ready.clone()];
