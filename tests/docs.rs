@@ -43,6 +43,19 @@ fn binaries() -> Vec<Binary> {
         let m = twitterstream_operator::metrics::Metrics::default();
         m.failed("KafkaUnreachable");
         m.scaled("up");
+        let demo = twitterstream_operator::metrics::StreamLabels {
+            namespace: "ns".into(),
+            name: "demo".into(),
+        };
+        m.stream(
+            &demo,
+            &twitterstream_operator::metrics::StreamFigures {
+                published_per_second: Some(1.0),
+                consumed_per_second: Some(1.0),
+                last_window_delay_seconds: Some(1),
+                ..Default::default()
+            },
+        );
         m.encode()
     };
     let producer = {
@@ -116,6 +129,20 @@ const LABEL_NOTES: &[LabelNote] = &[
         source: "operator/src",
     },
     LabelNote {
+        family: "twitterstream_operator_stream_",
+        label: "namespace",
+        text: "the TwitterStream's namespace",
+        literals: &[],
+        source: "operator/src",
+    },
+    LabelNote {
+        family: "twitterstream_operator_stream_",
+        label: "name",
+        text: "the TwitterStream's name",
+        literals: &[],
+        source: "operator/src",
+    },
+    LabelNote {
         family: "twitterstream_operator_consumer_scalings",
         label: "direction",
         text: "`up` or `down`",
@@ -172,6 +199,14 @@ const LABEL_NOTES: &[LabelNote] = &[
         source: "workers/src/consumer",
     },
 ];
+
+impl LabelNote {
+    /// Whether the note is about `family`: its name, or a prefix of it
+    /// ending in `_` (one note for a group of families).
+    fn covers(&self, family: &str) -> bool {
+        self.family == family || (self.family.ends_with('_') && family.starts_with(self.family))
+    }
+}
 
 /// A metric family as the OpenMetrics text shows it.
 #[derive(Debug, Default, PartialEq)]
@@ -310,7 +345,7 @@ fn metrics_markdown() -> String {
                 .map(|l| {
                     let note = LABEL_NOTES
                         .iter()
-                        .find(|n| n.family == f.name && n.label == l)
+                        .find(|n| n.covers(&f.name) && n.label == l)
                         .map(|n| n.text)
                         .unwrap_or("(undocumented)");
                     format!("`{l}`: {note}")
@@ -399,13 +434,20 @@ fn every_metric_is_documented_with_its_labels() {
         }
     }
     for n in LABEL_NOTES {
+        let covered: Vec<(String, String)> = seen
+            .keys()
+            .filter(|(f, l)| n.covers(f) && l == n.label)
+            .cloned()
+            .collect();
         assert!(
-            seen.remove(&(n.family.to_string(), n.label.to_string()))
-                .is_some(),
+            !covered.is_empty(),
             "note for {} label {} that the registry does not have",
             n.family,
             n.label
         );
+        for k in covered {
+            seen.remove(&k);
+        }
         let code = sources(n.source);
         for lit in n.literals {
             assert!(
@@ -584,4 +626,75 @@ fn troubleshooting_check_catches_what_does_not_exist() {
     let bad = "`TWS_NO_SUCH_VAR` `twitterstream_consumer_nothing_total` `PartitionsCanShrink` \
                `--no-such-flag` `\"no such log line\"`";
     assert_eq!(check_names(bad).map_err(|e| e.len()), Err(5));
+}
+
+// ------------------------------------------------- dashboard and alerts
+
+/// Metrics the chart's dashboard and alerts may name that come from
+/// elsewhere, and from where.
+const EXTERNAL_METRICS: &[(&str, &str)] = &[
+    (
+        "kube_pod_container_status_waiting_reason",
+        "kube-state-metrics",
+    ),
+    (
+        "kube_pod_container_status_restarts_total",
+        "kube-state-metrics",
+    ),
+];
+
+/// The sample names the binaries export (`_total`, `_bucket`, … included).
+fn exported_samples() -> BTreeSet<String> {
+    binaries()
+        .iter()
+        .flat_map(|b| {
+            b.encoded
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| l[..l.find(['{', ' ']).unwrap_or(l.len())].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The metric names a file mentions: words of `[a-z0-9_:]` that start with
+/// `twitterstream_` or `kube_`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("twitterstream_") || w.starts_with("kube_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
+    let exported = exported_samples();
+    for (file, at_least) in [
+        (
+            "charts/twitterstream-operator/dashboards/twitterstream.json",
+            15,
+        ),
+        (
+            "charts/twitterstream-operator/templates/prometheusrule.yaml",
+            7,
+        ),
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).expect(file);
+        let names = metric_names(&text);
+        assert!(
+            names.len() >= at_least,
+            "{file} names {} metrics: {names:?}",
+            names.len()
+        );
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| !exported.contains(*n) && !EXTERNAL_METRICS.iter().any(|(e, _)| e == n))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no binary exports: {unknown:?}"
+        );
+    }
+    // The test can fail: a misspelt name is caught.
+    assert!(!exported.contains("twitterstream_operator_stream_lag"));
 }

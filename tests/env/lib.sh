@@ -10,6 +10,7 @@ KWOK_VERSION=v0.7.0
 CRICTL_VERSION=v1.34.0 # cri-tools: the oldest served here that follows Kubernetes 1.33's CRI
 HELM_VERSION=v3.19.0
 HELM_K8S_MINOR=34   # Helm v3.19.0 is built with client-go v0.34
+PROMETHEUS_VERSION=v0.316.0 # the Go module's version of Prometheus 3.16.0: prometheus and promtool
 KAFKA_VERSION=4.1.1 # keep in step with tests/env/kafka/pom.xml
 
 ENV_SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +35,8 @@ k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DI
 crictl_bin() { echo "$TWS_CACHE_DIR/crictl/$CRICTL_VERSION/crictl"; }
 kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
 helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION-k8s1.$HELM_K8S_MINOR/helm"; }
+promtool_bin() { echo "$TWS_CACHE_DIR/promtool/$PROMETHEUS_VERSION/promtool"; }
+prometheus_bin() { echo "$TWS_CACHE_DIR/prometheus/$PROMETHEUS_VERSION/prometheus"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
 
 install_go_tool() { # install_go_tool <binary path> <package@version> [extra -ldflags]
