@@ -54,7 +54,8 @@ t1=$(now)
 ref=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 
 echo "operator: $count TwitterStreams" >&2
-"$target/release/twitterstream-operator" --watch-namespaces "$ns_op" --http-addr 127.0.0.1:0 \
+# With the environment the chart's Deployment gives it.
+MALLOC_ARENA_MAX=2 "$target/release/twitterstream-operator" --watch-namespaces "$ns_op" --http-addr 127.0.0.1:0 \
   --worker-image ghcr.io/twitterstream-io/twitterstream-workers:bench >"$work/operator.log" 2>&1 &
 op_pid=$!
 t0=$(now)
