@@ -89,6 +89,11 @@ impl ClientContext for AuthContext {
 
 impl ConsumerContext for AuthContext {}
 
+impl rdkafka::producer::ProducerContext for AuthContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 #[derive(Debug, Default)]
 struct Failing {
     since: Option<Instant>,

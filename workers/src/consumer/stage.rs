@@ -10,14 +10,14 @@
 
 use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
 use crate::consumer::pace::Pace;
-use crate::kafka::{self, AuthWatch};
+use crate::kafka::{self, AuthContext, AuthWatch};
 use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Message};
 use std::collections::{BTreeMap, BTreeSet};
@@ -446,8 +446,15 @@ impl<P: Processor> Driver<P> {
         self.kafka("creating consumer", c)
     }
 
-    fn producer(&self, id: &str) -> Result<ThreadedProducer<DefaultProducerContext>, StageError> {
-        let p: ThreadedProducer<DefaultProducerContext> = self.kafka(
+    /// The stage's transactional producer. Its client errors go to the
+    /// auth watch like the consumer's: a CI run's consumer stayed refused
+    /// for good when only its producer was refused after a rotation (the
+    /// watch never heard of it, so no stage was told to log in again).
+    fn producer(&self, id: &str) -> Result<ThreadedProducer<AuthContext>, StageError> {
+        let context = AuthContext {
+            auth: self.cfg.auth.clone(),
+        };
+        let p: ThreadedProducer<AuthContext> = self.kafka(
             "creating producer",
             self.client_config()?
                 .set("transactional.id", id)
@@ -460,7 +467,7 @@ impl<P: Processor> Driver<P> {
                 .set("linger.ms", "0")
                 .set("compression.type", "zstd")
                 .set("message.max.bytes", "16000000")
-                .create(),
+                .create_with_context(context),
         )?;
         self.kafka(
             "initialising transactions",
@@ -739,7 +746,7 @@ impl<P: Processor> Driver<P> {
     fn commit(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
-        producer: Option<&ThreadedProducer<DefaultProducerContext>>,
+        producer: Option<&ThreadedProducer<AuthContext>>,
     ) -> Result<(), StageError> {
         let batch = self.processor.cycle(now_ms());
         if batch.is_empty() {
@@ -787,7 +794,7 @@ impl<P: Processor> Driver<P> {
     fn transaction(
         &self,
         consumer: &BaseConsumer<Ctx>,
-        producer: &ThreadedProducer<DefaultProducerContext>,
+        producer: &ThreadedProducer<AuthContext>,
         batch: &Batch,
         tpl: &TopicPartitionList,
     ) -> Result<(), StageError> {
