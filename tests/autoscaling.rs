@@ -1,6 +1,8 @@
 //! `spec.consumer.autoscaling` on the real broker: the operator (a local
-//! process) samples the consumer group's lag and rates every 3 s
-//! (`--throughput-interval-seconds`), and the consumer Deployment's replicas
+//! process) samples the consumer group's lag and rates every 5 s
+//! (`--throughput-interval-seconds`; at 3 s a 4 s pause of a starting
+//! replica spanned two samples and scaled it up at 300 tweets/s), and the
+//! consumer Deployment's replicas
 //! run as local processes (`LocalPods`) whose rate is capped at
 //! [`CAP`] tweets/s each: the documented test setting
 //! `TWS_MAX_TWEETS_PER_SECOND`, which the "node" adds to every process, so
@@ -225,7 +227,7 @@ async fn consumers_follow_a_step_in_the_rate_up_and_back_without_flapping() {
         &ns.name,
         None,
         &[],
-        &[("TWS_THROUGHPUT_INTERVAL_SECONDS", "3")],
+        &[("TWS_THROUGHPUT_INTERVAL_SECONDS", "5")],
     );
     let cap = CAP.to_string();
     let pods = LocalPods::start_on_node(
