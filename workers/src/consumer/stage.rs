@@ -263,6 +263,29 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A stage's transactional producer on `config`. Its client errors go to
+/// `auth` like the consumer's: a CI run's consumer stayed refused for good
+/// when only its producer was refused after a rotation (the watch never
+/// heard of it, so no stage was told to log in again).
+fn transactional_producer(
+    mut config: ClientConfig,
+    id: &str,
+    auth: &AuthWatch,
+) -> Result<ThreadedProducer<AuthContext>, KafkaError> {
+    config
+        .set("transactional.id", id)
+        // A replica that died mid-transaction blocks read_committed
+        // readers of its partitions until this expires (or it restarts
+        // with the same id and fences the old transaction).
+        .set("transaction.timeout.ms", "15000")
+        // A cycle's few records go at once: the commit waits for
+        // them, and the stage's cores idle while it waits.
+        .set("linger.ms", "0")
+        .set("compression.type", "zstd")
+        .set("message.max.bytes", "16000000")
+        .create_with_context(AuthContext { auth: auth.clone() })
+}
+
 pub(crate) struct Driver<P> {
     cfg: StageConfig,
     processor: P,
@@ -446,28 +469,11 @@ impl<P: Processor> Driver<P> {
         self.kafka("creating consumer", c)
     }
 
-    /// The stage's transactional producer. Its client errors go to the
-    /// auth watch like the consumer's: a CI run's consumer stayed refused
-    /// for good when only its producer was refused after a rotation (the
-    /// watch never heard of it, so no stage was told to log in again).
+    /// The stage's transactional producer, transactions initialised.
     fn producer(&self, id: &str) -> Result<ThreadedProducer<AuthContext>, StageError> {
-        let context = AuthContext {
-            auth: self.cfg.auth.clone(),
-        };
-        let p: ThreadedProducer<AuthContext> = self.kafka(
+        let p = self.kafka(
             "creating producer",
-            self.client_config()?
-                .set("transactional.id", id)
-                // A replica that died mid-transaction blocks read_committed
-                // readers of its partitions until this expires (or it restarts
-                // with the same id and fences the old transaction).
-                .set("transaction.timeout.ms", "15000")
-                // A cycle's few records go at once: the commit waits for
-                // them, and the stage's cores idle while it waits.
-                .set("linger.ms", "0")
-                .set("compression.type", "zstd")
-                .set("message.max.bytes", "16000000")
-                .create_with_context(context),
+            transactional_producer(self.client_config()?, id, &self.cfg.auth),
         )?;
         self.kafka(
             "initialising transactions",
@@ -868,5 +874,35 @@ impl<P: Processor> Driver<P> {
             stage: self.cfg.stage,
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+
+    /// The transactional producer refused by its broker (here: TLS asked of
+    /// a plaintext listener, as a rotated CA would) tells the auth watch,
+    /// which then tells the stages to log in again.
+    #[test]
+    fn a_refused_transactional_producer_reaches_the_auth_watch() {
+        let cluster = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+        let auth = AuthWatch::default();
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("security.protocol", "ssl");
+        let producer = transactional_producer(config, "refused", &auth).expect("producer");
+        assert!(producer.init_transactions(Duration::from_secs(3)).is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while auth.current().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            auth.current().is_some(),
+            "the watch never heard of the refusal"
+        );
     }
 }
