@@ -139,6 +139,7 @@ where
             "send_offsets_to_transaction",
             e,
             timeout,
+            interrupted,
         ));
     }
     let mut attempts = 0;
@@ -156,7 +157,15 @@ where
                 tracing::warn!(error = %e, attempts, "commit_transaction failed with a retriable error; retrying");
                 std::thread::sleep(Duration::from_millis(200) * attempts);
             }
-            Err(e) => return Err(abort_after(producer, "commit_transaction", e, timeout)),
+            Err(e) => {
+                return Err(abort_after(
+                    producer,
+                    "commit_transaction",
+                    e,
+                    timeout,
+                    interrupted,
+                ));
+            }
         }
     }
 }
@@ -168,6 +177,7 @@ pub(crate) fn abort_after<C, Part, P>(
     op: &'static str,
     e: KafkaError,
     timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
 ) -> TxnError
 where
     C: ProducerContext<Part>,
@@ -178,29 +188,40 @@ where
         return TxnError::Fatal { op, source: e };
     }
     tracing::warn!(error = %e, op, "the transaction failed; aborting it");
-    match abort(producer, timeout) {
+    match abort(producer, timeout, interrupted) {
         Ok(()) => TxnError::Aborted { op, source: e },
         Err(abort) => abort,
     }
 }
 
-/// Aborts the open transaction, discarding its records; retriable failures
-/// are retried.
-pub(crate) fn abort<C, Part, P>(producer: &P, timeout: Duration) -> Result<(), TxnError>
+/// Aborts the open transaction, discarding its records: retried for up to
+/// `ATTEMPTS` times `timeout`, in short calls, so that `interrupted` (the
+/// brokers refuse a rotated login) stops it with
+/// [`TxnError::Interrupted`]: a CI run's stage sat in a refused abort for
+/// over a minute and never logged in again. The next producer with the
+/// same transactional id aborts what is left open.
+pub(crate) fn abort<C, Part, P>(
+    producer: &P,
+    timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(), TxnError>
 where
     C: ProducerContext<Part>,
     Part: Partitioner,
     P: Producer<C, Part>,
 {
-    let mut attempts = 0;
+    let deadline = Instant::now() + timeout * ATTEMPTS;
     loop {
-        attempts += 1;
-        match producer.abort_transaction(timeout) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match producer.abort_transaction(left.min(INTERRUPT_CHECK)) {
             Ok(()) => return Ok(()),
-            Err(e) if is_retriable(&e) && attempts < ATTEMPTS => {
-                tracing::warn!(error = %e, attempts, "abort_transaction failed; retrying");
-                std::thread::sleep(Duration::from_millis(200) * attempts);
+            Err(_) if interrupted() => {
+                return Err(TxnError::Interrupted {
+                    op: "abort_transaction",
+                });
             }
+            // A timed-out abort is resumed by calling it again.
+            Err(e) if is_retriable(&e) && !left.is_zero() => {}
             Err(source) => {
                 return Err(TxnError::Fatal {
                     op: "abort_transaction",

@@ -824,7 +824,8 @@ impl<P: Processor> Driver<P> {
             #[allow(clippy::result_large_err)]
             let sent = transaction::send(record, |r| producer.send(r));
             if let Err(e) = sent {
-                let e = transaction::abort_after(producer, "producing", e, KAFKA_TIMEOUT);
+                let relogin = || self.cfg.relogin.load(Ordering::SeqCst);
+                let e = transaction::abort_after(producer, "producing", e, KAFKA_TIMEOUT, &relogin);
                 return Err(self.txn_error(e));
             }
         }

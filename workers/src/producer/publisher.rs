@@ -466,7 +466,7 @@ impl Transactions for Publisher {
             return Ok(());
         }
         let r = self
-            .blocking(|p| transaction::abort(p, TXN_CALL_TIMEOUT))
+            .blocking(|p| transaction::abort(p, TXN_CALL_TIMEOUT, &|| false))
             .await?;
         self.in_transaction = false;
         Ok(r?)
