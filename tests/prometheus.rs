@@ -147,21 +147,12 @@ impl Prometheus {
 
     /// The value of an instant query's first series.
     async fn value(&self, query: &str) -> Option<f64> {
-        let path = format!("/api/v1/query?query={}", urlencode(query));
+        let query =
+            percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!("/api/v1/query?query={query}");
         let data = self.get(&path).await?;
         data["result"][0]["value"][1].as_str()?.parse().ok()
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn set_consumers(api: &Api<TwitterStream>, replicas: i32) {
