@@ -98,6 +98,8 @@ impl rdkafka::producer::ProducerContext for AuthContext {
 struct Failing {
     since: Option<Instant>,
     last: String,
+    /// The latest refusal, kept when a success clears `since`.
+    refused_at: Option<Instant>,
 }
 
 /// Authentication failures of a worker's Kafka clients, since the last
@@ -110,7 +112,15 @@ impl AuthWatch {
     pub(crate) fn failed(&self, error: &KafkaError, reason: &str) {
         let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f.since.get_or_insert_with(Instant::now);
+        f.refused_at = Some(Instant::now());
         f.last = format!("{error}: {reason}");
+    }
+
+    /// Whether any client was refused at or after `t`, whatever succeeded
+    /// since.
+    fn refused_since(&self, t: Instant) -> bool {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.refused_at.is_some_and(|r| r >= t)
     }
 
     /// A call that needed an authenticated connection succeeded.
@@ -143,14 +153,20 @@ impl AuthWatch {
         self.failing_for(Duration::ZERO)
     }
 
-    /// Returns once the brokers refuse the clients and `files` have changed
-    /// since the clients read them: the old credentials were rotated away
-    /// before a commit could notice (nothing commits while refused), so the
-    /// clients must be replaced now.
+    /// Returns once the brokers have refused a client since `files` were
+    /// read and the files have changed since: the old credentials were
+    /// rotated away before a commit could notice (nothing commits while
+    /// refused), so the clients must be replaced now.
+    ///
+    /// "Refused since", not "failing now": the clients share this watch,
+    /// and one client's success clears the failure of all. A CI run's
+    /// consumer had its aggregate stage's producer refused while the merge
+    /// stage, logged in again, succeeded every 100 ms: the once-a-second
+    /// look never saw a failure, and the aggregate stage was never told.
     pub(crate) async fn refused_after_rotation(&self, mut files: CredentialFiles) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.current().is_some() && files.changed() {
+            if self.refused_since(files.read_at) && files.changed() {
                 return;
             }
         }
@@ -166,6 +182,7 @@ const CREDENTIALS_CHECK: Duration = Duration::from_secs(5);
 pub(crate) struct CredentialFiles {
     security: KafkaSecurity,
     built_with: u64,
+    read_at: Instant,
     next_check: Instant,
 }
 
@@ -175,6 +192,7 @@ impl CredentialFiles {
         Self {
             security: security.clone(),
             built_with: fingerprint(security),
+            read_at: Instant::now(),
             next_check: Instant::now() + CREDENTIALS_CHECK,
         }
     }
@@ -250,6 +268,55 @@ mod tests {
         let c = client_config("127.0.0.1:9092", &KafkaSecurity::default()).unwrap();
         assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         assert_eq!(c.get("security.protocol"), None);
+    }
+
+    /// The masking a CI run hit: one client refused after the brokers
+    /// rotated the password, another client succeeding right after, and
+    /// then the new file arriving. The clients must be told to log in again.
+    #[tokio::test]
+    async fn a_refusal_masked_by_another_clients_success_still_counts_after_rotation() {
+        let dir = std::env::temp_dir().join(format!("tws-masked-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "old").unwrap();
+        let security = KafkaSecurity {
+            kafka_sasl_password_file: Some(password.clone()),
+            ..KafkaSecurity::default()
+        };
+        let w = AuthWatch::default();
+        let files = CredentialFiles::new(&security).check_now();
+        let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        w.failed(&refused, "SASL authentication error");
+        w.succeeded();
+        std::fs::write(&password, "new").unwrap();
+        let told = tokio::time::timeout(Duration::from_secs(10), w.refused_after_rotation(files));
+        assert!(told.await.is_ok(), "never told to log in again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Without a refusal since the files were read, a changed file waits
+    /// for the next commit (no rebalance for nothing).
+    #[tokio::test]
+    async fn a_changed_file_alone_or_an_older_refusal_does_not_force_a_new_login() {
+        let dir = std::env::temp_dir().join(format!("tws-unrefused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "old").unwrap();
+        let security = KafkaSecurity {
+            kafka_sasl_password_file: Some(password.clone()),
+            ..KafkaSecurity::default()
+        };
+        let w = AuthWatch::default();
+        let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        w.failed(&refused, "SASL authentication error");
+        let files = CredentialFiles::new(&security).check_now();
+        std::fs::write(&password, "new").unwrap();
+        let told = tokio::time::timeout(Duration::from_secs(3), w.refused_after_rotation(files));
+        assert!(
+            told.await.is_err(),
+            "told to log in again without a refusal"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first slice of a [`Driver::bounded`] call; each next one is twice as
+/// long, up to [`MAX_SLICE`]: a call slower than its slice is asked again
+/// with more time.
+const FIRST_SLICE: Duration = Duration::from_secs(1);
+const MAX_SLICE: Duration = Duration::from_secs(8);
 /// How often a stage that observes its group reads the group's commits.
 const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Records handled between two checks for a due commit.
@@ -263,6 +268,43 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A blocking Kafka call, given up to `timeout` in growing slices, that
+/// stops with [`StageError::CredentialsChanged`] once `relogin` is set. A
+/// stage rewinding after a refused transaction sat in a refused
+/// `committed_offsets` for its whole 30 s after a rotation (rotation test
+/// logs, 2026-11-28), every window held up meanwhile.
+fn bounded<T>(
+    stage: &'static str,
+    relogin: &AtomicBool,
+    what: &'static str,
+    timeout: Duration,
+    mut call: impl FnMut(Duration) -> Result<T, KafkaError>,
+) -> Result<T, StageError> {
+    let deadline = Instant::now() + timeout;
+    let mut slice = FIRST_SLICE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match call(left.min(slice)) {
+            Err(e)
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut)
+                    && Instant::now() < deadline =>
+            {
+                if relogin.swap(false, Ordering::SeqCst) {
+                    return Err(StageError::CredentialsChanged { stage });
+                }
+                slice = (slice * 2).min(MAX_SLICE);
+            }
+            r => {
+                return r.map_err(|source| StageError::Kafka {
+                    stage,
+                    what,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// A stage's transactional producer on `config`. Its client errors go to
 /// `auth` like the consumer's: a CI run's consumer stayed refused for good
 /// when only its producer was refused after a rotation (the watch never
@@ -417,6 +459,15 @@ impl<P: Processor> Driver<P> {
             what,
             source,
         })
+    }
+
+    fn bounded<T>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        call: impl FnMut(Duration) -> Result<T, KafkaError>,
+    ) -> Result<T, StageError> {
+        bounded(self.cfg.stage, &self.cfg.relogin, what, timeout, call)
     }
 
     /// A Kafka call that needed an authenticated connection succeeded.
@@ -585,6 +636,7 @@ impl<P: Processor> Driver<P> {
                 // A missed look is retried on the next; windows only wait.
                 match self.group_view(&consumer, Duration::from_secs(5)) {
                     Ok(view) => self.processor.observe(&view, now_ms()),
+                    Err(e @ StageError::CredentialsChanged { .. }) => return Err(e),
                     Err(e) => {
                         tracing::debug!(stage = self.cfg.stage, error = %e, "group commits unavailable")
                     }
@@ -601,10 +653,9 @@ impl<P: Processor> Driver<P> {
         consumer: &BaseConsumer<Ctx>,
         timeout: Duration,
     ) -> Result<GroupView, StageError> {
-        let md = self.kafka(
-            "reading topic metadata",
-            consumer.fetch_metadata(Some(&self.cfg.topic), timeout),
-        )?;
+        let md = self.bounded("reading topic metadata", timeout, |t| {
+            consumer.fetch_metadata(Some(&self.cfg.topic), t)
+        })?;
         let partitions = md
             .topics()
             .iter()
@@ -614,10 +665,9 @@ impl<P: Processor> Driver<P> {
         for p in 0..partitions {
             tpl.add_partition(&self.cfg.topic, p);
         }
-        let committed = self.kafka(
-            "reading the group's commits",
-            consumer.committed_offsets(tpl, timeout),
-        )?;
+        let committed = self.bounded("reading the group's commits", timeout, |t| {
+            consumer.committed_offsets(tpl.clone(), t)
+        })?;
         let committed = committed
             .elements()
             .iter()
@@ -706,19 +756,18 @@ impl<P: Processor> Driver<P> {
         if assignment.count() == 0 {
             return Ok(Vec::new());
         }
-        let tpl = self.kafka(
-            "reading committed offsets",
-            consumer.committed_offsets(assignment, KAFKA_TIMEOUT),
-        )?;
+        let tpl = self.bounded("reading committed offsets", KAFKA_TIMEOUT, |t| {
+            consumer.committed_offsets(assignment.clone(), t)
+        })?;
         let mut out = Vec::new();
         for e in tpl.elements() {
             let offset = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => {
-                    let (low, high) = self.kafka(
-                        "reading partition bounds",
-                        consumer.fetch_watermarks(e.topic(), e.partition(), KAFKA_TIMEOUT),
-                    )?;
+                    let (low, high) =
+                        self.bounded("reading partition bounds", KAFKA_TIMEOUT, |t| {
+                            consumer.fetch_watermarks(e.topic(), e.partition(), t)
+                        })?;
                     if self.cfg.earliest { low } else { high }
                 }
             };
@@ -883,6 +932,44 @@ mod tests {
     use super::*;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::DefaultProducerContext;
+
+    /// A call its broker cannot answer (down, as refused brokers are to
+    /// the client) stops within a slice of the stage being told to log in
+    /// again, not at its 30 s timeout.
+    #[test]
+    fn a_blocked_call_stops_soon_after_the_stage_is_told_to_log_in_again() {
+        let cluster = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "blocked")
+            .create()
+            .expect("consumer");
+        cluster.broker_down(1).expect("broker down");
+        let relogin = Arc::new(AtomicBool::new(false));
+        let setter = relogin.clone();
+        let teller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            setter.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        let r = bounded(
+            "test",
+            &relogin,
+            "reading committed offsets",
+            KAFKA_TIMEOUT,
+            |t| consumer.committed_offsets(tpl.clone(), t),
+        );
+        let took = started.elapsed();
+        teller.join().expect("teller");
+        assert!(
+            matches!(r, Err(StageError::CredentialsChanged { .. })),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_secs(2) + MAX_SLICE, "took {took:?}");
+        assert!(!relogin.load(Ordering::SeqCst), "the request was taken");
+    }
 
     /// The transactional producer refused by its broker (here: TLS asked of
     /// a plaintext listener, as a rotated CA would) tells the auth watch,
