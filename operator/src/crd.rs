@@ -13,6 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use twitterstream_contract::kafka::SaslMechanism;
+pub use twitterstream_contract::postgres::SslMode;
 
 pub const GROUP: &str = "twitterstream.io";
 pub const KIND: &str = "TwitterStream";
@@ -176,6 +177,65 @@ pub struct TwitterStreamSpec {
     /// destinations are any address on those ports unless narrowed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+
+    /// Where final windows go besides (or instead of) `kafka.outputTopic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkSpec>,
+}
+
+/// Sinks of the final windows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkSpec {
+    /// Every final window as one row of a PostgreSQL table, written exactly once (an insert keyed by stream and
+    /// window, before the consumed offsets are committed to Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkSpec>,
+}
+
+/// A PostgreSQL table of final windows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSinkSpec {
+    /// Name of a Secret in this namespace with the connection: key `url` (`postgres://user:password@host:port/db`),
+    /// or keys `host`, `port` (default 5432), `database`, `user` and `password`; optional `ca.crt`, the CA that
+    /// signed the server's certificate. Mounted into the consumer pods (read at every connection, so a rotated
+    /// password is taken up); the operator never reads it.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("sink.postgres.secretName must be a Secret name (lowercase letters, digits, '-' and '.')"))]
+    pub secret_name: String,
+
+    /// TLS to the server, as libpq's `sslmode`: `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (the
+    /// certificate signed by `ca.crt`, else a public CA, and naming the host).
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+
+    /// Schema of the table; created when missing (the user needs CREATE on the database then).
+    #[serde(default = "default_postgres_schema")]
+    #[schemars(length(min = 1, max = 48), regex(pattern = "^[a-z_][a-z0-9_]{0,47}$"))]
+    pub schema: String,
+
+    /// The table; created and migrated by the consumers on start (the user needs CREATE on the schema). Streams may
+    /// share a table: rows are keyed by namespace, stream and window.
+    #[serde(default = "default_postgres_table")]
+    #[schemars(length(min = 1, max = 48), regex(pattern = "^[a-z_][a-z0-9_]{0,47}$"))]
+    pub table: String,
+
+    /// The server's port, for `spec.networkPolicy` (which then lets the consumers reach it); the connection itself
+    /// uses the Secret's.
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub network_policy_port: i32,
+}
+
+fn default_postgres_port() -> i32 {
+    5432
+}
+fn default_postgres_schema() -> String {
+    twitterstream_contract::postgres::PostgresSink::default().postgres_schema
+}
+fn default_postgres_table() -> String {
+    twitterstream_contract::postgres::PostgresSink::default().postgres_table
 }
 
 /// Where a pipeline's pods may connect, beyond the ports it needs.

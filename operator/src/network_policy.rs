@@ -1,6 +1,7 @@
 //! The NetworkPolicies of a pipeline (`spec.networkPolicy`): one per
 //! component, selecting its pods. Egress: DNS, the brokers' ports, and for
-//! the producer the X API's port; ingress: the health and metrics port. A
+//! the producer the X API's port, for the consumer PostgreSQL's (with
+//! `spec.sink.postgres`); ingress: the health and metrics port. A
 //! NetworkPolicy cannot name a host, so the destinations are any address on
 //! those ports unless the spec narrows them with peers.
 
@@ -52,6 +53,11 @@ fn policy(
     ];
     if component == Component::Producer {
         egress.push(allow(&spec.x_api, &[("TCP", x_api_port(cfg))]));
+    }
+    if component == Component::Consumer
+        && let Some(pg) = tws.spec.sink.as_ref().and_then(|s| s.postgres.as_ref())
+    {
+        egress.push(allow(&[], &[("TCP", pg.network_policy_port)]));
     }
     NetworkPolicy {
         metadata: child_metadata(tws, component),

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use twitterstream_contract::kafka::KafkaSecurity;
-use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, to_args};
+use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, postgres, to_args};
 
 /// Field manager for server-side apply.
 pub(crate) const FIELD_MANAGER: &str = "twitterstream-operator";
@@ -230,6 +230,13 @@ pub(crate) fn consumer_args(tws: &TwitterStream, security: &KafkaSecurity) -> Ve
     a.http_addr = SocketAddr::from(([0, 0, 0, 0], HTTP_PORT as u16));
     a.log_format = LogFormat::Json;
     a.output_topic = s.kafka.output_topic.clone();
+    a.stream_namespace = tws.namespace().unwrap_or_default();
+    if let Some(pg) = s.sink.as_ref().and_then(|k| k.postgres.as_ref()) {
+        a.postgres.postgres_dir = Some(postgres::SECRET_DIR.into());
+        a.postgres.postgres_schema = pg.schema.clone();
+        a.postgres.postgres_table = pg.table.clone();
+        a.postgres.postgres_sslmode = pg.ssl_mode;
+    }
     to_args(&a, SPELLED)
 }
 
@@ -390,7 +397,28 @@ pub fn deployment(tws: &TwitterStream, component: Component, cfg: &RenderConfig)
                 &s.producer.container,
             )
         }
-        Component::Consumer => (consumer_args(tws, &kafka.security), &s.consumer.container),
+        Component::Consumer => {
+            if let Some(pg) = s.sink.as_ref().and_then(|k| k.postgres.as_ref()) {
+                // Named, never read: the kubelet mounts the Secret and
+                // updates its files when it is rotated.
+                volumes.push(Volume {
+                    name: "postgres".to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(pg.secret_name.clone()),
+                        default_mode: Some(0o440),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(VolumeMount {
+                    name: "postgres".to_string(),
+                    mount_path: postgres::SECRET_DIR.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+            (consumer_args(tws, &kafka.security), &s.consumer.container)
+        }
     };
 
     let pod = s.pod_template.clone().unwrap_or_default();

@@ -427,3 +427,47 @@ fn render_hash_changes_with_the_object_only() {
         "a replica change is a change to apply"
     );
 }
+
+#[test]
+fn a_postgres_sink_mounts_its_secret_into_the_consumers_only_and_names_the_table() {
+    let mut tws = superbowl();
+    tws.spec.sink = Some(serde_json::from_value(serde_json::json!({"postgres": {"secretName": "pg-writer", "schema": "analytics", "table": "tweet_windows"}})).unwrap());
+    let [(_, p), (_, c)] = deployments(&tws, &cfg());
+    let volume = pod_spec(&c)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "postgres")
+        .expect("the Secret's volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("pg-writer")
+    );
+    let mount = pod_spec(&c).containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "postgres")
+        .expect("mounted");
+    assert_eq!(mount.read_only, Some(true));
+    let parsed: ConsumerArgs = parse_rendered(&args(&c)).unwrap();
+    parsed.validate().unwrap();
+    assert_eq!(
+        parsed.postgres.postgres_dir.as_deref(),
+        Some(std::path::Path::new(mount.mount_path.as_str()))
+    );
+    assert_eq!(parsed.postgres.postgres_schema, "analytics");
+    assert_eq!(parsed.postgres.postgres_table, "tweet_windows");
+    assert_eq!(parsed.stream_namespace, "sports");
+    assert!(
+        pod_spec(&p)
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "postgres"),
+        "the producer never sees the database"
+    );
+}

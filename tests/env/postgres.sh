@@ -44,6 +44,15 @@ fi
 # Prints the newest /usr/lib/postgresql/<major>/bin with a server and initdb.
 postgres_bin_dir() {
   local d best=""
+  # A fresh CI machine may not have it: as root, Debian's package is
+  # installed once (its logs in the cache), as `build` does for kcat.
+  if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && [ "$(id -u)" = 0 ] &&
+    command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's postgresql-15 (first time only)"
+    mkdir -p "$TWS_CACHE_DIR"
+    { apt-get install -y -q postgresql-15 || { apt-get update -q && apt-get install -y -q postgresql-15; }; } \
+      >"$TWS_CACHE_DIR/install-postgresql.log" 2>&1 || true
+  fi
   # sort -V: major 10 is newer than 9.
   while read -r d; do
     [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && best=$d

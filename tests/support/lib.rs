@@ -13,6 +13,7 @@ pub mod local_pods;
 pub mod oauth;
 pub mod operator;
 pub mod pods;
+pub mod postgres;
 pub mod process;
 pub mod truth;
 pub mod xapi;

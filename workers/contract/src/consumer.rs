@@ -4,6 +4,7 @@
 
 use crate::LogFormat;
 use crate::kafka::{KafkaSecurity, KafkaSecurityError};
+use crate::postgres::PostgresSink;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 
@@ -43,11 +44,19 @@ pub struct ConsumerArgs {
     #[serde(flatten)]
     pub kafka_security: KafkaSecurity,
     /// Kafka topic of tweets to read.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub postgres: PostgresSink,
     #[arg(long, env = "TWS_TOPIC")]
     pub topic: String,
     /// Name of the stream (the TwitterStream resource).
     #[arg(long, env = "TWS_STREAM_NAME")]
     pub stream_name: String,
+    /// The TwitterStream's namespace: with the name, it keys the stream's
+    /// rows in PostgreSQL, so that streams of one name in two namespaces
+    /// sharing a table stay apart.
+    #[arg(long, env = "TWS_STREAM_NAMESPACE", default_value = "")]
+    pub stream_namespace: String,
     /// Consumer group id (default: the stream name).
     #[arg(long, env = "TWS_GROUP_ID")]
     pub group_id: Option<String>,
@@ -137,8 +146,10 @@ impl ConsumerArgs {
         ConsumerArgs {
             brokers,
             kafka_security: KafkaSecurity::default(),
+            postgres: PostgresSink::default(),
             topic: topic.to_owned(),
             stream_name: stream_name.to_owned(),
+            stream_namespace: String::new(),
             group_id: None,
             window_seconds: 10,
             slide_seconds: None,
@@ -168,7 +179,8 @@ impl ConsumerArgs {
 
     /// Printing defaults to on when there is nowhere else for results to go.
     pub fn prints(&self) -> bool {
-        self.print.unwrap_or(self.output_topic.is_none())
+        self.print
+            .unwrap_or(self.output_topic.is_none() && self.postgres.postgres_dir.is_none())
     }
 
     /// Checks the combinations clap cannot express.

@@ -11,6 +11,7 @@ use serde::Serialize;
 pub mod commit;
 pub mod consumer;
 pub mod kafka;
+pub mod postgres;
 pub mod producer;
 
 pub use consumer::ConsumerArgs;

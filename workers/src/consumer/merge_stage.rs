@@ -27,6 +27,8 @@ pub(crate) struct MergeStage {
     source_partitions: i32,
     output_topic: Option<Arc<str>>,
     print: bool,
+    /// Hand final windows to the stage's sink ([`Batch::windows`]).
+    store: bool,
     parts: BTreeMap<i32, Part>,
     metrics: Arc<Metrics>,
 }
@@ -62,9 +64,18 @@ impl MergeStage {
             source_partitions,
             output_topic: output_topic.map(Arc::from),
             print,
+            store: false,
             parts: BTreeMap::new(),
             metrics,
         }
+    }
+}
+
+impl MergeStage {
+    /// Whether final windows also go to the stage's sink.
+    pub(crate) fn storing(mut self, store: bool) -> Self {
+        self.store = store;
+        self
     }
 }
 
@@ -207,6 +218,9 @@ impl Processor for MergeStage {
                 }
                 if self.print {
                     batch.lines.push(result.to_string());
+                }
+                if self.store {
+                    batch.windows.push(result);
                 }
             }
             let offset = part

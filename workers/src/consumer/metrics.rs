@@ -19,6 +19,11 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub(crate) records_consumed: Counter,
@@ -36,6 +41,10 @@ pub struct Metrics {
     pub rebalances: Family<StageLabels, Counter>,
     pub kafka_errors: Family<StageLabels, Counter>,
     pub(crate) open_windows: Gauge,
+    pub(crate) postgres_windows_written: Counter,
+    pub(crate) postgres_windows_skipped: Counter,
+    pub(crate) postgres_errors: Family<ReasonLabels, Counter>,
+    pub(crate) postgres_write_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,6 +73,11 @@ impl Metrics {
             rebalances: Family::default(),
             kafka_errors: Family::default(),
             open_windows: Gauge::default(),
+            postgres_windows_written: Counter::default(),
+            postgres_windows_skipped: Counter::default(),
+            postgres_errors: Family::default(),
+            // 1 ms to about 16 s.
+            postgres_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +154,26 @@ impl Metrics {
             "open_windows",
             "Windows this replica holds state for",
             m.open_windows.clone(),
+        );
+        registry.register(
+            "postgres_windows_written",
+            "Final windows written to PostgreSQL",
+            m.postgres_windows_written.clone(),
+        );
+        registry.register(
+            "postgres_windows_skipped",
+            "Final windows PostgreSQL already had (replayed after a failure, not written twice)",
+            m.postgres_windows_skipped.clone(),
+        );
+        registry.register(
+            "postgres_errors",
+            "Failed PostgreSQL writes (retried), by reason",
+            m.postgres_errors.clone(),
+        );
+        registry.register(
+            "postgres_write_seconds",
+            "Time to write one commit cycle's windows to PostgreSQL",
+            m.postgres_write_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -7,6 +7,7 @@ mod offsets;
 mod pace;
 mod partials;
 pub mod pipeline;
+mod postgres;
 mod probes;
 mod sentiment;
 #[cfg(test)]

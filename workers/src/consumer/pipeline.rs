@@ -13,6 +13,7 @@ use crate::consumer::aggregate_stage::AggregateStage;
 use crate::consumer::merge_stage::MergeStage;
 use crate::consumer::metrics::{Health, Metrics};
 use crate::consumer::partials;
+use crate::consumer::postgres::{PostgresSink, SinkWatch};
 use crate::consumer::probes::ConsumerProbes;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
@@ -45,6 +46,11 @@ pub enum PipelineError {
         "this consumer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
     )]
     KafkaAuthentication { grace_seconds: u64, last: String },
+    /// PostgreSQL kept refusing the writes (`postgres.rs`).
+    #[error(
+        "PostgreSQL refused this consumer's writes for {grace_seconds} s (the connection Secret, the database or the user's privileges): {last}"
+    )]
+    Postgres { grace_seconds: u64, last: String },
 }
 
 /// How long the stages may take to stop after a signal.
@@ -229,6 +235,16 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         health.clone(),
         stop.clone(),
     );
+    let sink_watch = SinkWatch::default();
+    let sink = args.postgres.postgres_dir.as_ref().map(|_| {
+        PostgresSink::new(
+            args.postgres.clone(),
+            &args.stream_namespace,
+            tokio::runtime::Handle::current(),
+            metrics.clone(),
+            sink_watch.clone(),
+        )
+    });
     let merge = Driver::new(
         StageConfig {
             stage: "merge",
@@ -256,12 +272,17 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             args.output_topic.as_deref(),
             args.prints(),
             metrics.clone(),
-        ),
+        )
+        .storing(sink.is_some()),
         pool,
         metrics.clone(),
         health.clone(),
         stop.clone(),
     );
+    let merge = match sink {
+        Some(sink) => merge.with_sink(Box::new(sink)),
+        None => merge,
+    };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<&'static str>(2);
     let mut threads = Vec::new();
     for (name, job) in [
@@ -291,6 +312,14 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             last = auth.failed_for(Duration::from_secs(grace)) => {
                 health.broken.store(true, Ordering::SeqCst);
                 failure = Some(auth_failed(last));
+                break;
+            }
+            last = sink_watch.refusing_for(Duration::from_secs(args.postgres.postgres_grace_seconds)) => {
+                health.broken.store(true, Ordering::SeqCst);
+                failure = Some(PipelineError::Postgres {
+                    grace_seconds: args.postgres.postgres_grace_seconds,
+                    last,
+                });
                 break;
             }
             Some(name) = done_rx.recv() => {

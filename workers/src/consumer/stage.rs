@@ -8,8 +8,10 @@
 //! meets an open transaction, and a stage that lost its partitions can at most
 //! try to commit with a stale generation, which the broker fences.
 
+use crate::consumer::aggregate::WindowResult;
 use crate::consumer::metrics::{Health, Metrics, PartitionLabels, StageLabels};
 use crate::consumer::pace::Pace;
+use crate::consumer::postgres::WindowSink;
 use crate::kafka::{self, AuthContext, AuthWatch};
 use crate::transaction::{self, TxnError};
 use rdkafka::ClientConfig;
@@ -78,11 +80,17 @@ pub(crate) struct Batch {
     /// Lines for stdout, written once the batch is committed (or, without a
     /// producer, before committing: at-least-once).
     pub(crate) lines: Vec<String>,
+    /// Final windows for the stage's [`WindowSink`], written before the
+    /// offsets are committed.
+    pub(crate) windows: Vec<WindowResult>,
 }
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.offsets.is_empty() && self.lines.is_empty()
+        self.records.is_empty()
+            && self.offsets.is_empty()
+            && self.lines.is_empty()
+            && self.windows.is_empty()
     }
 }
 
@@ -165,6 +173,10 @@ pub(crate) enum StageError {
         stage: &'static str,
         source: Box<StageError>,
     },
+    /// Stopping while the sink could not write: nothing of the cycle is
+    /// committed, and the next owner writes it.
+    #[error("{stage}: stopped while the windows could not be written")]
+    SinkStopped { stage: &'static str },
     #[error("{stage}: writing to stdout: {source}")]
     Stdout {
         stage: &'static str,
@@ -331,6 +343,7 @@ fn transactional_producer(
 pub(crate) struct Driver<P> {
     cfg: StageConfig,
     processor: P,
+    sink: Option<Box<dyn WindowSink>>,
     pool: Arc<rayon::ThreadPool>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -349,11 +362,19 @@ impl<P: Processor> Driver<P> {
         Driver {
             cfg,
             processor,
+            sink: None,
             pool,
             metrics,
             health,
             shutdown,
         }
+    }
+
+    /// Final windows also go to `sink`, before their input offsets are
+    /// committed.
+    pub(crate) fn with_sink(mut self, sink: Box<dyn WindowSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Hands polled records to the processor in order, and polls the next
@@ -806,6 +827,20 @@ impl<P: Processor> Driver<P> {
         let batch = self.processor.cycle(now_ms());
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(sink) = self.sink.as_mut()
+            && !batch.windows.is_empty()
+        {
+            let (shutdown, relogin) = (&self.shutdown, &self.cfg.relogin);
+            let stop = || shutdown.load(Ordering::SeqCst) || relogin.load(Ordering::SeqCst);
+            if sink.write(&batch.windows, &stop).is_err() {
+                let stage = self.cfg.stage;
+                return Err(if relogin.swap(false, Ordering::SeqCst) {
+                    StageError::CredentialsChanged { stage }
+                } else {
+                    StageError::SinkStopped { stage }
+                });
+            }
         }
         let mut tpl = TopicPartitionList::new();
         for (p, offset, metadata) in &batch.offsets {
