@@ -23,6 +23,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use twitterstream_tests::k8s::admin_client;
 use twitterstream_tests::pods::{NamespacePods, namespace_on_real_node};
+use twitterstream_tests::postgres::Database;
 use twitterstream_tests::xapi::{TweetSpec, UserKeys, XApiServer};
 use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
@@ -201,6 +202,22 @@ fn credentials_secret(keys: &UserKeys) -> Secret {
     .expect("Secret")
 }
 
+/// The user's Secret for `spec.sink.postgres`: the connection's keys and
+/// the CA of the server's certificate.
+fn postgres_secret(db: &Database) -> Secret {
+    let file = |k: &str| {
+        std::fs::read_to_string(db.secret_dir.join(k)).unwrap_or_else(|e| panic!("{k}: {e}"))
+    };
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pg-writer"},
+        "stringData": {
+            "host": file("host"), "port": file("port"), "database": file("database"),
+            "user": file("user"), "password": file("password"), "ca.crt": file("ca.crt"),
+        }
+    }))
+    .expect("Secret")
+}
+
 /// The host PID of a real pod's (first) container, from the CRI
 /// (`crictl inspect`, through the node's containerd).
 fn container_pid(ns: &str, pod: &str) -> u32 {
@@ -323,10 +340,21 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
         "the chart passes --watch-namespaces"
     );
 
+    // The windows also go to PostgreSQL, through a Secret of the user's: a
+    // database and role of this test's on the environment's server (TLS,
+    // verify-full against the CA in the Secret).
+    let db = Database::create("e2e").await;
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &postgres_secret(&db))
+        .await
+        .expect("creating the PostgreSQL Secret");
+
     // 4. kubectl apply -f examples/superbowl.yaml.
     let topic = unique_name("e2e-raw");
     let output = format!("{topic}-windows");
-    let manifest = serde_yaml::to_string(&superbowl_manifest(&topic)).expect("YAML");
+    let mut doc = superbowl_manifest(&topic);
+    doc["spec"]["sink"] = serde_yaml::from_str("postgres: {secretName: pg-writer}").expect("YAML");
+    let manifest = serde_yaml::to_string(&doc).expect("YAML");
     kubectl(&["-n", &ns.name, "apply", "-f", "-"], Some(&manifest));
 
     eventually("tws/superbowl Ready=True", Duration::from_secs(120), || {
@@ -470,6 +498,47 @@ async fn helm_install_then_superbowl_example_publishes_exact_windows() {
     report(&format!(
         "{} windows, {total} tweets: equal to the corpus filtered by lang:en and minFaves (90 of 180 kept)",
         want.len()
+    ));
+    // The same windows in PostgreSQL, one row each.
+    let (rows, n_rows) = eventually(
+        "the six windows in PostgreSQL",
+        Duration::from_secs(60),
+        || async {
+            let (rows, n_rows) = db
+                .windows("twitterstream.windows", &ns.name, "superbowl")
+                .await;
+            (rows.len() >= want.len()).then_some((rows, n_rows))
+        },
+    )
+    .await;
+    assert_eq!(n_rows, rows.len(), "a window has two rows");
+    let output_now = output_windows(&output, "superbowl").await;
+    for (start, row) in &rows {
+        let key = twitterstream_tests::truth::rfc3339(*start);
+        let r = output_now
+            .get(&key)
+            .unwrap_or_else(|| panic!("row {key} is not on the output topic"));
+        let hashtags: BTreeMap<String, u64> = r
+            .hashtags
+            .iter()
+            .map(|t| (t.tag.clone(), t.count))
+            .collect();
+        assert_eq!(
+            (row.count, row.likes, &row.languages, &row.hashtags),
+            (r.count, r.likes, &r.languages, &hashtags),
+            "row {key} and the output topic"
+        );
+    }
+    for start in want.keys() {
+        let key = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert!(
+            rows.contains_key(&start.timestamp_millis()),
+            "window {key} is not in PostgreSQL"
+        );
+    }
+    report(&format!(
+        "PostgreSQL {}: {n_rows} rows, one per window, each equal to the output topic's",
+        db.name
     ));
 
     // 7. `kubectl get tws` shows the lag, the rate and the last window moving:
