@@ -16,6 +16,7 @@ use twitterstream_tests::k8s::{TestNamespace, admin_client};
 use twitterstream_tests::oauth::{TokenEndpoint, oauth_dir};
 use twitterstream_tests::operator::{Operator, install_crd};
 use twitterstream_tests::pods::{NamespacePods, namespace_on_real_node, workers_image};
+use twitterstream_tests::postgres::Database;
 use twitterstream_tests::xapi::{TweetSpec, XApiServer};
 use twitterstream_tests::{env_var, eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
@@ -716,5 +717,99 @@ async fn oauth_example_runs_on_an_oauthbearer_listener() {
     assert!(grants.scopes.iter().any(|s| s == "kafka"), "{grants:?}");
     report(&format!("oauth.yaml: token endpoint {grants:?}"));
     assert_secret_nowhere(&ns.name, &pods, &security_file("oauth/client_secret")).await;
+    report_retries(&pods);
+}
+
+/// The connection Secret of `db`, with `password` (the right one, or not).
+async fn postgres_secret(ns: &str, name: &str, db: &Database, password: &str) {
+    let file = |k: &str| {
+        std::fs::read_to_string(db.secret_dir.join(k)).unwrap_or_else(|e| panic!("{k}: {e}"))
+    };
+    let data = [
+        ("host", file("host")),
+        ("port", file("port")),
+        ("database", db.name.clone()),
+        ("user", db.user.clone()),
+        ("password", password.to_owned()),
+        ("ca.crt", file("ca.crt")),
+    ];
+    create_secret(ns, name, None, &data).await;
+}
+
+/// examples/postgres.yaml with the Secret it names (the environment's
+/// PostgreSQL over TLS): windows land in the table, one row each. Then the
+/// same stream with a wrong password: after its grace period the consumers
+/// exit with the reason, which ConsumerReady and a Warning Event show; the
+/// password is nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_example_writes_rows_and_a_refused_login_is_named() {
+    let (ns, _operator, pods) = setup("ex-postgres").await;
+    let db = Database::create("ex").await;
+    postgres_secret(&ns.name, "pg-writer", &db, &db.password).await;
+    let (yaml, _, output) = adapt("postgres.yaml");
+    assert!(output.is_none(), "the example writes to PostgreSQL only");
+    kubectl_apply(&ns.name, &yaml);
+    wait_ready(&ns.name, "synthetic-pg").await;
+    let (rows, n) = eventually("2 rows in PostgreSQL", Duration::from_secs(120), || async {
+        let (rows, n) = db
+            .windows("twitterstream.windows", &ns.name, "synthetic-pg")
+            .await;
+        (rows.len() >= 2).then_some((rows, n))
+    })
+    .await;
+    assert_eq!(n, rows.len(), "one row per window");
+    for (start, w) in &rows {
+        assert!(w.count > 0 && !w.languages.is_empty(), "{w:?}");
+        report(&format!(
+            "postgres.yaml: row {} tweets {} authors {} languages {:?}",
+            twitterstream_tests::truth::rfc3339(*start),
+            w.count,
+            w.unique_authors,
+            w.languages
+        ));
+    }
+
+    // The same example, its Secret with a wrong password and a short grace.
+    let wrong = "not-the-password-4f1c";
+    postgres_secret(&ns.name, "pg-wrong", &db, wrong).await;
+    let (yaml, _, _) = adapt_on("postgres.yaml", &kafka_brokers(), |spec| {
+        spec["sink"]["postgres"]["secretName"] = "pg-wrong".into();
+        spec["sink"]["postgres"]["graceSeconds"] = 5.into();
+    });
+    let yaml = yaml.replace("name: synthetic-pg", "name: refused-pg");
+    kubectl_apply(&ns.name, &yaml);
+    let (status, reason, message) = eventually(
+        "refused-pg ConsumerReady=False naming PostgresAuthentication",
+        Duration::from_secs(120),
+        || {
+            let c = condition(&ns.name, "refused-pg", "ConsumerReady")
+                .filter(|(s, _, m)| s == "False" && m.contains("PostgresAuthentication"));
+            std::future::ready(c)
+        },
+    )
+    .await;
+    report(&format!(
+        "refused-pg: ConsumerReady={status} reason {reason}: {message}"
+    ));
+    let events = Command::new("kubectl")
+        .args([
+            "-n",
+            &ns.name,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=TwitterStream,involvedObject.name=refused-pg,type=Warning",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .output()
+        .expect("kubectl get events");
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    assert!(
+        events.contains("PostgresAuthentication"),
+        "a Warning Event names the refusal: {events}"
+    );
+    assert_secret_nowhere(&ns.name, &pods, wrong).await;
+    assert_secret_nowhere(&ns.name, &pods, &db.password).await;
     report_retries(&pods);
 }

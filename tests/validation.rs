@@ -276,6 +276,27 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "targetUtilizationPercent",
         ),
         (
+            "a PostgreSQL table name that would need quoting",
+            with(
+                "/sink",
+                json!({"postgres": {"secretName": "pg", "table": "Tweet-Windows"}}),
+            ),
+            "spec.sink.postgres.table",
+        ),
+        (
+            "a PostgreSQL sink without its Secret",
+            with("/sink", json!({"postgres": {"schema": "analytics"}})),
+            "secretName",
+        ),
+        (
+            "an unknown PostgreSQL sslMode",
+            with(
+                "/sink",
+                json!({"postgres": {"secretName": "pg", "sslMode": "allow"}}),
+            ),
+            "spec.sink.postgres.sslMode",
+        ),
+        (
             "output topic equal to topic",
             output_is_input,
             "kafka.outputTopic must differ from kafka.topic",

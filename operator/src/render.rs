@@ -236,6 +236,7 @@ pub(crate) fn consumer_args(tws: &TwitterStream, security: &KafkaSecurity) -> Ve
         a.postgres.postgres_schema = pg.schema.clone();
         a.postgres.postgres_table = pg.table.clone();
         a.postgres.postgres_sslmode = pg.ssl_mode;
+        a.postgres.postgres_grace_seconds = u64::try_from(pg.grace_seconds).unwrap_or(120);
     }
     to_args(&a, SPELLED)
 }
