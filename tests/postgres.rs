@@ -19,12 +19,6 @@ const TABLE: &str = "tweet_windows";
 const AUTHORS: [&str; 5] = ["ann", "bob", "cy", "dee", "eve"];
 const TAGS: [&str; 4] = ["SuperBowl", "superbowl", "NFL", "halftime"];
 
-/// Ten minutes ago, on a window boundary: live traffic, inside the skew.
-fn base_ms() -> i64 {
-    let t = chrono::Utc::now().timestamp_millis() - 600_000;
-    t - t.rem_euclid(10_000)
-}
-
 /// `n` tweets over `[from_ms, from_ms + span_ms)`, round-robin over
 /// `partitions` (repeat one to skew the traffic onto it), in a shuffled
 /// order within each 2 s (out of order, never late).
@@ -166,7 +160,7 @@ async fn every_window_is_one_row_across_a_rebalance_a_postgres_restart_and_a_kil
     let secret = p.db.secret_dir.clone();
     let mut a = p.replica("a", &secret, &[]);
     wait_ready(&a).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     let mut first = tweets("one", t0, 40_000, 800, &[0, 0, 0, 1]);
     first.extend(junk(1));
     produce(&p.topic, &first).await;
@@ -232,15 +226,15 @@ async fn every_window_is_one_row_across_a_rebalance_a_postgres_restart_and_a_kil
     );
 }
 
-/// A wrong password, a missing database and a user without privileges on
-/// the database each end the consumer after its grace period with the
-/// reason (the pod's termination message), counted by reason in the
+/// A wrong password, a missing database, a user without privileges on the
+/// database and a server that does not answer each end the consumer after
+/// its grace period with the reason (the pod's termination message), counted by reason in the
 /// metrics; then with the right Secret a new replica writes every window,
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_end_the_consumer_with_the_reason_and_lose_nothing() {
     let p = Pipeline::new(2).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     produce(&p.topic, &tweets("one", t0, 30_000, 300, &[0, 0, 1])).await;
     let reader = format!("{}_reader", p.db.name);
     postgres::admin(&format!("CREATE ROLE {reader} LOGIN PASSWORD 'reader'")).await;
@@ -260,6 +254,8 @@ async fn refusals_end_the_consumer_with_the_reason_and_lose_nothing() {
             vec![("user", reader.as_str()), ("password", "reader")],
             "PostgresPermissionDenied",
         ),
+        // Nothing listens on port 1: a server down for longer than the grace.
+        ("unreachable", vec![("port", "1")], "PostgresUnavailable"),
     ];
     for (name, overrides, reason) in cases {
         let dir = std::env::temp_dir().join(format!("{}-{name}", p.db.name));
@@ -281,10 +277,7 @@ async fn refusals_end_the_consumer_with_the_reason_and_lose_nothing() {
             Duration::from_secs(60),
             || {
                 let log = r.log_text();
-                std::future::ready(
-                    log.contains("refused this consumer's writes")
-                        .then_some(log),
-                )
+                std::future::ready(log.contains("could not write to PostgreSQL").then_some(log))
             },
         )
         .await;

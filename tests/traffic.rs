@@ -121,12 +121,6 @@ async fn wake(topic: &str, tag: &str, at_ms: i64, partitions: &[i32]) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// Ten minutes ago, on a window boundary: live traffic, well inside the skew.
-fn base_ms() -> i64 {
-    let t = chrono::Utc::now().timestamp_millis() - 600_000;
-    t - t.rem_euclid(10_000)
-}
-
 /// `n` tweets spread over `[from_ms, from_ms + span_ms)`, round-robin over
 /// `partitions`, with varied authors, tags, mentions and languages.
 fn tweets(
@@ -164,7 +158,7 @@ async fn a_partition_that_never_gets_a_tweet_holds_back_no_window() {
     for r in &replicas {
         wait_ready(r).await;
     }
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     wake(&p.topic, "wake", t0, &[1, 2]).await;
     // Six windows of traffic on partitions 1 and 2, then a burst a little
     // later on both, as the reproduction had.
@@ -182,7 +176,7 @@ async fn a_partition_that_never_gets_a_tweet_holds_back_no_window() {
 async fn far_future_tweets_are_skipped_and_silence_nothing() {
     let p = Pipeline::new(3).await;
     let [a, b] = p.ready_replicas(["a", "b"]).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
     let mut records = tweets("early", t0, 10_000, 60, &[0, 1, 2]);
     for (id, at) in [
@@ -221,7 +215,7 @@ async fn a_topic_grown_while_running_loses_nothing() {
     let p = Pipeline::new(3).await;
     // Named, so they live to the end of the test.
     let _first_two = p.ready_replicas(["a", "b"]).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     wake(&p.topic, "wake", t0, &[0, 1, 2]).await;
     produce(&p.topic, &tweets("before", t0, 50_000, 300, &[0, 1, 2])).await;
     p.wait_for_windows(3, Duration::from_secs(60)).await;
@@ -259,7 +253,7 @@ async fn a_second_stream_on_the_topic_is_not_counted() {
     let p = Pipeline::new(2).await;
     let a = p.replica("a");
     wait_ready(&a).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     wake(&p.topic, "wake", t0, &[0, 1]).await;
     let ours = tweets("ours", t0, 30_000, 120, &[0, 1]);
     // Later than ours: counted, they would make windows of their own.
@@ -331,7 +325,7 @@ async fn a_quiet_keyword_publishes_every_window_soon_after_its_end() {
 async fn a_partial_larger_than_a_kafka_record_is_published_whole() {
     let p = Pipeline::new(2).await;
     let [a] = p.ready_replicas(["a"]).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     let n = 200_000u64;
     // Ids as X's look: 19 digits without a pattern a compressor could use.
     let authors: Vec<String> = (0..n)
@@ -423,7 +417,7 @@ async fn an_aborted_transaction_does_not_rebalance_the_group() {
     let p = Pipeline::new(2).await;
     kafka::set_topic_config(&p.output, "max.message.bytes", "200").await;
     let [a, b] = p.ready_replicas(["a", "b"]).await;
-    let t0 = base_ms();
+    let t0 = truth::live_base_ms();
     wake(&p.topic, "wake", t0, &[0, 1]).await;
     produce(&p.topic, &tweets("q", t0, 40_000, 200, &[0, 1])).await;
     produce(&p.topic, &tweets("closer", t0 + 55_000, 1_000, 2, &[0, 1])).await;

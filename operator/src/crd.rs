@@ -227,9 +227,9 @@ pub struct PostgresSinkSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub network_policy_port: i32,
 
-    /// Seconds the server may keep refusing the writes (a wrong password, a missing database, no privileges) before
-    /// a consumer exits with the reason, which `ConsumerReady` then shows; an unreachable server is waited for without
-    /// limit. Nothing is lost either way: uncommitted windows are written by the next attempt.
+    /// Seconds the writes may keep failing (a wrong password, a missing database, no privileges, the server down)
+    /// before a consumer exits with the reason, which `ConsumerReady` then shows; shorter outages are waited out.
+    /// Nothing is lost either way: uncommitted windows are written by the next attempt.
     #[serde(default = "default_postgres_grace")]
     #[schemars(range(min = 5, max = 86400))]
     pub grace_seconds: i32,

@@ -82,6 +82,13 @@ impl Tweet<'_> {
     }
 }
 
+/// Ten minutes ago, on a 10 s window boundary: live traffic, well inside
+/// the consumer's future skew, old enough that no window waits on the clock.
+pub fn live_base_ms() -> i64 {
+    let t = chrono::Utc::now().timestamp_millis() - 600_000;
+    t - t.rem_euclid(10_000)
+}
+
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .expect("in range")

@@ -270,12 +270,10 @@ mod tests {
         assert_eq!(c.get("security.protocol"), None);
     }
 
-    /// The masking a CI run hit: one client refused after the brokers
-    /// rotated the password, another client succeeding right after, and
-    /// then the new file arriving. The clients must be told to log in again.
-    #[tokio::test]
-    async fn a_refusal_masked_by_another_clients_success_still_counts_after_rotation() {
-        let dir = std::env::temp_dir().join(format!("tws-masked-{}", std::process::id()));
+    /// A SASL password file holding "old" in a directory of its own, and
+    /// the settings that name it.
+    fn password_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf, KafkaSecurity) {
+        let dir = std::env::temp_dir().join(format!("tws-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let password = dir.join("password");
         std::fs::write(&password, "old").unwrap();
@@ -283,6 +281,15 @@ mod tests {
             kafka_sasl_password_file: Some(password.clone()),
             ..KafkaSecurity::default()
         };
+        (dir, password, security)
+    }
+
+    /// The masking a CI run hit: one client refused after the brokers
+    /// rotated the password, another client succeeding right after, and
+    /// then the new file arriving. The clients must be told to log in again.
+    #[tokio::test]
+    async fn a_refusal_masked_by_another_clients_success_still_counts_after_rotation() {
+        let (dir, password, security) = password_file("masked");
         let w = AuthWatch::default();
         let files = CredentialFiles::new(&security).check_now();
         let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
@@ -298,14 +305,7 @@ mod tests {
     /// for the next commit (no rebalance for nothing).
     #[tokio::test]
     async fn a_changed_file_alone_or_an_older_refusal_does_not_force_a_new_login() {
-        let dir = std::env::temp_dir().join(format!("tws-unrefused-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let password = dir.join("password");
-        std::fs::write(&password, "old").unwrap();
-        let security = KafkaSecurity {
-            kafka_sasl_password_file: Some(password.clone()),
-            ..KafkaSecurity::default()
-        };
+        let (dir, password, security) = password_file("unrefused");
         let w = AuthWatch::default();
         let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
         w.failed(&refused, "SASL authentication error");

@@ -72,9 +72,9 @@ pub struct PostgresSink {
     /// TLS to PostgreSQL (libpq's sslmode).
     #[arg(long, env = "TWS_POSTGRES_SSLMODE", value_enum, default_value_t = SslMode::VerifyFull)]
     pub postgres_sslmode: SslMode,
-    /// Seconds PostgreSQL may keep refusing the writes (wrong password,
-    /// missing database, no permission) before the consumer exits with the
-    /// reason; an unreachable server is waited for without limit.
+    /// Seconds the writes may keep failing (a wrong password, a missing
+    /// database, no permission, the server down) before the consumer exits
+    /// with the reason; shorter outages are waited out.
     #[arg(long, env = "TWS_POSTGRES_GRACE_SECONDS", default_value_t = 120)]
     pub postgres_grace_seconds: u64,
 }

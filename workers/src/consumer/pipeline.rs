@@ -46,9 +46,9 @@ pub enum PipelineError {
         "this consumer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
     )]
     KafkaAuthentication { grace_seconds: u64, last: String },
-    /// PostgreSQL kept refusing the writes (`postgres.rs`).
+    /// The writes to PostgreSQL kept failing (`postgres.rs`).
     #[error(
-        "PostgreSQL refused this consumer's writes for {grace_seconds} s (the connection Secret, the database or the user's privileges): {last}"
+        "this consumer could not write to PostgreSQL for {grace_seconds} s (the connection Secret, the database, the user's privileges or the server): {last}"
     )]
     Postgres { grace_seconds: u64, last: String },
 }
@@ -314,7 +314,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
                 failure = Some(auth_failed(last));
                 break;
             }
-            last = sink_watch.refusing_for(Duration::from_secs(args.postgres.postgres_grace_seconds)) => {
+            last = sink_watch.failing_for(Duration::from_secs(args.postgres.postgres_grace_seconds)) => {
                 health.broken.store(true, Ordering::SeqCst);
                 failure = Some(PipelineError::Postgres {
                     grace_seconds: args.postgres.postgres_grace_seconds,

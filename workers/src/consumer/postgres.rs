@@ -16,9 +16,11 @@
 //! Failures never lose a window: the write is retried (the stage waits, and
 //! consumes nothing more, meanwhile) until it succeeds or the stage stops;
 //! whatever was not committed to Kafka is replayed by the next owner.
-//! Refusals that waiting does not fix (a wrong password, a missing database,
-//! no permission) are reported to a [`SinkWatch`], and the consumer exits
-//! with the reason after `--postgres-grace-seconds`.
+//! Every failure is reported to a [`SinkWatch`]; writes that keep failing
+//! for `--postgres-grace-seconds` (a wrong password, a missing database, no
+//! permission, or a server down that long) end the consumer with the reason,
+//! which the pod's termination message and the stream's `ConsumerReady`
+//! condition then show. A restart of a few seconds never gets there.
 
 use crate::consumer::aggregate::WindowResult;
 use crate::consumer::metrics::{Metrics, ReasonLabels};
@@ -84,11 +86,6 @@ impl SinkError {
         self.reason
     }
 
-    /// Waiting fixes it (the server down, restarting or unreachable).
-    fn transient(&self) -> bool {
-        self.reason == "PostgresUnavailable"
-    }
-
     fn config(message: String) -> Self {
         SinkError {
             reason: "PostgresConfig",
@@ -138,13 +135,13 @@ impl From<sqlx::migrate::MigrateError> for SinkError {
     }
 }
 
-/// How long PostgreSQL has refused the writes, for the exit after the grace
+/// How long the writes have been failing, for the exit after the grace
 /// period. Shared by the sink and the pipeline.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SinkWatch(Arc<Mutex<Option<(Instant, String)>>>);
 
 impl SinkWatch {
-    fn refused(&self, e: &SinkError) {
+    fn failed(&self, e: &SinkError) {
         let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let since = r.as_ref().map_or_else(Instant::now, |(s, _)| *s);
         *r = Some((since, e.to_string()));
@@ -154,19 +151,19 @@ impl SinkWatch {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The last refusal, once PostgreSQL has refused for `grace`.
-    pub(crate) fn refused_for(&self, grace: Duration) -> Option<String> {
+    /// The last failure, once the writes have failed for `grace`.
+    pub(crate) fn failed_for(&self, grace: Duration) -> Option<String> {
         let r = self.0.lock().unwrap_or_else(|p| p.into_inner());
         r.as_ref()
             .filter(|(since, _)| since.elapsed() >= grace)
             .map(|(_, last)| last.clone())
     }
 
-    /// Resolves with the last refusal once PostgreSQL has refused the writes
+    /// Resolves with the last failure once the writes have failed
     /// for `grace` (checked every second).
-    pub(crate) async fn refusing_for(&self, grace: Duration) -> String {
+    pub(crate) async fn failing_for(&self, grace: Duration) -> String {
         loop {
-            if let Some(last) = self.refused_for(grace) {
+            if let Some(last) = self.failed_for(grace) {
                 return last;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -279,9 +276,7 @@ impl WindowSink for PostgresSink {
                         .postgres_errors
                         .get_or_create(&ReasonLabels { reason: e.reason() })
                         .inc();
-                    if !e.transient() {
-                        self.watch.refused(&e);
-                    }
+                    self.watch.failed(&e);
                     tracing::warn!(error = %e, windows = windows.len(), retry_in = ?backoff, "writing windows to PostgreSQL failed; retrying (nothing is committed to Kafka meanwhile)");
                 }
             }
@@ -525,10 +520,10 @@ mod tests {
     }
 
     #[test]
-    fn refusals_that_waiting_cannot_fix_are_told_apart_from_an_outage() {
+    fn failures_are_named_by_what_the_user_must_fix() {
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(SinkError::from(io).transient());
-        assert!(!SinkError::config("x".to_owned()).transient());
+        assert_eq!(SinkError::from(io).reason(), "PostgresUnavailable");
+        assert_eq!(SinkError::config("x".to_owned()).reason(), "PostgresConfig");
     }
 
     #[test]
@@ -550,13 +545,13 @@ mod tests {
     }
 
     #[test]
-    fn watch_counts_refusals_from_the_first_and_a_success_clears_them() {
+    fn watch_counts_failures_from_the_first_and_a_success_clears_them() {
         let w = SinkWatch::default();
         let e = SinkError::config("x".to_owned());
-        w.refused(&e);
-        assert!(w.refused_for(Duration::ZERO).is_some());
-        assert!(w.refused_for(Duration::from_secs(3600)).is_none());
+        w.failed(&e);
+        assert!(w.failed_for(Duration::ZERO).is_some());
+        assert!(w.failed_for(Duration::from_secs(3600)).is_none());
         w.succeeded();
-        assert!(w.refused_for(Duration::ZERO).is_none());
+        assert!(w.failed_for(Duration::ZERO).is_none());
     }
 }
