@@ -45,12 +45,26 @@ pub async fn superuser() -> PgConnection {
     let url: PgConnectOptions = env_var("POSTGRES_SUPERUSER_URL")
         .parse()
         .expect("POSTGRES_SUPERUSER_URL");
-    PgConnection::connect_with(
-        &url.ssl_mode(PgSslMode::VerifyFull)
-            .ssl_root_cert(env_var("POSTGRES_CA")),
-    )
-    .await
-    .expect("connecting as the superuser")
+    let opts = url
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(env_var("POSTGRES_CA"));
+    connect(&opts, "the superuser").await
+}
+
+/// Connects as `who`, retrying for 30 s: another test may be restarting the
+/// server ("the database system is starting up").
+async fn connect(opts: &PgConnectOptions, who: &str) -> PgConnection {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match PgConnection::connect_with(opts).await {
+            Ok(c) => return c,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("connecting as {who}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("connecting as {who}: {e}"),
+        }
+    }
 }
 
 /// Runs one statement as the superuser.
@@ -125,11 +139,13 @@ impl Database {
         .collect()
     }
 
-    /// A connection as the owner.
+    /// A connection as the owner (retried while the server restarts).
     pub async fn connect(&self) -> PgConnection {
-        PgConnection::connect_with(&options(&self.name, &self.user, &self.password))
-            .await
-            .expect("connecting as the owner")
+        connect(
+            &options(&self.name, &self.user, &self.password),
+            "the owner",
+        )
+        .await
     }
 
     /// The rows of `stream` in `namespace`, as windows by start (ms), and

@@ -330,6 +330,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             // Refused clients cannot commit, so no commit notices the new
             // files: the stages are told to log in again.
             () = auth.refused_after_rotation(CredentialFiles::new(&args.kafka_security)) => {
+                tracing::info!("the brokers refuse the clients and the credential files changed: every stage logs in again");
                 for flag in &relogin {
                     flag.store(true, Ordering::SeqCst);
                 }

@@ -317,6 +317,31 @@ fn bounded<T>(
     }
 }
 
+/// Drops a finished session's clients on a thread of their own. Closing a
+/// consumer whose brokers refuse its login can block (librdkafka's close
+/// waits to leave the group), and a stage that must log in again should not
+/// wait for it: a CI run's aggregate stage, told to log in again after a
+/// rotation, never did, while nothing else in its session could block. The
+/// old consumer leaves the group when its close ends (or its session times
+/// out); the next producer with the same transactional id fences the old one.
+fn close_in_background(
+    stage: &'static str,
+    consumer: BaseConsumer<Ctx>,
+    producer: Option<ThreadedProducer<AuthContext>>,
+) {
+    let closing = std::thread::Builder::new()
+        .name(format!("{stage}-close"))
+        .spawn(move || {
+            let started = Instant::now();
+            drop(producer);
+            drop(consumer);
+            tracing::info!(stage, took = ?started.elapsed(), "closed the previous session's Kafka clients");
+        });
+    if let Err(e) = closing {
+        tracing::warn!(stage, error = %e, "no thread to close the previous clients on");
+    }
+}
+
 /// A stage's transactional producer on `config`. Its client errors go to
 /// `auth` like the consumer's: a CI run's consumer stayed refused for good
 /// when only its producer was refused after a rotation (the watch never
@@ -557,12 +582,26 @@ impl<P: Processor> Driver<P> {
     /// One life of the clients.
     fn session(&mut self) -> Result<(), StageError> {
         self.processor.reset(&[], now_ms());
-        let mut credentials = kafka::CredentialFiles::new(&self.cfg.security);
+        let credentials = kafka::CredentialFiles::new(&self.cfg.security);
         let producer = match &self.cfg.transactional_id {
             Some(id) => Some(self.producer(&id.clone())?),
             None => None,
         };
         let consumer = self.consumer()?;
+        let ended = self.drive(&consumer, producer.as_ref(), credentials);
+        if ended.is_err() {
+            close_in_background(self.cfg.stage, consumer, producer);
+        }
+        ended
+    }
+
+    /// The session's loop, on its clients.
+    fn drive(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        producer: Option<&ThreadedProducer<AuthContext>>,
+        mut credentials: kafka::CredentialFiles,
+    ) -> Result<(), StageError> {
         self.kafka("subscribing", consumer.subscribe(&[&self.cfg.topic]))?;
         let mut seen_epoch = 0;
         // Polled, not yet handed to the processor (nor committed).
@@ -583,7 +622,7 @@ impl<P: Processor> Driver<P> {
             let stopping = self.shutdown.load(Ordering::SeqCst);
             if stopping {
                 // Commit whatever is complete; open windows resume elsewhere.
-                self.commit(&consumer, producer.as_ref())?;
+                self.commit(consumer, producer)?;
                 tracing::info!(
                     stage = self.cfg.stage,
                     "committed; closing the Kafka clients"
@@ -598,7 +637,7 @@ impl<P: Processor> Driver<P> {
                 std::thread::sleep(wait.min(Duration::from_millis(50)));
             } else if ready.is_empty()
                 && poll_batch(
-                    &consumer,
+                    consumer,
                     self.cfg.stage,
                     &self.metrics,
                     &mut ready,
@@ -606,7 +645,7 @@ impl<P: Processor> Driver<P> {
                     &mut seen_epoch,
                 )
             {
-                self.rebuild(&consumer)?;
+                self.rebuild(consumer)?;
             }
             if !ready.is_empty() && wait.is_zero() {
                 if let Some(p) = pace.as_mut() {
@@ -615,15 +654,15 @@ impl<P: Processor> Driver<P> {
                 let arriving = ready.iter().map(|m| m.partition()).collect();
                 self.processor.arriving(&arriving, now_ms());
                 let mut next = Vec::new();
-                let rebalanced = self.handle(&consumer, &ready, &mut next, &mut seen_epoch);
+                let rebalanced = self.handle(consumer, &ready, &mut next, &mut seen_epoch);
                 ready = next;
                 if rebalanced {
-                    self.rebuild(&consumer)?;
+                    self.rebuild(consumer)?;
                 }
                 self.kafka_ok();
             }
             if Instant::now() >= next_cycle {
-                match self.commit(&consumer, producer.as_ref()) {
+                match self.commit(consumer, producer) {
                     // Everything so far is committed: a good moment for new
                     // clients, which resume from exactly here.
                     Ok(()) if credentials.changed() => {
@@ -643,19 +682,19 @@ impl<P: Processor> Driver<P> {
                             .inc();
                         tracing::warn!(stage = self.cfg.stage, error = %e, "transaction aborted; going back to the committed offsets");
                         ready.clear();
-                        self.rewind(&consumer)?;
+                        self.rewind(consumer)?;
                     }
                     Err(e) => return Err(e),
                 }
                 next_cycle = Instant::now() + self.cfg.commit_interval;
             }
             if self.cfg.report_lag && Instant::now() >= next_lag {
-                self.report_lag(&consumer);
+                self.report_lag(consumer);
                 next_lag = Instant::now() + Duration::from_secs(2);
             }
             if self.cfg.observe_group && Instant::now() >= next_observe {
                 // A missed look is retried on the next; windows only wait.
-                match self.group_view(&consumer, Duration::from_secs(5)) {
+                match self.group_view(consumer, Duration::from_secs(5)) {
                     Ok(view) => self.processor.observe(&view, now_ms()),
                     Err(e @ StageError::CredentialsChanged { .. }) => return Err(e),
                     Err(e) => {
