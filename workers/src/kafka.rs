@@ -321,14 +321,7 @@ mod tests {
 
     #[test]
     fn a_rewritten_credential_file_is_noticed_at_the_next_check() {
-        let dir = std::env::temp_dir().join(format!("tws-creds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let password = dir.join("password");
-        std::fs::write(&password, "old").unwrap();
-        let security = KafkaSecurity {
-            kafka_sasl_password_file: Some(password.clone()),
-            ..KafkaSecurity::default()
-        };
+        let (_dir, password, security) = password_file("creds");
         let mut files = CredentialFiles::new(&security);
         files.next_check = Instant::now();
         assert!(!files.changed(), "unchanged");
