@@ -1,7 +1,7 @@
 //! Project chores, run as `cargo xtask <task>` (an alias in
 //! `.cargo/config.toml`), kept out of the operator's library.
 //!
-//! - [`readme`]: README.md's generated regions (find, replace, compare).
+//! - [`readme`]: the docs' generated regions (find, replace, compare).
 //! - [`reference`]: the TwitterStream field reference, from the CRD schema.
 
 pub mod readme;

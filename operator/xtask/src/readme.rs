@@ -1,8 +1,9 @@
-//! README.md's generated regions: the text between a line that starts with
-//! `<!-- BEGIN <name>` and the line `<!-- END <name> -->`, rewritten by
-//! `cargo xtask docs` and compared by the staleness tests.
+//! The generated regions of the Markdown docs (README.md and docs/*.md): the
+//! text between a line that starts with `<!-- BEGIN <name>` and the line
+//! `<!-- END <name> -->`, rewritten by `cargo xtask docs` and compared by the
+//! staleness tests.
 
-/// A README region: the text between the line that starts with
+/// A generated region: the text between the line that starts with
 /// `<!-- BEGIN <name>` and the line `<!-- END <name> -->`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegionError {
@@ -36,13 +37,13 @@ fn region_bounds(text: &str, name: &str) -> Result<(usize, usize), RegionError> 
     })
 }
 
-/// The current contents of a README region.
+/// The current contents of a generated region.
 pub fn region<'a>(text: &'a str, name: &str) -> Result<&'a str, RegionError> {
     let (start, end) = region_bounds(text, name)?;
     Ok(&text[start..end])
 }
 
-/// `text` with a README region's contents replaced; the marker lines stay.
+/// `text` with a generated region's contents replaced; the marker lines stay.
 /// The contents get a blank line on either side, so Markdown never reads a
 /// marker as part of the table or paragraph next to it; compare regions with
 /// [`same_contents`].
@@ -62,9 +63,20 @@ pub fn same_contents(region: &str, generated: &str) -> bool {
     region.trim() == generated.trim()
 }
 
+/// The workspace's root directory.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// Where the README is.
 pub fn readme_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")
+    root().join("README.md")
+}
+
+/// Where a page of the docs is: `doc_path("reference.md")` is
+/// `docs/reference.md` under the workspace root.
+pub fn doc_path(page: &str) -> std::path::PathBuf {
+    root().join("docs").join(page)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! The TwitterStream field reference in README.md, generated from the CRD's
-//! OpenAPI schema: the descriptions are the doc comments in `crd.rs` and the
-//! constraints are the ones the apiserver enforces, so the documentation
-//! cannot drift from either. `cargo xtask docs` rewrites the README region; a
-//! unit test fails while it is stale.
+//! The TwitterStream field reference in docs/reference.md, generated from the
+//! CRD's OpenAPI schema: the descriptions are the doc comments in `crd.rs` and
+//! the constraints are the ones the apiserver enforces, so the documentation
+//! cannot drift from either. `cargo xtask docs` rewrites the region; a unit
+//! test fails while it is stale.
 //!
 //! Embedded Kubernetes types (affinity, tolerations, resources, conditions)
 //! are not expanded: a schema whose properties have exactly the names and
@@ -17,10 +17,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The README marker pair this module's output goes between.
-pub const README_REGION: &str = "crd-reference";
+/// The marker pair this module's output goes between.
+pub const REGION: &str = "crd-reference";
 
-/// The command that regenerates the README region.
+/// The page (under docs/) that holds the region.
+pub const PAGE: &str = "reference.md";
+
+/// The command that regenerates the region.
 pub const REFRESH_COMMAND: &str = "cargo xtask docs";
 
 /// The field reference of a CRD's storage version (else its first version)
@@ -403,8 +406,7 @@ fn render_section(out: &mut String, s: &Section) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::readme::{readme_path, region, same_contents};
-    use kube::CustomResourceExt;
+    use crate::readme::{doc_path, region, same_contents};
 
     fn crd(schema: serde_json::Value) -> CustomResourceDefinition {
         serde_json::from_value(serde_json::json!({
@@ -571,7 +573,7 @@ Observed.
 
     #[test]
     fn twitterstream_reference_covers_every_field_and_rule() {
-        let crd = twitterstream_operator::crd::TwitterStream::crd();
+        let crd = twitterstream_operator::crd::definition();
         let got = markdown(&crd);
         for needle in [
             "### `spec.kafka`",
@@ -609,13 +611,14 @@ Observed.
     }
 
     #[test]
-    fn readme_reference_is_up_to_date() {
-        let readme = std::fs::read_to_string(readme_path()).expect("README.md exists");
-        let current = region(&readme, README_REGION).expect("README has the crd-reference markers");
-        let want = markdown(&twitterstream_operator::crd::TwitterStream::crd());
+    fn docs_reference_is_up_to_date() {
+        let page = std::fs::read_to_string(doc_path(PAGE)).expect("docs/reference.md exists");
+        let current =
+            region(&page, REGION).expect("docs/reference.md has the crd-reference markers");
+        let want = markdown(&twitterstream_operator::crd::definition());
         assert!(
             same_contents(current, &want),
-            "README.md's TwitterStream reference is stale: run `{REFRESH_COMMAND}`"
+            "docs/{PAGE}'s TwitterStream reference is stale: run `{REFRESH_COMMAND}`"
         );
     }
 }
