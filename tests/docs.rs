@@ -649,11 +649,7 @@ fn registered_families_are_read_from_the_source() {
 
 #[test]
 fn every_registered_family_is_in_the_generated_list() {
-    let generated: BTreeSet<String> = binaries()
-        .iter()
-        .flat_map(|b| parse(&b.encoded))
-        .map(|f| f.name)
-        .collect();
+    let generated = exported_families();
     let mut registered = BTreeMap::new();
     for (file, text) in metrics_sources() {
         for family in registered_families(&text) {
@@ -857,6 +853,16 @@ const EXTERNAL_METRICS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The family names the binaries' registries print, as the generated list
+/// in docs/metrics.md shows them (counters without `_total`).
+fn exported_families() -> BTreeSet<String> {
+    binaries()
+        .iter()
+        .flat_map(|b| parse(&b.encoded))
+        .map(|f| f.name)
+        .collect()
+}
+
 /// The sample names the binaries export (`_total`, `_bucket`, … included).
 fn exported_samples() -> BTreeSet<String> {
     binaries()
@@ -1036,14 +1042,18 @@ fn crd_yaml() -> serde_json::Value {
     serde_yaml::from_str(&text).expect("the CRD is YAML")
 }
 
-/// The storage version's openAPIV3Schema.
-fn crd_schema(crd: &serde_json::Value) -> serde_json::Value {
+/// The CRD's storage version (else its first).
+fn storage_version(crd: &serde_json::Value) -> &serde_json::Value {
     let versions = crd["spec"]["versions"].as_array().expect("CRD versions");
-    let v = versions
+    versions
         .iter()
         .find(|v| v["storage"] == true)
-        .unwrap_or(&versions[0]);
-    v["schema"]["openAPIV3Schema"].clone()
+        .unwrap_or(&versions[0])
+}
+
+/// The storage version's openAPIV3Schema.
+fn crd_schema(crd: &serde_json::Value) -> serde_json::Value {
+    storage_version(crd)["schema"]["openAPIV3Schema"].clone()
 }
 
 /// What a field's schema says about a value; collects what it does not allow
@@ -1494,11 +1504,7 @@ fn metric_words(text: &str) -> Vec<(String, bool)> {
 #[test]
 fn the_docs_name_only_exported_metrics() {
     let exported = exported_samples();
-    let families: BTreeSet<String> = binaries()
-        .iter()
-        .flat_map(|b| parse(&b.encoded))
-        .map(|f| f.name)
-        .collect();
+    let families = exported_families();
     let mut unknown = Vec::new();
     let mut seen = 0;
     for (file, text) in pages() {
@@ -1615,11 +1621,7 @@ fn no_page_tells_users_to_set_a_variable_the_crd_refuses() {
 /// The header `kubectl get twitterstreams` prints: NAME, then the CRD's
 /// printer columns, upper-cased.
 fn printer_header(crd: &serde_json::Value) -> Vec<String> {
-    let versions = crd["spec"]["versions"].as_array().expect("CRD versions");
-    let v = versions
-        .iter()
-        .find(|v| v["storage"] == true)
-        .unwrap_or(&versions[0]);
+    let v = storage_version(crd);
     let mut out = vec!["NAME".to_string()];
     for c in v["additionalPrinterColumns"]
         .as_array()
