@@ -922,7 +922,8 @@ fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
 // ------------------------------------------------- every page: YAML blocks
 
 /// The marker, on the line before a ```yaml fence, of a block that shows an
-/// error: the apiserver must refuse it.
+/// error: the apiserver must refuse it (with the message a `# refused: <message>`
+/// comment in the block gives, if any).
 const INVALID_MARKER: &str = "<!-- docs-test: invalid -->";
 /// The marker of a ```yaml block that is not a Kubernetes object (a values
 /// file, a fragment): only parsed.
@@ -1379,9 +1380,16 @@ fn yaml_objects_in_the_docs_are_accepted_by_the_crd() {
                 match (accepted, doc.invalid) {
                     (true, false) => verdict.push_str("; dry run accepted"),
                     (false, true) => {
+                        // `# refused: <message>` in the block names the rule.
+                        if let Some(why) = doc.text.split("# refused: ").nth(1) {
+                            let why = why.lines().next().unwrap_or("").trim();
+                            if !out.contains(why) {
+                                problems.push(format!("refused, but not for {why:?}: {out}"));
+                            }
+                        }
                         verdict.push_str("; dry run refused, as marked");
                         // The refusal is the point: the offline findings are expected too.
-                        problems.clear();
+                        problems.retain(|p| p.starts_with("refused, but"));
                     }
                     (true, true) => problems.push(format!(
                         "marked `{INVALID_MARKER}` but the apiserver accepted it"
