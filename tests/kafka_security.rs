@@ -16,7 +16,6 @@
 //! endpoint of tests/support/oauth.rs (there is no identity provider here)
 //! and the brokers validate them against the environment's JWKS.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -45,6 +44,7 @@ fn user_file(user: &str, what: &str) -> String {
 }
 
 /// A way of connecting: the listener's brokers and the workers' flags.
+#[derive(Clone)]
 struct Mechanism {
     name: &'static str,
     brokers: String,
@@ -285,14 +285,51 @@ async fn oauthbearer_publishes_and_windows_exactly() {
     println!("oauth: {grants:?}");
 }
 
-/// A bad credential: the producer exits 1 within the grace period and a
-/// little, naming the reason in its log and termination message, and the
-/// secret it was given appears nowhere.
+/// A worker that was never let in gives up after this long whatever its
+/// grace (the workers' `FIRST_CONTACT_GRACE`, 15 s), and a few seconds for
+/// its start, its last request and the exit.
+const FIRST_CONTACT_EXIT: Duration = Duration::from_secs(30);
+
+/// One worker's first contact with a bad setting: how long until it exited,
+/// and its termination message (the log is checked for the secret).
+async fn first_contact(
+    mut cmd: Command,
+    tag: &str,
+    termination: &std::path::Path,
+    secret: Option<&str>,
+) -> (Duration, String) {
+    let started = std::time::Instant::now();
+    cmd.env("TWS_TERMINATION_LOG", termination)
+        .env("RUST_LOG", "debug,librdkafka=debug");
+    let mut p = ChildProcess::spawn(cmd, tag);
+    let code = exit_code(&mut p, Duration::from_secs(90)).await;
+    let took = started.elapsed();
+    let log = p.log_text();
+    let message = std::fs::read_to_string(termination).unwrap_or_default();
+    assert_ne!(code, 0, "{tag}: {log}");
+    if let Some(secret) = secret {
+        assert!(!log.contains(secret), "{tag}: the secret is in the log");
+        assert!(
+            !message.contains(secret),
+            "{tag}: the secret is in the message"
+        );
+    }
+    // The refusal was an error line long before the exit.
+    assert!(
+        log.contains("Kafka refused this worker"),
+        "{tag}: no refusal line in the log"
+    );
+    (took, message)
+}
+
+/// A bad credential, at the default grace: the producer and the consumer
+/// each exit 1 within [`FIRST_CONTACT_EXIT`], naming what was refused in
+/// their log and termination message, and the secret they were given
+/// appears nowhere. A table row per worker is printed.
 async fn refused(m: Mechanism, expect: &[&str], secret: Option<&str>) {
     let topic = unique_name(&format!("sec-bad-{}", m.name));
     create_topic(&topic, 1, 1).await;
-    let termination = std::env::temp_dir().join(format!("{topic}.termination"));
-    let mut p = {
+    let producer = {
         let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-producer"));
         cmd.args([
             "--source=synthetic",
@@ -301,42 +338,61 @@ async fn refused(m: Mechanism, expect: &[&str], secret: Option<&str>) {
             &format!("--topic={topic}"),
             "--stream-name=bad",
             &format!("--http-addr=127.0.0.1:{}", free_port()),
-            "--kafka-auth-grace-seconds=5",
         ])
-        .args(&m.flags)
-        .env("TWS_TERMINATION_LOG", &termination)
-        .env("RUST_LOG", "debug,librdkafka=debug");
-        ChildProcess::spawn(cmd, &format!("security-bad-{}", m.name))
+        .args(&m.flags);
+        cmd
     };
-    let code = exit_code(&mut p, Duration::from_secs(90)).await;
-    let log = p.log_text();
-    let message = std::fs::read_to_string(&termination).unwrap_or_default();
-    assert_ne!(code, 0, "{}: {log}", m.name);
-    assert!(
-        message.contains("this producer could not log in to Kafka"),
-        "{}: termination message {message:?}",
-        m.name
+    let consumer = {
+        let group = unique_name("sec-bad-group");
+        let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-consumer"));
+        cmd.args(replica_args(
+            &m,
+            &topic,
+            "bad",
+            &group,
+            &format!("{topic}-out"),
+        ))
+        .arg(format!("--http-addr=127.0.0.1:{}", free_port()));
+        cmd
+    };
+    let dir = std::env::temp_dir();
+    let p_term = dir.join(format!("{topic}.producer.termination"));
+    let c_term = dir.join(format!("{topic}.consumer.termination"));
+    let (p_tag, c_tag) = (
+        format!("security-bad-{}-producer", m.name),
+        format!("security-bad-{}-consumer", m.name),
     );
-    for e in expect {
+    let ((p_took, p_message), (c_took, c_message)) = tokio::join!(
+        first_contact(producer, &p_tag, &p_term, secret),
+        first_contact(consumer, &c_tag, &c_term, secret),
+    );
+    for (worker, took, message) in [
+        ("producer", p_took, &p_message),
+        ("consumer", c_took, &c_message),
+    ] {
         assert!(
-            message.to_lowercase().contains(&e.to_lowercase()),
-            "{}: termination message {message:?} lacks {e:?}",
+            message.contains(&format!("this {worker} could not log in to Kafka")),
+            "{} {worker}: termination message {message:?}",
             m.name
+        );
+        for e in expect {
+            assert!(
+                message.to_lowercase().contains(&e.to_lowercase()),
+                "{} {worker}: termination message {message:?} lacks {e:?}",
+                m.name
+            );
+        }
+        assert!(
+            took <= FIRST_CONTACT_EXIT,
+            "{} {worker}: exited after {took:?}",
+            m.name
+        );
+        println!(
+            "| {} | {worker} | {:.1} s | {message} |",
+            m.name,
+            took.as_secs_f64()
         );
     }
-    if let Some(secret) = secret {
-        assert!(
-            !log.contains(secret),
-            "{}: the secret is in the log",
-            m.name
-        );
-        assert!(
-            !message.contains(secret),
-            "{}: the secret is in the message",
-            m.name
-        );
-    }
-    println!("{}: exit {code}: {message}", m.name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +430,7 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 "twsscram",
                 wrong.clone(),
             ),
-            vec!["authentication"],
+            vec!["authentication failed"],
             Some(secret),
         ),
         (
@@ -385,7 +441,7 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 "twsplain",
                 wrong.clone(),
             ),
-            vec!["authentication"],
+            vec!["authentication failed"],
             Some(secret),
         ),
         (
@@ -401,7 +457,7 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 }
                 m
             },
-            vec!["authentication"],
+            vec!["authentication failed"],
             None,
         ),
         (
@@ -409,7 +465,7 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 name: "mtls-untrusted",
                 ..mtls("untrusted.crt", "untrusted.key")
             },
-            vec!["ssl"],
+            vec!["TLS trust failed", "this client's certificate"],
             None,
         ),
         (
@@ -417,7 +473,7 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 name: "mtls-expired",
                 ..mtls("expired.crt", "expired.key")
             },
-            vec!["ssl"],
+            vec!["TLS trust failed", "this client's certificate"],
             None,
         ),
         (
@@ -431,7 +487,10 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
                 ]),
                 ..tls_only()
             },
-            vec!["certificate verify failed"],
+            vec![
+                "TLS trust failed",
+                "does not trust the brokers' certificate",
+            ],
             None,
         ),
         (
@@ -443,17 +502,18 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
         (
             // A token the brokers cannot verify.
             oauth("oauth-untrusted-token", &foreign, client_secret),
-            vec!["authentication"],
+            vec!["authentication failed"],
             None,
         ),
     ];
-    let mut summary = BTreeMap::new();
-    for (m, expect, secret) in cases {
-        let name = m.name;
-        refused(m, &expect, secret).await;
-        summary.insert(name, "refused with its reason");
-    }
-    println!("{summary:?}");
+    // All at once: each waits out the first-contact grace.
+    println!("| case | worker | exit after | termination message |");
+    futures::future::join_all(
+        cases
+            .iter()
+            .map(|(m, expect, secret)| refused(m.clone(), expect, *secret)),
+    )
+    .await;
     assert!(endpoint.grants().refused > 0, "{:?}", endpoint.grants());
     assert!(foreign.grants().issued > 0, "{:?}", foreign.grants());
 }
@@ -628,4 +688,251 @@ async fn rotated_credentials_are_taken_up_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_rotated_on_the_brokers_first_are_taken_up_when_the_file_arrives() {
     rotation("rotation-late-file", FileArrives::AfterARefusal).await;
+}
+
+/// A consumer waiting for a topic that does not exist yet stops at once on
+/// SIGTERM (it slept out pauses of up to 30 s first, and a CEO's check saw
+/// SIGTERM ignored for over 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_for_its_topics_stops_at_once_on_sigterm() {
+    let topic = unique_name("sec-not-yet");
+    let args = twitterstream_tests::consumer::ReplicaArgs {
+        topic: &topic,
+        stream: "later",
+        group: &unique_name("sec-not-yet-group"),
+        output: &format!("{topic}-out"),
+        window: (10, 10),
+    }
+    .with(&[]);
+    let mut r = twitterstream_tests::consumer::Replica::start("sec-not-yet", &args);
+    // Long enough for the pause between lookups to have grown to 8 s.
+    eventually(
+        "four lookups of the missing topic",
+        Duration::from_secs(60),
+        || {
+            let log = r.log_text();
+            std::future::ready((log.matches("waiting for the topics").count() >= 4).then_some(()))
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    r.terminate().await;
+    let took = started.elapsed();
+    println!("SIGTERM while waiting for the topics: exited 0 after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// Runs Kafka's ACL tool on the plaintext listener (a super user here).
+fn acls(args: &[String]) {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", env_var("KAFKA_LIBS")))
+        .arg("org.apache.kafka.tools.AclCommand")
+        .args(["--bootstrap-server", &env_var("KAFKA_BROKERS")])
+        .args(args)
+        .output()
+        .expect("java");
+    assert!(out.status.success(), "kafka-acls {args:?}: {out:?}");
+}
+
+/// One ACL grant of the consumer's list in docs/kafka.md, and the words a
+/// consumer without it must say.
+struct Grant {
+    name: &'static str,
+    args: Vec<String>,
+    missing: String,
+}
+
+/// What a consumer of `group` reading `input` and writing `output` needs,
+/// as docs/kafka.md lists it (READ and WRITE imply DESCRIBE).
+fn consumer_grants(principal: &str, input: &str, group: &str, output: &str) -> Vec<Grant> {
+    let grant = |name, args: &[&str], missing: String| Grant {
+        name,
+        args: ["--add", "--allow-principal", principal]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect(),
+        missing,
+    };
+    let partials = format!("{group}-partials");
+    let merge = format!("{group}-merge");
+    let ids = format!("{group}-");
+    vec![
+        grant(
+            "READ on the input topic",
+            &["--operation", "Read", "--topic", input],
+            format!("may not DESCRIBE topic '{input}'"),
+        ),
+        grant(
+            "READ on the group",
+            &["--operation", "Read", "--group", group],
+            format!("may not READ group '{group}'"),
+        ),
+        grant(
+            "READ on the merge group",
+            &["--operation", "Read", "--group", &merge],
+            format!("may not READ group '{merge}'"),
+        ),
+        grant(
+            "CREATE, WRITE and READ on the partials topic",
+            &[
+                "--operation",
+                "Create",
+                "--operation",
+                "Write",
+                "--operation",
+                "Read",
+                "--topic",
+                &partials,
+            ],
+            format!("may not DESCRIBE topic '{partials}'"),
+        ),
+        grant(
+            "WRITE on the transactional ids",
+            &[
+                "--operation",
+                "Write",
+                "--resource-pattern-type",
+                "prefixed",
+                "--transactional-id",
+                &ids,
+            ],
+            format!("may not WRITE transactional id '{ids}"),
+        ),
+        grant(
+            "WRITE on the output topic",
+            &["--operation", "Write", "--topic", output],
+            format!("may not WRITE topic '{output}'"),
+        ),
+    ]
+}
+
+/// Against deny-by-default ACLs (every resource of the test's prefix is
+/// named by an ACL of another principal), a consumer granted exactly the
+/// list of docs/kafka.md windows a stream exactly; with any one grant
+/// removed it exits with a message that names the missing grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
+    let prefix = unique_name("acl");
+    let password = format!("acl-{}", unique_name("pw"));
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("password"), &password).expect("password file");
+    // A principal per consumer: ACLs are granted to principals, so a grant
+    // one case lacks must not come from another's.
+    let principal = |case: &str| {
+        let user = format!("{prefix}-{case}");
+        set_scram_password(&user, &password);
+        let m = Mechanism {
+            name: "acl",
+            brokers: env_var("KAFKA_SASL_SSL_BROKERS"),
+            flags: flags(&[
+                ("kafka-security-protocol", "sasl-ssl".into()),
+                ("kafka-ca-file", tls("ca.crt")),
+                ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
+                ("kafka-sasl-username", user.clone()),
+                (
+                    "kafka-sasl-password-file",
+                    dir.join("password").display().to_string(),
+                ),
+            ]),
+        };
+        (m, format!("User:{user}"))
+    };
+    // Deny by default for everything of the prefix: a resource an ACL
+    // names is open only to the principals it grants.
+    acls(
+        &[
+            "--add",
+            "--allow-principal",
+            "User:acl-owner",
+            "--operation",
+            "All",
+            "--resource-pattern-type",
+            "prefixed",
+            "--topic",
+            &prefix,
+            "--group",
+            &prefix,
+            "--transactional-id",
+            &prefix,
+        ]
+        .map(String::from),
+    );
+    let input = format!("{prefix}-in");
+    let output = format!("{prefix}-out");
+    create_topic(&input, 2, 1).await;
+    create_topic(&output, 1, 1).await;
+    let plaintext = Mechanism {
+        name: "plaintext",
+        brokers: env_var("KAFKA_BROKERS"),
+        flags: Vec::new(),
+    };
+    let stream = "acl";
+    let mut p = producer(&plaintext, &input, stream, (400, 2000), "acl-producer");
+    assert_eq!(
+        exit_code(&mut p, Duration::from_secs(120)).await,
+        0,
+        "{}",
+        p.log_text()
+    );
+    // Every grant: the windows are exact.
+    let group = format!("{prefix}-all");
+    let (m, all) = principal("all");
+    for g in consumer_grants(&all, &input, &group, &output) {
+        acls(&g.args);
+    }
+    let records = read_committed_records(&input).await;
+    let want = truth::expected(&records, &Rules::tumbling(stream, 10));
+    {
+        let args = replica_args(&m, &input, stream, &group, &output);
+        let _replica =
+            twitterstream_tests::consumer::Replica::start(&format!("{prefix}-all"), &args);
+        wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
+    }
+    let got = truth::published(stream, &read_output(&output));
+    truth::assert_exact(&got, &want);
+    println!("every grant: {} windows exact", got.len());
+
+    // One grant missing at a time, all at once: each consumer names it.
+    let n = consumer_grants(&all, &input, "g", &output).len();
+    let cases = (0..n).map(|missing| {
+        let group = format!("{prefix}-no{missing}");
+        let (m, principal) = principal(&format!("no{missing}"));
+        let grants = consumer_grants(&principal, &input, &group, &output);
+        for (i, g) in grants.iter().enumerate() {
+            if i != missing {
+                acls(&g.args);
+            }
+        }
+        let g = &grants[missing];
+        let (name, want) = (g.name, g.missing.clone());
+        let termination = dir.join(format!("no{missing}.termination"));
+        let log_name = format!("{prefix}-no{missing}");
+        let mut cmd = Command::new(binary("twitterstream-workers", "twitterstream-consumer"));
+        cmd.args(replica_args(&m, &input, stream, &group, &output))
+            .arg(format!("--http-addr=127.0.0.1:{}", free_port()))
+            .arg("--kafka-auth-grace-seconds=10")
+            .env("TWS_INSTANCE", format!("no{missing}"))
+            .env("TWS_TERMINATION_LOG", &termination);
+        async move {
+            let started = std::time::Instant::now();
+            let mut c = ChildProcess::spawn(cmd, &log_name);
+            let code = exit_code(&mut c, Duration::from_secs(90)).await;
+            let took = started.elapsed();
+            let message = std::fs::read_to_string(&termination).unwrap_or_default();
+            (name, want, code, took, message, c.log_text())
+        }
+    });
+    println!("| grant removed | exit after | termination message |");
+    for (name, want, code, took, message, log) in futures::future::join_all(cases).await {
+        println!("| {name} | {:.1} s | {message} |", took.as_secs_f64());
+        assert_ne!(code, 0, "without {name}: {log}");
+        assert!(
+            message.contains("this consumer was denied by Kafka's ACLs") && message.contains(&want),
+            "without {name}: {message:?} does not say {want:?}"
+        );
+        assert!(!message.contains(&password) && !log.contains(&password));
+    }
 }

@@ -91,6 +91,25 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
     .expect("OAUTHBEARER with a token endpoint is valid");
 
     let long_topic = "t".repeat(250);
+    // A 63-character name (a label value's most) and quantities of every
+    // form are accepted; one character more, or a quantity that is none,
+    // is not (both were accepted, and only the Deployments refused).
+    let mut name_63 = valid();
+    name_63["metadata"]["name"] = json!("n".repeat(63));
+    create(&api, &name_63)
+        .await
+        .expect("a 63-character name fits");
+    let mut long_name = valid();
+    long_name["metadata"]["name"] = json!("n".repeat(64));
+    create(
+        &api,
+        &with(
+            "/consumer/resources",
+            json!({"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": 2, "memory": "1.5Gi"}}),
+        ),
+    )
+    .await
+    .expect("quantities as strings and numbers are valid");
     let mut no_secret = with("/credentialsSecret", Value::Null);
     no_secret["spec"]["source"] = json!("x-stream");
     let mut end_before_start = valid();
@@ -403,6 +422,24 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "producer env supplying X credentials",
             with("/producer/env", json!({"X_BEARER_TOKEN": "AAAA"})),
             "env must not set the workers' own variables",
+        ),
+        (
+            "a memory limit that is no quantity",
+            with("/consumer/resources", json!({"limits": {"memory": "lots"}})),
+            "every resources request and limit must be a Kubernetes quantity",
+        ),
+        (
+            "a CPU request that is no quantity",
+            with(
+                "/producer/resources",
+                json!({"requests": {"cpu": "1.5 cores"}}),
+            ),
+            "every resources request and limit must be a Kubernetes quantity",
+        ),
+        (
+            "a name longer than a label value",
+            long_name,
+            "metadata.name must be at most 63 characters",
         ),
     ];
     assert!(cases.len() >= 15);

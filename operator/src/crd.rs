@@ -636,7 +636,10 @@ pub struct ContainerSpec {
     #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
     /// Compute resources; defaults to small requests and a memory limit.
+    /// Every value must be a Kubernetes quantity (checked at admission: an
+    /// invalid one was accepted, and only the Deployment was refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("[has(self.limits) ? self.limits : {}, has(self.requests) ? self.requests : {}].all(m, m.all(k, type(m[k]) == int || (type(m[k]) == string && isQuantity(m[k]))))").message("every resources request and limit must be a Kubernetes quantity, such as 250m, 1.5, 512Mi or 2Gi"))]
     pub resources: Option<ResourceRequirements>,
     /// Extra environment variables, e.g. `RUST_LOG`. The workers' own
     /// variables (`TWS_*`, the X API credentials) are rejected: they come from
@@ -757,17 +760,47 @@ pub struct TopicStatus {
     pub replication_factor: i32,
 }
 
+/// The longest name a TwitterStream may have: its name is the value of
+/// its children's `app.kubernetes.io/instance` label, and a label value
+/// holds 63 characters (a 64-character name was accepted and every child
+/// refused).
+pub const MAX_NAME_LENGTH: usize = 63;
+
+/// The CustomResourceDefinition, with the rules on `metadata.name` that
+/// only the root schema can state.
+pub fn definition()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
+    use kube::CustomResourceExt;
+    let mut crd = TwitterStream::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema.x_kubernetes_validations = Some(vec![ValidationRule {
+                rule: format!("size(self.metadata.name) <= {MAX_NAME_LENGTH}"),
+                message: Some(format!(
+                    "metadata.name must be at most {MAX_NAME_LENGTH} characters: it is the value of the children's app.kubernetes.io/instance label"
+                )),
+                ..ValidationRule::default()
+            }]);
+        }
+    }
+    crd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
     use twitterstream_contract::reserved_env;
 
     /// The env rule is a CEL literal; this keeps it in step with the
     /// contract's list of the workers' own variables.
     #[test]
     fn the_env_rule_rejects_every_reserved_variable() {
-        let crd = serde_json::to_value(TwitterStream::crd()).expect("CRD as JSON");
+        let crd = serde_json::to_value(definition()).expect("CRD as JSON");
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         for component in ["producer", "consumer"] {
             let env = &spec[component]["properties"]["env"];

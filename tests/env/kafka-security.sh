@@ -127,6 +127,10 @@ kafka_scram_format_args() {
 # (rotated_credentials_are_taken_up_without_a_restart).
 # Listener names
 # SASLSSL, SASLPLAIN, MTLS and TLS; their ports are in the `listeners` line.
+# ACLs are enforced (StandardAuthorizer): a resource no ACL names is open to
+# every principal, so only the ACL tests' resources, which an ACL names, are
+# deny-by-default; PLAINTEXT clients, the brokers and the controllers
+# (User:ANONYMOUS) are super users.
 kafka_security_properties() {
   local dir=$1 plain
   plain=$(cat "$dir/users/twsplain/password")
@@ -152,5 +156,8 @@ listener.name.saslssl.scram-sha-512.sasl.jaas.config=$jaas_scram
 listener.name.saslssl.plain.sasl.jaas.config=$jaas_plain
 listener.name.saslplain.sasl.enabled.mechanisms=PLAIN
 listener.name.saslplain.plain.sasl.jaas.config=$jaas_plain
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 EOF
 }

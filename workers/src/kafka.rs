@@ -19,10 +19,14 @@
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
+#[cfg(test)]
+use rdkafka::error::RDKafkaErrorCode;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError, names_tls_refusal};
+use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::refusal::Refusal;
 
 /// A client configuration for `brokers` with the security settings applied
 /// (secrets read from their files now).
@@ -61,15 +65,6 @@ impl KafkaClients {
     }
 }
 
-/// Whether a client error means the credentials or certificates are wrong
-/// (as opposed to a broker that is down).
-pub(crate) fn is_auth_failure(error: &KafkaError, reason: &str) -> bool {
-    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
-        return true;
-    }
-    error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL) || names_tls_refusal(reason)
-}
-
 /// The client context of the workers' auxiliary clients (metadata, topic
 /// admin, resume reader): client errors are logged, and authentication
 /// failures reported to the watch.
@@ -80,10 +75,9 @@ pub(crate) struct AuthContext {
 
 impl ClientContext for AuthContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if is_auth_failure(&error, reason) {
-            self.auth.failed(&error, reason);
+        if !self.auth.client_error(&error, reason) {
+            tracing::warn!(%error, reason, "Kafka client error");
         }
-        tracing::warn!(%error, reason, "Kafka client error");
     }
 }
 
@@ -94,63 +88,169 @@ impl rdkafka::producer::ProducerContext for AuthContext {
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
+/// A worker whose clients have never been accepted exits after this much
+/// of refusals even when its grace is longer: nothing is running yet that a
+/// wait could keep, and a refusal at first contact is a setting to fix (a
+/// stranger's first stream waited out the 60 s default in silence, issue
+/// #26). The restarted pod reads the Secret anew. 15 s: the workers then
+/// exited 20-24 s after they started (16 bad settings at once, a release
+/// build running beside them), so the condition shows it within 30 s.
+pub(crate) const FIRST_CONTACT_GRACE: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Default)]
 struct Failing {
+    /// Logins refused since the last success.
     since: Option<Instant>,
-    last: String,
+    last: Option<Refusal>,
     /// The latest refusal, kept when a success clears `since`.
     refused_at: Option<Instant>,
+    /// Operations the ACLs denied, by who asked (a stage, discovery): each
+    /// is cleared by its own asker's next success, so one stage allowed
+    /// never hides another one denied.
+    denied: BTreeMap<&'static str, (Instant, Refusal)>,
+    /// Whether any client was ever accepted.
+    accepted: bool,
+    /// Refusals already logged as errors (each once).
+    logged: Vec<Refusal>,
 }
 
-/// Authentication failures of a worker's Kafka clients, since the last
-/// success. Cheap to clone; every client of the worker shares one.
+/// Why the clients keep failing: what [`AuthWatch::failed_for`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    /// How long it had lasted when the worker gave up.
+    pub seconds: u64,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Refused { refusal, seconds } = self;
+        if refusal.is_login() {
+            write!(f, "could not log in to Kafka for {seconds} s: {refusal}")
+        } else {
+            write!(f, "was denied by Kafka's ACLs for {seconds} s: {refusal}")
+        }
+    }
+}
+
+/// Refusals of a worker's Kafka clients (logins since the last success,
+/// operations denied by ACLs). Cheap to clone; every client of the worker
+/// shares one.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthWatch(Arc<Mutex<Failing>>);
 
 impl AuthWatch {
-    /// Called by a client's error callback.
-    pub(crate) fn failed(&self, error: &KafkaError, reason: &str) {
-        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failing> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A client's error callback: true when it was a refused login, now
+    /// recorded (and logged); other errors are the caller's to log.
+    pub(crate) fn client_error(&self, error: &KafkaError, reason: &str) -> bool {
+        let refusal = Refusal::of_client_error(error, reason);
+        let refused = refusal.is_some();
+        if let Some(refusal) = refusal {
+            self.failed(refusal);
+        }
+        refused
+    }
+
+    /// A refused login.
+    pub(crate) fn failed(&self, refusal: Refusal) {
+        let mut f = self.lock();
         f.since.get_or_insert_with(Instant::now);
         f.refused_at = Some(Instant::now());
-        f.last = format!("{error}: {reason}");
+        Self::log_once(&mut f, &refusal);
+        f.last = Some(refusal);
+    }
+
+    /// An operation `asker` attempted was denied by the ACLs.
+    pub(crate) fn denied(&self, asker: &'static str, refusal: Refusal) {
+        let mut f = self.lock();
+        Self::log_once(&mut f, &refusal);
+        let since = f.denied.get(asker).map_or_else(Instant::now, |(t, _)| *t);
+        f.denied.insert(asker, (since, refusal));
+    }
+
+    /// What `asker` attempts is allowed (again).
+    pub(crate) fn allowed(&self, asker: &'static str) {
+        self.lock().denied.remove(asker);
+    }
+
+    /// `asker` may do what `covers` says of its denial (a stage assigned
+    /// partitions may read its group, and still not write its topic).
+    pub(crate) fn allowed_where(&self, asker: &'static str, covers: impl Fn(&Refusal) -> bool) {
+        let mut f = self.lock();
+        if f.denied.get(asker).is_some_and(|(_, r)| covers(r)) {
+            f.denied.remove(asker);
+        }
+    }
+
+    /// Each distinct refusal is an error line once; repeats are the
+    /// clients' own warnings.
+    fn log_once(f: &mut Failing, refusal: &Refusal) {
+        if f.logged.contains(refusal) {
+            tracing::debug!(reason = refusal.reason(), "Kafka refused again: {refusal}");
+            return;
+        }
+        tracing::error!(
+            reason = refusal.reason(),
+            "Kafka refused this worker: {refusal}"
+        );
+        if f.logged.len() < 32 {
+            f.logged.push(refusal.clone());
+        }
     }
 
     /// Whether any client was refused at or after `t`, whatever succeeded
     /// since.
     fn refused_since(&self, t: Instant) -> bool {
-        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f.refused_at.is_some_and(|r| r >= t)
+        self.lock().refused_at.is_some_and(|r| r >= t)
     }
 
     /// A call that needed an authenticated connection succeeded.
     pub(crate) fn succeeded(&self) {
-        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.lock();
         f.since = None;
+        f.accepted = true;
     }
 
-    /// The last failure, when the clients have been failing for `grace`.
-    pub(crate) fn failing_for(&self, grace: Duration) -> Option<String> {
-        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f.since
-            .filter(|s| s.elapsed() >= grace)
-            .map(|_| f.last.clone())
+    /// The refusal, when a login has been refused, or an operation denied,
+    /// for `grace` ([`FIRST_CONTACT_GRACE`] at the most until a client was
+    /// accepted).
+    pub(crate) fn failing_for(&self, grace: Duration) -> Option<Refused> {
+        let f = self.lock();
+        let grace = if f.accepted {
+            grace
+        } else {
+            grace.min(FIRST_CONTACT_GRACE)
+        };
+        let login = f.since.zip(f.last.clone());
+        let denied = f.denied.values().min_by_key(|(t, _)| *t).cloned();
+        login
+            .into_iter()
+            .chain(denied)
+            .find(|(since, _)| since.elapsed() >= grace)
+            .map(|(since, refusal)| Refused {
+                refusal,
+                seconds: since.elapsed().as_secs(),
+            })
     }
 
-    /// Resolves with the last failure once the clients have been failing
-    /// for `grace` (checked every second).
-    pub(crate) async fn failed_for(&self, grace: Duration) -> String {
+    /// Resolves with the refusal once it has lasted for `grace` (checked
+    /// every second).
+    pub(crate) async fn failed_for(&self, grace: Duration) -> Refused {
         loop {
-            if let Some(last) = self.failing_for(grace) {
-                return last;
+            if let Some(refused) = self.failing_for(grace) {
+                return refused;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    /// The last failure, if failing now (for readiness and logs).
-    pub(crate) fn current(&self) -> Option<String> {
-        self.failing_for(Duration::ZERO)
+    /// The refusal, if failing now (for readiness and logs).
+    pub(crate) fn current(&self) -> Option<Refusal> {
+        self.failing_for(Duration::ZERO).map(|r| r.refusal)
     }
 
     /// Returns once the brokers have refused a client since `files` were
@@ -234,33 +334,52 @@ fn fingerprint(security: &KafkaSecurity) -> u64 {
 mod tests {
     use super::*;
 
+    fn sasl_refusal() -> Refusal {
+        let e = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        Refusal::of_client_error(&e, "SASL authentication error").expect("a refusal")
+    }
+
     #[test]
     fn failures_count_from_the_first_and_a_success_clears_them() {
         let w = AuthWatch::default();
         assert_eq!(w.current(), None);
-        let e = KafkaError::ClientCreation("x".into());
-        w.failed(&e, "SASL authentication error");
+        w.failed(sasl_refusal());
         assert!(
             w.current()
-                .is_some_and(|m| m.contains("SASL authentication error"))
+                .is_some_and(|m| m.to_string().contains("SASL authentication error"))
         );
         assert_eq!(w.failing_for(Duration::from_secs(3600)), None);
         w.succeeded();
         assert_eq!(w.current(), None);
     }
 
+    /// One stage allowed, or a login accepted, never hides another
+    /// stage's denial; a stage rewinding after an aborted write (assigned
+    /// again) keeps it; its own success clears it.
     #[test]
-    fn tls_alerts_and_sasl_errors_are_auth_failures_and_a_broker_down_is_not() {
-        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
-        let bad_cert = "ssl://127.0.0.1:1/bootstrap: Receive failed: ssl/record/rec_layer_s3.c:918:ssl3_read_bytes error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42";
-        assert!(is_auth_failure(&transport, bad_cert));
-        let sasl = KafkaError::Global(RDKafkaErrorCode::Authentication);
-        assert!(is_auth_failure(&sasl, "SASL authentication error"));
-        let refused =
-            "ssl://127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
-        assert!(!is_auth_failure(&transport, refused));
-        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
-        assert!(!is_auth_failure(&down, "1/1 brokers are down"));
+    fn a_denial_lasts_until_its_own_asker_is_allowed() {
+        use twitterstream_contract::refusal::Resource;
+        let w = AuthWatch::default();
+        let denied = Refusal::Authorization {
+            operation: "WRITE",
+            resource: Resource::Topic("out".into()),
+        };
+        w.denied("merge", denied.clone());
+        w.succeeded();
+        w.allowed("aggregate");
+        w.allowed_where("merge", |r| {
+            matches!(
+                r,
+                Refusal::Authorization {
+                    resource: Resource::Group(_),
+                    ..
+                }
+            )
+        });
+        assert_eq!(w.current(), Some(denied));
+        assert_eq!(w.failing_for(Duration::from_secs(3600)), None);
+        w.allowed("merge");
+        assert_eq!(w.current(), None);
     }
 
     #[test]
@@ -292,8 +411,7 @@ mod tests {
         let (dir, password, security) = password_file("masked");
         let w = AuthWatch::default();
         let files = CredentialFiles::new(&security).check_now();
-        let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
-        w.failed(&refused, "SASL authentication error");
+        w.failed(sasl_refusal());
         w.succeeded();
         std::fs::write(&password, "new").unwrap();
         let told = tokio::time::timeout(Duration::from_secs(10), w.refused_after_rotation(files));
@@ -307,8 +425,7 @@ mod tests {
     async fn a_changed_file_alone_or_an_older_refusal_does_not_force_a_new_login() {
         let (dir, password, security) = password_file("unrefused");
         let w = AuthWatch::default();
-        let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
-        w.failed(&refused, "SASL authentication error");
+        w.failed(sasl_refusal());
         let files = CredentialFiles::new(&security).check_now();
         std::fs::write(&password, "new").unwrap();
         let told = tokio::time::timeout(Duration::from_secs(3), w.refused_after_rotation(files));

@@ -9,19 +9,10 @@
 //! can say that the brokers answered and refused, not that they are down.
 
 use rdkafka::client::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use std::sync::{Arc, Mutex};
-use twitterstream_contract::kafka::names_tls_refusal;
-
-/// Whether a client error means the brokers refused the credentials or the
-/// certificate.
-fn is_login_refusal(error: &KafkaError, reason: &str) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-    ) || names_tls_refusal(reason)
-}
+use twitterstream_contract::refusal::Refusal;
 
 /// The context of the operator's metadata clients: client errors are
 /// logged, and login refusals kept until the next answered request.
@@ -45,16 +36,15 @@ impl LoginWatch {
         *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn refused(&self, error: &KafkaError, reason: &str) {
-        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(format!("{error}: {reason}"));
+    fn refused(&self, refusal: &Refusal) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal.to_string());
     }
 }
 
 impl ClientContext for LoginWatch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if is_login_refusal(&error, reason) {
-            self.refused(&error, reason);
+        if let Some(refusal) = Refusal::of_client_error(&error, reason) {
+            self.refused(&refusal);
         }
         tracing::warn!(%error, reason, "Kafka client error");
     }
@@ -70,7 +60,7 @@ impl ProducerContext for LoginWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::error::RDKafkaErrorCode;
 
     #[test]
     fn refusals_are_kept_until_a_request_is_answered() {

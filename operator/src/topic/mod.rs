@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::refusal::{Refusal, Resource};
 
 /// What a pipeline asks of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,9 @@ pub(crate) enum TopicError {
         topic: String,
         reason: String,
     },
+    /// The operator's principal lacks an ACL.
+    #[error("Kafka brokers {brokers}: {refusal}")]
+    Denied { brokers: String, refusal: Refusal },
     #[error("Kafka client: {0}")]
     Client(#[from] KafkaError),
     #[error("the operator's Kafka security settings: {0}")]
@@ -78,9 +82,32 @@ impl TopicError {
             TopicError::LoginRefused { .. } => "KafkaAuthenticationFailed",
             TopicError::CannotShrink { .. } => "PartitionsCannotShrink",
             TopicError::Admin { .. } => "TopicAdminFailed",
+            TopicError::Denied { .. } => "KafkaAuthorizationFailed",
             TopicError::Client(_) | TopicError::Join(_) => "KafkaClientError",
             TopicError::Security(_) => "KafkaSecurityMisconfigured",
         }
+    }
+}
+
+/// A refused admin request: a missing ACL named as such, anything else
+/// as the broker's code.
+fn admin_error(
+    brokers: &str,
+    action: &'static str,
+    operation: &'static str,
+    topic: String,
+    code: RDKafkaErrorCode,
+) -> TopicError {
+    match Refusal::denied(code, operation, Resource::Topic(topic.clone())) {
+        Some(refusal) => TopicError::Denied {
+            brokers: brokers.to_string(),
+            refusal,
+        },
+        None => TopicError::Admin {
+            action,
+            topic,
+            reason: code.to_string(),
+        },
     }
 }
 
@@ -243,6 +270,15 @@ impl Topics {
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
+        if let Some(code) = t.error()
+            && let Some(refusal) =
+                Refusal::denied(code.into(), "DESCRIBE", Resource::Topic(topic.to_owned()))
+        {
+            return Err(TopicError::Denied {
+                brokers: brokers.to_string(),
+                refusal,
+            });
+        }
         if t.error().is_some() || t.partitions().is_empty() {
             return Ok(None);
         }
@@ -280,11 +316,7 @@ impl Topics {
                         // Another reconcile (or a user) created it first: fine.
                         Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                         Err((topic, code)) => {
-                            return Err(TopicError::Admin {
-                                action: "creating",
-                                topic,
-                                reason: code.to_string(),
-                            });
+                            return Err(admin_error(brokers, "creating", "CREATE", topic, code));
                         }
                     }
                 }
@@ -299,10 +331,8 @@ impl Topics {
             Some(have) if have.partitions < want.partitions => {
                 let grow = NewPartitions::new(&want.name, want.partitions as usize);
                 for r in admin.create_partitions(&[grow], &opts).await? {
-                    r.map_err(|(topic, code)| TopicError::Admin {
-                        action: "adding partitions to",
-                        topic,
-                        reason: code.to_string(),
+                    r.map_err(|(topic, code)| {
+                        admin_error(brokers, "adding partitions to", "ALTER", topic, code)
                     })?;
                 }
                 Ok((

@@ -341,23 +341,6 @@ impl KafkaSecurity {
     }
 }
 
-/// Whether a librdkafka client error's text names a refused TLS handshake
-/// (as opposed to a broker that is down). TLS failures come as `_SSL`, or as
-/// a transport error that names the handshake or the broker's TLS alert
-/// (measured on Kafka 4.1.1: an untrusted or expired client certificate
-/// gives "Receive failed: ... ssl/tls alert bad certificate"); a broker that
-/// is simply down never mentions one. Refused SASL logins come as
-/// `_AUTHENTICATION`, which the callers check on the error code.
-pub fn names_tls_refusal(reason: &str) -> bool {
-    [
-        "SSL handshake failed",
-        "certificate verify failed",
-        "ssl/tls alert",
-    ]
-    .iter()
-    .any(|s| reason.contains(s))
-}
-
 /// Whether a librdkafka property holds a secret (for logging a configuration).
 pub fn is_secret_property(key: &str) -> bool {
     matches!(key, "sasl.password" | "sasl.oauthbearer.client.secret")

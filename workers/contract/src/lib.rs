@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod kafka;
 pub mod postgres;
 pub mod producer;
+pub mod refusal;
 
 pub use consumer::ConsumerArgs;
 pub use producer::ProducerArgs;

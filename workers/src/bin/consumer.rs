@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(twitterstream_workers::consumer::pipeline::run(args)) {
+    let ended = runtime.block_on(twitterstream_workers::consumer::pipeline::run(args));
+    // A topic lookup still waiting for the brokers (10 s at the most) is
+    // not waited for: the answer is not needed any more.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match ended {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => twitterstream_workers::common::fatal("consumer", &e, 1),
     }

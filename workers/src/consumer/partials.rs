@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use twitterstream_contract::kafka::KafkaSecurityError;
+use twitterstream_contract::refusal::{Refusal, Resource};
 
 /// One record of the partials topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +134,11 @@ pub(crate) enum TopologyError {
     Security(#[from] KafkaSecurityError),
     #[error("topic {topic} does not exist (yet)")]
     Missing { topic: String },
+    /// The ACLs deny what discovery needs: never "missing" (a CEO's check
+    /// read "does not exist (yet)" while the broker logged a denied
+    /// DESCRIBE).
+    #[error("{0}")]
+    Denied(Refusal),
     #[error("creating topic {topic}: {source}")]
     Create { topic: String, source: KafkaError },
     #[error("creating topic {topic}: {code}")]
@@ -142,22 +148,62 @@ pub(crate) enum TopologyError {
     },
 }
 
+impl TopologyError {
+    /// Whether the brokers answered (so the login works), whatever they
+    /// said.
+    pub(crate) fn answered(&self) -> bool {
+        matches!(
+            self,
+            TopologyError::Missing { .. }
+                | TopologyError::Denied(_)
+                | TopologyError::CreateRefused { .. }
+        )
+    }
+}
+
+/// How long one metadata request may wait at the most, in slices between
+/// which the client's events are served.
+const METADATA_SLICE: Duration = Duration::from_secs(1);
+
 /// Partition count and partition 0's replica count of a topic.
+///
+/// The client is polled between slices of the wait: a metadata request
+/// alone never serves the client's events, so a refused login reached no
+/// error callback and the consumer waited "for the topics" for ever (issue
+/// #26: 200 s with a 60 s grace, six bad settings).
 pub(crate) fn describe<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> Result<(i32, i32), TopologyError> {
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| TopologyError::Metadata {
-            topic: topic.to_owned(),
-            source,
-        })?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    let deadline = std::time::Instant::now() + timeout;
+    let md = loop {
+        let slice =
+            METADATA_SLICE.min(deadline.saturating_duration_since(std::time::Instant::now()));
+        let r = consumer.fetch_metadata(Some(topic), slice);
+        // Serves the error callbacks (a metadata client has no group, so
+        // this is the main queue); messages there are none.
+        while consumer.poll(Duration::ZERO).is_some() {}
+        match r {
+            Ok(md) => break md,
+            Err(source) if std::time::Instant::now() >= deadline => {
+                return Err(TopologyError::Metadata {
+                    topic: topic.to_owned(),
+                    source,
+                });
+            }
+            Err(_) => {}
+        }
+    };
+    let named = md.topics().iter().find(|t| t.name() == topic);
+    if let Some(code) = named.and_then(|t| t.error())
+        && let Some(refusal) =
+            Refusal::denied(code.into(), "DESCRIBE", Resource::Topic(topic.to_owned()))
+    {
+        return Err(TopologyError::Denied(refusal));
+    }
+    let t = named
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
         .ok_or_else(|| TopologyError::Missing {
             topic: topic.to_owned(),
         })?;
@@ -171,8 +217,8 @@ pub(crate) fn describe<C: ConsumerContext>(
     Ok((partitions, replicas))
 }
 
-/// Creates the partials topic unless it exists; its partition count is
-/// whatever the existing one has.
+/// Creates the partials topic (the caller found it missing: a topic made
+/// beforehand needs no CREATE grant).
 pub(crate) async fn ensure_topic(
     kafka: &KafkaClients,
     topic: &str,
@@ -203,7 +249,14 @@ pub(crate) async fn ensure_topic(
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(TopologyError::CreateRefused { topic, code }),
+            Err((topic, code)) => {
+                return Err(
+                    match Refusal::denied(code, "CREATE", Resource::Topic(topic.clone())) {
+                        Some(refusal) => TopologyError::Denied(refusal),
+                        None => TopologyError::CreateRefused { topic, code },
+                    },
+                );
+            }
         }
     }
     Ok(())

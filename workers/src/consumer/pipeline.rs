@@ -17,7 +17,7 @@ use crate::consumer::postgres::{PostgresSink, SinkWatch};
 use crate::consumer::probes::ConsumerProbes;
 use crate::consumer::stage::{Driver, StageConfig};
 use crate::consumer::window::{WindowError, WindowSpec};
-use crate::kafka::{AuthContext, AuthWatch, CredentialFiles, KafkaClients};
+use crate::kafka::{AuthContext, AuthWatch, CredentialFiles, KafkaClients, Refused};
 use crate::ops;
 use crate::shutdown::{Shutdown, shutdown_on_signals};
 use rdkafka::consumer::BaseConsumer;
@@ -41,11 +41,10 @@ pub enum PipelineError {
     Pool(rayon::ThreadPoolBuildError),
     #[error("a stage thread panicked")]
     Panicked,
-    /// The clients kept failing to authenticate (`kafka.rs`).
-    #[error(
-        "this consumer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
-    )]
-    KafkaAuthentication { grace_seconds: u64, last: String },
+    /// The brokers kept refusing the clients' login or operations
+    /// (`kafka.rs`).
+    #[error("this consumer {0}")]
+    KafkaRefused(crate::kafka::Refused),
     /// The writes to PostgreSQL kept failing (`postgres.rs`).
     #[error(
         "this consumer could not write to PostgreSQL for {grace_seconds} s (the connection Secret, the database, the user's privileges or the server): {last}"
@@ -91,40 +90,107 @@ struct Topology {
     partials_partitions: i32,
 }
 
+/// How long one topic lookup waits for the brokers.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Partition and replica counts of `topic`, on a client of its own whose
+/// refusals reach the watch; an answer of any kind counts as a login
+/// accepted.
+async fn describe(
+    kafka: &KafkaClients,
+    topic: String,
+) -> Result<(i32, i32), partials::TopologyError> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer<AuthContext> = kafka
+            .config()?
+            .create_with_context(kafka.context())
+            .map_err(|source| partials::TopologyError::Metadata {
+                topic: topic.clone(),
+                source,
+            })?;
+        let r = partials::describe(&client, &topic, METADATA_TIMEOUT);
+        if r.as_ref()
+            .map_or_else(partials::TopologyError::answered, |_| true)
+        {
+            kafka.auth.succeeded();
+        }
+        r
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(partials::TopologyError::Missing {
+            topic: "(metadata task failed)".to_owned(),
+        })
+    })
+}
+
+/// The source topic's and the partials topic's partition counts, the
+/// partials topic created when missing.
 async fn discover(
     args: &ConsumerArgs,
     kafka: &KafkaClients,
 ) -> Result<Topology, partials::TopologyError> {
-    let meta = |topic: String| {
-        let kafka = kafka.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let client: BaseConsumer<AuthContext> = kafka
-                    .config()?
-                    .create_with_context(kafka.context())
-                    .map_err(|source| partials::TopologyError::Metadata {
-                        topic: topic.clone(),
-                        source,
-                    })?;
-                partials::describe(&client, &topic, Duration::from_secs(10))
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(partials::TopologyError::Missing {
-                    topic: "(metadata task failed)".to_owned(),
-                })
-            })
-        }
-    };
-    let (source_partitions, replication) = meta(args.topic.clone()).await?;
+    let (source_partitions, replication) = describe(kafka, args.topic.clone()).await?;
     let partials_topic = partials::topic_name(args.group());
-    partials::ensure_topic(kafka, &partials_topic, source_partitions, replication).await?;
-    let (partials_partitions, _) = meta(partials_topic).await?;
+    let partials_partitions = match describe(kafka, partials_topic.clone()).await {
+        Err(partials::TopologyError::Missing { .. }) => {
+            partials::ensure_topic(kafka, &partials_topic, source_partitions, replication).await?;
+            describe(kafka, partials_topic).await?.0
+        }
+        other => other?.0,
+    };
     Ok(Topology {
         source_partitions,
         partials_partitions,
     })
 }
+
+/// How the wait for the topics ended.
+enum Discovered {
+    Found(Topology),
+    Stop,
+    Refused(Refused),
+}
+
+/// Looks the topics up until they are there, with a growing pause; a
+/// denial goes to the watch, and a signal or a refusal that lasted the
+/// grace ends the wait at once (a signal waited out a 30 s pause before).
+async fn wait_for_topics(
+    args: &ConsumerArgs,
+    kafka: &KafkaClients,
+    signal: &mut Shutdown,
+    grace: Duration,
+) -> Discovered {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let attempt = async {
+            tokio::time::sleep(backoff).await;
+            discover(args, kafka).await
+        };
+        tokio::select! {
+            _ = signal.wait() => return Discovered::Stop,
+            refused = kafka.auth.failed_for(grace) => return Discovered::Refused(refused),
+            r = attempt => match r {
+                Ok(t) => {
+                    kafka.auth.allowed(DISCOVERY);
+                    return Discovered::Found(t);
+                }
+                Err(partials::TopologyError::Denied(refusal)) => {
+                    kafka.auth.denied(DISCOVERY, refusal);
+                }
+                Err(e) => {
+                    kafka.auth.allowed(DISCOVERY);
+                    tracing::warn!(error = %e, "waiting for the topics");
+                }
+            }
+        }
+        backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    }
+}
+
+/// Who asks for the topics, for the watch's denials.
+const DISCOVERY: &str = "topology discovery";
 
 /// Runs the consumer until SIGTERM/SIGINT, then commits what is complete and
 /// returns.
@@ -138,9 +204,11 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
     // The ops server stops last, once the stages are done (or on a signal
     // before they started).
     let (stop_http, http_stop) = Shutdown::new();
+    let auth = AuthWatch::default();
     let probes = ConsumerProbes {
         metrics: metrics.clone(),
         health: health.clone(),
+        auth: auth.clone(),
     };
     let (_, http) = ops::serve(args.http_addr, probes, http_stop)
         .await
@@ -150,41 +218,25 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
         })?;
     let mut signal = shutdown_on_signals();
     let brokers = args.brokers.join(",");
-    let auth = AuthWatch::default();
     let kafka = KafkaClients {
         brokers: brokers.clone(),
         security: args.kafka_security.clone(),
         auth: auth.clone(),
     };
     let grace = args.kafka_security.kafka_auth_grace_seconds;
-    let auth_failed = |last: String| PipelineError::KafkaAuthentication {
-        grace_seconds: grace,
-        last,
-    };
     let group = args.group().to_owned();
-    let mut backoff = Duration::from_millis(500);
-    let topology = loop {
-        tokio::select! {
-            _ = signal.wait() => {
+    let topology =
+        match wait_for_topics(&args, &kafka, &mut signal, Duration::from_secs(grace)).await {
+            Discovered::Found(t) => t,
+            ended => {
                 let _ = stop_http.send(true);
                 let _ = http.await;
-                return Ok(());
+                return match ended {
+                    Discovered::Refused(refused) => Err(PipelineError::KafkaRefused(refused)),
+                    _ => Ok(()),
+                };
             }
-            last = auth.failed_for(Duration::from_secs(grace)) => {
-                let _ = stop_http.send(true);
-                let _ = http.await;
-                return Err(auth_failed(last));
-            }
-            r = discover(&args, &kafka) => match r {
-                Ok(t) => break t,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the topics");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
-    };
+        };
     tracing::info!(
         source_partitions = topology.source_partitions,
         partials_partitions = topology.partials_partitions,
@@ -214,6 +266,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
             group_id: group.clone(),
             topic: args.topic.clone(),
             transactional_id: Some(format!("{group}-{instance}-aggregate")),
+            writes_to: Some(partials_topic.clone()),
             earliest: args.start_from == StartFrom::Earliest,
             commit_interval,
             report_lag: true,
@@ -257,6 +310,7 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
                 .output_topic
                 .as_ref()
                 .map(|_| format!("{group}-{instance}-merge")),
+            writes_to: args.output_topic.clone(),
             earliest: true,
             commit_interval,
             report_lag: false,
@@ -309,9 +363,9 @@ pub async fn run(args: ConsumerArgs) -> Result<(), PipelineError> {
                 tracing::info!("shutting down: committing what is complete");
                 break;
             }
-            last = auth.failed_for(Duration::from_secs(grace)) => {
+            refused = auth.failed_for(Duration::from_secs(grace)) => {
                 health.broken.store(true, Ordering::SeqCst);
-                failure = Some(auth_failed(last));
+                failure = Some(PipelineError::KafkaRefused(refused));
                 break;
             }
             last = sink_watch.failing_for(Duration::from_secs(args.postgres.postgres_grace_seconds)) => {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::refusal::{Refusal, Resource};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// The first slice of a [`Driver::bounded`] call; each next one is twice as
@@ -133,6 +134,8 @@ pub(crate) struct StageConfig {
     pub(crate) topic: String,
     /// Without one, offsets are committed directly after printing.
     pub(crate) transactional_id: Option<String>,
+    /// The topic the transactions write to, for naming a denied WRITE.
+    pub(crate) writes_to: Option<String>,
     pub(crate) earliest: bool,
     pub(crate) commit_interval: Duration,
     /// Report per-partition lag (the source stage).
@@ -186,6 +189,9 @@ pub(crate) enum StageError {
 
 struct Ctx {
     stage: &'static str,
+    /// The group and topic read, for naming a denied READ.
+    group: String,
+    topic: String,
     epoch: AtomicU64,
     auth: AuthWatch,
 }
@@ -206,10 +212,9 @@ impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka retries on its own; these are reports, not failures,
         // except that failing to authenticate never ends (`kafka.rs`).
-        if kafka::is_auth_failure(&error, reason) {
-            self.auth.failed(&error, reason);
+        if !self.auth.client_error(&error, reason) {
+            tracing::warn!(stage = self.stage, %error, reason, "Kafka client error");
         }
-        tracing::warn!(stage = self.stage, %error, reason, "Kafka client error");
     }
 }
 
@@ -255,7 +260,17 @@ fn poll_batch<'c>(
                     .kafka_errors
                     .get_or_create(&StageLabels { stage })
                     .inc();
-                tracing::warn!(stage, error = %e, "consume error");
+                let ctx = consumer.context();
+                let denied = e.rdkafka_error_code().and_then(|code| match code {
+                    RDKafkaErrorCode::GroupAuthorizationFailed => {
+                        Refusal::denied(code, "READ", Resource::Group(ctx.group.clone()))
+                    }
+                    _ => Refusal::denied(code, "READ", Resource::Topic(ctx.topic.clone())),
+                });
+                match denied {
+                    Some(refusal) => ctx.auth.denied(stage, refusal),
+                    None => tracing::warn!(stage, error = %e, "consume error"),
+                }
                 break;
             }
         }
@@ -480,6 +495,9 @@ impl<P: Processor> Driver<P> {
                     );
                 }
                 Err(e) => {
+                    if let Some(refusal) = self.denial(&e) {
+                        self.cfg.auth.denied(self.cfg.stage, refusal);
+                    }
                     self.metrics
                         .kafka_errors
                         .get_or_create(&self.labels())
@@ -497,6 +515,36 @@ impl<P: Processor> Driver<P> {
             }
         }
         tracing::info!(stage = self.cfg.stage, "stopped");
+    }
+
+    /// The ACL a failed session lacked, when an authorization error ended
+    /// it: transactions need WRITE on their id and on the topic they write
+    /// to, and READ on the group whose offsets they commit.
+    fn denial(&self, e: &StageError) -> Option<Refusal> {
+        let source = match e {
+            StageError::Kafka { source, .. } => source,
+            StageError::Aborted { source, .. } => match source.as_ref() {
+                StageError::Kafka { source, .. } => source,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let code = source.rdkafka_error_code()?;
+        let cfg = &self.cfg;
+        let (operation, resource) = match code {
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed => (
+                "WRITE",
+                Resource::TransactionalId(cfg.transactional_id.clone().unwrap_or_default()),
+            ),
+            RDKafkaErrorCode::GroupAuthorizationFailed => {
+                ("READ", Resource::Group(cfg.group_id.clone()))
+            }
+            _ => (
+                "WRITE",
+                Resource::Topic(cfg.writes_to.clone().unwrap_or_else(|| cfg.topic.clone())),
+            ),
+        };
+        Refusal::denied(code, operation, resource)
     }
 
     fn kafka<T>(&self, what: &'static str, r: Result<T, KafkaError>) -> Result<T, StageError> {
@@ -535,6 +583,8 @@ impl<P: Processor> Driver<P> {
     fn consumer(&self) -> Result<BaseConsumer<Ctx>, StageError> {
         let ctx = Ctx {
             stage: self.cfg.stage,
+            group: self.cfg.group_id.clone(),
+            topic: self.cfg.topic.clone(),
             epoch: AtomicU64::new(0),
             auth: self.cfg.auth.clone(),
         };
@@ -680,6 +730,11 @@ impl<P: Processor> Driver<P> {
                             .kafka_errors
                             .get_or_create(&self.labels())
                             .inc();
+                        // A denied write aborts every transaction, for ever:
+                        // the watch ends the consumer after the grace.
+                        if let Some(refusal) = self.denial(&e) {
+                            self.cfg.auth.denied(self.cfg.stage, refusal);
+                        }
                         tracing::warn!(stage = self.cfg.stage, error = %e, "transaction aborted; going back to the committed offsets");
                         ready.clear();
                         self.rewind(consumer)?;
@@ -846,6 +901,17 @@ impl<P: Processor> Driver<P> {
         committed: Vec<Committed>,
     ) -> Result<(), StageError> {
         self.kafka_ok();
+        // Assigned: the group's ACLs let this stage in (a denied write
+        // stays: a stage rewinds here after every aborted transaction).
+        self.cfg.auth.allowed_where(self.cfg.stage, |r| {
+            matches!(
+                r,
+                Refusal::Authorization {
+                    resource: Resource::Group(_),
+                    ..
+                }
+            )
+        });
         if self.cfg.report_lag {
             self.health.assigned.store(true, Ordering::SeqCst);
         }
@@ -913,6 +979,7 @@ impl<P: Processor> Driver<P> {
             }
         }
         self.kafka_ok();
+        self.cfg.auth.allowed(self.cfg.stage);
         self.processor.committed();
         Ok(())
     }

@@ -33,11 +33,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The clients kept failing to authenticate (`kafka.rs`).
-    #[error(
-        "this producer could not log in to Kafka for {grace_seconds} s (its credentials, its certificate or the brokers' CA): {last}"
-    )]
-    KafkaAuthentication { grace_seconds: u64, last: String },
+    /// The brokers kept refusing the clients' login or operations
+    /// (`kafka.rs`).
+    #[error("this producer {0}")]
+    KafkaRefused(crate::kafka::Refused),
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Not a failure: the credential files were rewritten (a rotated

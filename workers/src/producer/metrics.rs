@@ -204,7 +204,7 @@ pub(crate) struct ProducerProbes<F> {
 impl<F: Fn(Duration) -> bool + Send + Sync + 'static> Probes for ProducerProbes<F> {
     fn ready(&self) -> Result<(), String> {
         if let Some(why) = self.auth.current() {
-            return Err(format!("Kafka authentication is failing: {why}"));
+            return Err(format!("Kafka refuses this producer: {why}"));
         }
         if (self.ready)(Duration::from_secs(3)) {
             Ok(())

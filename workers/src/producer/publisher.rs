@@ -110,10 +110,9 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if kafka::is_auth_failure(&error, reason) {
-            self.auth.failed(&error, reason);
+        if !self.auth.client_error(&error, reason) {
+            tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
         }
-        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
     }
 }
 

@@ -131,10 +131,7 @@ impl ClientsLife<'_> {
             }
         };
         let grace = Duration::from_secs(args.kafka_security.kafka_auth_grace_seconds);
-        let refused = |last| RunError::KafkaAuthentication {
-            grace_seconds: grace.as_secs(),
-            last,
-        };
+        let refused = RunError::KafkaRefused;
         let ended = tokio::select! {
             r = work => r,
             () = self.auth.refused_after_rotation(self.credentials.clone()) => {
