@@ -151,9 +151,12 @@ const LABEL_NOTES: &[LabelNote] = &[
     LabelNote {
         family: "twitterstream_operator_reconcile_failures",
         label: "reason",
-        text: "the error's reason, also the Warning Event's: `KafkaUnreachable`, `PartitionsCannotShrink`, `TopicAdminFailed`, `KafkaClientError`, `KubernetesApiError`, `NoNamespace`",
+        text: "the error's reason, also the Warning Event's: `KafkaUnreachable`, `KafkaAuthenticationFailed`, `KafkaAuthorizationFailed`, `KafkaSecurityMisconfigured`, `PartitionsCannotShrink`, `TopicAdminFailed`, `KafkaClientError`, `KubernetesApiError`, `NoNamespace`",
         literals: &[
             "KafkaUnreachable",
+            "KafkaAuthenticationFailed",
+            "KafkaAuthorizationFailed",
+            "KafkaSecurityMisconfigured",
             "PartitionsCannotShrink",
             "TopicAdminFailed",
             "KafkaClientError",

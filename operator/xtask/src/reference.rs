@@ -62,6 +62,13 @@ fn markdown_with(crd: &CustomResourceDefinition, known: &[KnownType]) -> String 
         out.push_str("\nThe CRD has no schema.\n");
         return out;
     };
+    let whole = rules(root);
+    if !whole.is_empty() {
+        out.push_str("\nRules of the whole resource:\n\n");
+        for r in &whole {
+            let _ = writeln!(out, "- {r}");
+        }
+    }
     let mut sections = Vec::new();
     for (name, prop) in root.properties.iter().flatten() {
         // Every Kubernetes object has these; they are not this CRD's to document.
@@ -431,6 +438,9 @@ mod tests {
     fn widget() -> CustomResourceDefinition {
         crd(serde_json::json!({
             "type": "object",
+            "x-kubernetes-validations": [
+                { "rule": "size(self.metadata.name) <= 20", "message": "names are at most 20 characters" }
+            ],
             "properties": {
                 "apiVersion": { "type": "string" },
                 "spec": {
@@ -491,6 +501,10 @@ mod tests {
     fn renders_a_hand_made_schema() {
         let expected = "\
 Kind `Widget` (plural `widgets`, short name `wd`) in API group `example.com`, version `v1`, namespaced scope. Generated from the CRD's OpenAPI schema: defaults are filled in and constraints and rules are checked by the apiserver when a resource is created or updated.
+
+Rules of the whole resource:
+
+- names are at most 20 characters
 
 ### `spec`
 
@@ -582,6 +596,7 @@ Observed.
             "| `spec.window.seconds` | integer (int64) |  | `10` | min 1, max 86400 | Window length in seconds. |",
             "- kafka.outputTopic must differ from kafka.topic",
             "- consumer.replicas must not exceed kafka.partitions",
+            "Rules of the whole resource:\n\n- metadata.name must be at most 63 characters",
             "| `spec.podTemplate.affinity` | object (core/v1 Affinity) |",
             "| `spec.podTemplate.tolerations` | []object (core/v1 Toleration) |",
             "| `spec.consumer.resources` | object (core/v1 ResourceRequirements) |",
