@@ -697,19 +697,33 @@ fn docs_metrics_are_up_to_date() {
 
 // -------------------------------------------------------- troubleshooting
 
-/// Inline code spans of a Markdown text (single backticks), outside fenced
-/// code blocks.
-fn code_spans(text: &str) -> Vec<String> {
-    let mut prose = String::new();
+/// The lines of a Markdown text outside fenced code blocks, with their
+/// 1-based numbers; a fence line itself is left out.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
     let mut fenced = false;
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         if line.trim_start().starts_with("```") {
             fenced = !fenced;
         } else if !fenced {
-            prose.push_str(line);
-            prose.push('\n');
+            out.push((n + 1, line));
         }
     }
+    out
+}
+
+/// The prose of a Markdown text: its lines outside fenced blocks, joined.
+fn prose(text: &str) -> String {
+    prose_lines(text)
+        .iter()
+        .map(|(_, l)| format!("{l}\n"))
+        .collect()
+}
+
+/// Inline code spans of a Markdown text (single backticks), outside fenced
+/// code blocks.
+fn code_spans(text: &str) -> Vec<String> {
+    let prose = prose(text);
     prose
         .split('`')
         .skip(1)
@@ -1565,19 +1579,8 @@ fn metric_words_are_found() {
 /// Sentences of a page (fenced blocks left out) that tell users to put a
 /// variable the CRD refuses into `spec.producer.env` or `spec.consumer.env`.
 fn refused_env_advice(text: &str, env: &EnvRule) -> Vec<String> {
-    let mut prose = String::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            prose.push('\n');
-        } else if !fenced {
-            prose.push_str(line);
-            prose.push('\n');
-        }
-    }
     let mut out = Vec::new();
-    for paragraph in prose.split("\n\n") {
+    for paragraph in prose(text).split("\n\n") {
         let paragraph = paragraph.replace('\n', " ");
         for sentence in paragraph.split(". ") {
             let names_env = [
@@ -1692,34 +1695,21 @@ fn anchor(heading: &str) -> String {
 
 /// The anchors of a Markdown text's headings (outside fenced blocks).
 fn anchors(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-        } else if !fenced && line.starts_with('#') {
-            out.insert(anchor(line.trim_start_matches('#')));
-        }
-    }
-    out
+    prose_lines(text)
+        .into_iter()
+        .filter(|(_, l)| l.starts_with('#'))
+        .map(|(_, l)| anchor(l.trim_start_matches('#')))
+        .collect()
 }
 
 /// Relative Markdown links `](target)` of a text, outside fenced blocks.
 fn relative_links(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for (n, line) in prose_lines(text) {
         for part in line.split("](").skip(1) {
             let target = part.split(')').next().unwrap_or("");
             if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
-                out.push((n + 1, target.to_string()));
+                out.push((n, target.to_string()));
             }
         }
     }
