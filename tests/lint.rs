@@ -149,6 +149,7 @@ fn shell_scripts() -> Vec<String> {
         "tests/run".to_string(),
         "tests/lanes".to_string(),
         "tests/demo".to_string(),
+        "tests/release".to_string(),
         ".ci/run".to_string(),
     ];
     for dir in ["tests/env", "tests/kind", "tests/bench", "tests/tools"] {
@@ -193,6 +194,8 @@ fn shell_scripts_pass_shellcheck() {
         "tests/kind/lib.sh",
         "tests/bench/producer.sh",
         "tests/run",
+        "tests/release",
+        "tests/env/registry.sh",
         ".ci/run",
     ] {
         assert!(

@@ -171,6 +171,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$TWS_ENV_DIR/cni/net.d"
+  # Registries' hosts.toml (the environment's own registry: tests/env/registry.sh).
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$dir/certs.d"
 EOF
   if ! is_running containerd; then
     log "starting containerd $(containerd --version | awk '{print $3}') in $NODE_NETNS"
