@@ -61,6 +61,54 @@ struct Published {
     chart: String,
     operator_image: String,
     workers_image: String,
+    /// cosign, its public key and the (empty) trusted root of key-based,
+    /// log-less signatures.
+    cosign: String,
+    public_key: String,
+    trusted_root: String,
+}
+
+impl Published {
+    /// `cosign verify` of an image by digest, as a user checks it: the
+    /// signed digest is the image's, and the report.
+    fn verify(&self, image: &str) -> String {
+        let out = Command::new(&self.cosign)
+            .args([
+                "verify",
+                "--key",
+                &self.public_key,
+                "--insecure-ignore-tlog=true",
+                "--trusted-root",
+                &self.trusted_root,
+                image,
+            ])
+            .env("SSL_CERT_FILE", trust_bundle())
+            .output()
+            .expect("cosign");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "cosign verify {image}: {stderr}");
+        let payload: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("cosign's JSON");
+        let (_, digest) = image.split_once('@').expect("an image by digest");
+        assert_eq!(
+            payload[0]["critical"]["image"]["docker-manifest-digest"], digest,
+            "{payload}"
+        );
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with("WARNING") && !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The system's CAs and the registry's, for cosign (Go reads SSL_CERT_FILE).
+fn trust_bundle() -> String {
+    let path = std::env::temp_dir().join("tws-release-trust.pem");
+    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let ca = std::fs::read_to_string(env_var("TWS_REGISTRY_CA")).expect("the registry's CA");
+    std::fs::write(&path, format!("{system}\n{ca}")).expect("trust bundle");
+    path.display().to_string()
 }
 
 fn publish(version: &str) -> Published {
@@ -97,6 +145,9 @@ fn publish(version: &str) -> Published {
         chart: get("CHART"),
         operator_image: get("OPERATOR_IMAGE"),
         workers_image: get("WORKERS_IMAGE"),
+        cosign: get("COSIGN"),
+        public_key: get("PUBLIC_KEY"),
+        trusted_root: get("TRUSTED_ROOT"),
     }
 }
 
@@ -248,6 +299,30 @@ async fn a_release_installs_from_the_registry_and_upgrades_without_losing_a_wind
             "release X+1 changed nothing: the images' version labels differ"
         );
     }
+
+    // Signatures first, as a careful user checks them.
+    for image in [&x.operator_image, &x.workers_image] {
+        report(&format!("cosign verify {image}: {}", x.verify(image)));
+    }
+    // Each release was signed with a key of its own here: X's image does
+    // not verify with X+1's key.
+    let refused = Command::new(&x.cosign)
+        .args([
+            "verify",
+            "--key",
+            &x1.public_key,
+            "--insecure-ignore-tlog=true",
+            "--trusted-root",
+            &x.trusted_root,
+            &x.operator_image,
+        ])
+        .env("SSL_CERT_FILE", trust_bundle())
+        .output()
+        .expect("cosign");
+    assert!(
+        !refused.status.success(),
+        "X's image verified with X+1's key"
+    );
 
     // Install X: the operator pulls its image by digest.
     let ns = namespace_on_real_node(&client, "release").await;

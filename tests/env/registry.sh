@@ -15,6 +15,19 @@ REGISTRY_VERSION=v3.0.0
 
 registry_bin() { echo "$TWS_CACHE_DIR/registry/$REGISTRY_VERSION/registry"; }
 
+# What tests/release signs and describes releases with, built on first use
+# (3 min each, cold) rather than by `build`, so the demo does not wait for
+# them: cosign (Sigstore) and syft (Anchore's SBOM generator).
+COSIGN_VERSION=v2.6.5
+SYFT_VERSION=v1.57.2
+cosign_bin() { echo "$TWS_CACHE_DIR/cosign/$COSIGN_VERSION/cosign"; }
+syft_bin() { echo "$TWS_CACHE_DIR/syft/$SYFT_VERSION/syft"; }
+release_tools_build() {
+  mkdir -p "$TWS_CACHE_DIR/cosign" "$TWS_CACHE_DIR/syft"
+  install_go_tool "$(cosign_bin)" "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+  install_go_tool "$(syft_bin)" "github.com/anchore/syft/cmd/syft@$SYFT_VERSION"
+}
+
 # For tests/env/build.
 registry_build() {
   mkdir -p "$TWS_CACHE_DIR/registry"
