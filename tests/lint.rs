@@ -150,6 +150,7 @@ fn shell_scripts() -> Vec<String> {
         "tests/lanes".to_string(),
         "tests/demo".to_string(),
         "tests/release".to_string(),
+        "tests/release-chart".to_string(),
         ".ci/run".to_string(),
     ];
     for dir in ["tests/env", "tests/kind", "tests/bench", "tests/tools"] {
