@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use twitterstream_tests::consumer::{ReplicaArgs, read_output, wait_for_windows};
-use twitterstream_tests::kafka::{create_topic, read_committed_records};
+use twitterstream_tests::kafka::{
+    acls, create_topic, deny_by_default, read_committed_records, set_scram_password,
+};
 use twitterstream_tests::oauth::{TokenEndpoint, oauth_dir};
 use twitterstream_tests::process::{ChildProcess, binary, free_port};
 use twitterstream_tests::truth::{self, Rules};
@@ -518,24 +520,6 @@ async fn bad_credentials_end_with_the_reason_and_no_secret() {
     assert!(foreign.grants().issued > 0, "{:?}", foreign.grants());
 }
 
-/// Sets `user`'s SCRAM-SHA-512 password on the brokers (creating the user),
-/// as a `KafkaUser` rotation does.
-fn set_scram_password(user: &str, password: &str) {
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg(format!("{}/*", env_var("KAFKA_LIBS")))
-        .arg("kafka.admin.ConfigCommand")
-        .args(["--bootstrap-server", &env_var("KAFKA_BROKERS")])
-        .args(["--alter", "--entity-type", "users", "--entity-name", user])
-        .args([
-            "--add-config",
-            &format!("SCRAM-SHA-512=[password={password}]"),
-        ])
-        .output()
-        .expect("java");
-    assert!(out.status.success(), "kafka-configs: {out:?}");
-}
-
 /// Replaces `path`'s contents in one step, as the kubelet's atomic writer
 /// does: a worker never reads a half-written password (a plain write
 /// truncates first; a CI run's consumer stage logged in again twice, 18 s
@@ -722,19 +706,6 @@ async fn a_consumer_waiting_for_its_topics_stops_at_once_on_sigterm() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
-/// Runs Kafka's ACL tool on the plaintext listener (a super user here).
-fn acls(args: &[String]) {
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg(format!("{}/*", env_var("KAFKA_LIBS")))
-        .arg("org.apache.kafka.tools.AclCommand")
-        .args(["--bootstrap-server", &env_var("KAFKA_BROKERS")])
-        .args(args)
-        .output()
-        .expect("java");
-    assert!(out.status.success(), "kafka-acls {args:?}: {out:?}");
-}
-
 /// One ACL grant of the consumer's list in docs/kafka.md, and the words a
 /// consumer without it must say.
 struct Grant {
@@ -840,26 +811,7 @@ async fn consumer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
         };
         (m, format!("User:{user}"))
     };
-    // Deny by default for everything of the prefix: a resource an ACL
-    // names is open only to the principals it grants.
-    acls(
-        &[
-            "--add",
-            "--allow-principal",
-            "User:acl-owner",
-            "--operation",
-            "All",
-            "--resource-pattern-type",
-            "prefixed",
-            "--topic",
-            &prefix,
-            "--group",
-            &prefix,
-            "--transactional-id",
-            &prefix,
-        ]
-        .map(String::from),
-    );
+    deny_by_default(&prefix);
     let input = format!("{prefix}-in");
     let output = format!("{prefix}-out");
     create_topic(&input, 2, 1).await;

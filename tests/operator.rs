@@ -1098,7 +1098,7 @@ async fn a_refused_operator_login_is_named_and_a_corrected_secret_taken_up() {
     .await;
     let (_, _, message) = condition(&t, "TopicReady").expect("TopicReady");
     assert!(
-        message.contains("refused the operator's credentials")
+        message.contains("the operator could not log in")
             && message.contains("SASL authentication"),
         "{message}"
     );
@@ -1367,4 +1367,124 @@ async fn a_refused_worker_login_reaches_the_producer_condition() {
     assert!(note.contains("could not log in to Kafka"), "{note}");
     assert!(!note.contains(&wrong));
     println!("ProducerReady: {condition_message}; Event: {note}");
+}
+
+/// Every first-contact refusal of the operator's own Kafka client (an
+/// unknown user, a client certificate the brokers refuse, brokers whose CA
+/// it was not given, a principal no ACL lets describe the topic) is named in
+/// the stream's TopicReady condition within 30 s of the stream's creation:
+/// which of authentication, TLS trust or authorization failed, and for an
+/// ACL the operation and the topic. A table row per case is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_of_the_operators_kafka_client_is_named_within_30_s() {
+    let env = twitterstream_tests::env_var;
+    let security = std::path::PathBuf::from(env("KAFKA_SECURITY_DIR"));
+    let tls = |f: &str| security.join("tls").join(f).display().to_string();
+    let dir = std::env::temp_dir().join(unique_name("op-first"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    // A principal that exists and may log in, with no grant on the
+    // deny-by-default prefix of the ACL case's topic.
+    let prefix = unique_name("op-acl");
+    let password = unique_name("pw");
+    kafka::set_scram_password(&prefix, &password);
+    kafka::deny_by_default(&prefix);
+    let sasl = |user: &str, password: &str| {
+        vec![
+            "--kafka-security-protocol=sasl-ssl".to_owned(),
+            format!("--kafka-ca-file={}", tls("ca.crt")),
+            "--kafka-sasl-mechanism=SCRAM-SHA-512".to_owned(),
+            format!(
+                "--kafka-sasl-username-file={}",
+                write(&format!("{user}.user"), user)
+            ),
+            format!(
+                "--kafka-sasl-password-file={}",
+                write(&format!("{user}.pw"), password)
+            ),
+        ]
+    };
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<String>,
+        String,
+        &'static str,
+        String,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "unknown user",
+            "KafkaAuthenticationFailed",
+            sasl("nobody", "nothing"),
+            env("KAFKA_SASL_SSL_BROKERS"),
+            "authentication failed",
+            unique_name("raw-twitter"),
+        ),
+        (
+            "untrusted client certificate",
+            "KafkaAuthenticationFailed",
+            vec![
+                "--kafka-security-protocol=ssl".to_owned(),
+                format!("--kafka-ca-file={}", tls("ca.crt")),
+                format!("--kafka-cert-file={}", tls("untrusted.crt")),
+                format!("--kafka-key-file={}", tls("untrusted.key")),
+            ],
+            env("KAFKA_MTLS_BROKERS"),
+            "the brokers do not accept this client's certificate",
+            unique_name("raw-twitter"),
+        ),
+        (
+            "brokers of another CA",
+            "KafkaAuthenticationFailed",
+            vec![
+                "--kafka-security-protocol=ssl".to_owned(),
+                format!("--kafka-ca-file={}", tls("untrusted.crt")),
+            ],
+            env("KAFKA_TLS_BROKERS"),
+            "does not trust the brokers' certificate",
+            unique_name("raw-twitter"),
+        ),
+        (
+            "no ACL on the topic",
+            "KafkaAuthorizationFailed",
+            sasl(&prefix, &password),
+            env("KAFKA_SASL_SSL_BROKERS"),
+            "may not DESCRIBE topic",
+            format!("{prefix}-in"),
+        ),
+    ];
+    let runs = cases
+        .into_iter()
+        .map(|(case, reason, flags, brokers, says, topic)| async move {
+            let s = setup("op-first").await;
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let _op = Operator::start(&s.ns.name, None, &flags);
+            let mut tws = example("first");
+            tws.spec.kafka.brokers = brokers.split(',').map(str::to_owned).collect();
+            tws.spec.kafka.topic = topic.clone();
+            let created = std::time::Instant::now();
+            s.streams
+                .create(&PostParams::default(), &tws)
+                .await
+                .expect("create");
+            let t = wait_false(&s.streams, "first", "TopicReady", reason).await;
+            let took = created.elapsed();
+            let (_, _, message) = condition(&t, "TopicReady").expect("TopicReady");
+            (case, took, message, says, topic)
+        });
+    println!("| case | operator: TopicReady=False after | message |");
+    for (case, took, message, says, topic) in futures::future::join_all(runs).await {
+        println!("| {case} | {:.1} s | {message} |", took.as_secs_f64());
+        assert!(message.contains(says), "{case}: {message:?} lacks {says:?}");
+        if case == "no ACL on the topic" {
+            assert!(message.contains(&topic), "{message}");
+        }
+        assert!(took <= Duration::from_secs(30), "{case}: {took:?}");
+        assert!(!message.contains(&password));
+    }
 }

@@ -249,3 +249,59 @@ pub async fn produce_aborted(topic: &str, records: &[(i32, Vec<u8>)]) {
     .await
     .expect("aborting producer");
 }
+
+/// Sets `user`'s SCRAM-SHA-512 password on the brokers (creating the user),
+/// as a `KafkaUser` rotation does.
+pub fn set_scram_password(user: &str, password: &str) {
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", crate::env_var("KAFKA_LIBS")))
+        .arg("kafka.admin.ConfigCommand")
+        .args(["--bootstrap-server", &crate::env_var("KAFKA_BROKERS")])
+        .args(["--alter", "--entity-type", "users", "--entity-name", user])
+        .args([
+            "--add-config",
+            &format!("SCRAM-SHA-512=[password={password}]"),
+        ])
+        .output()
+        .expect("java");
+    assert!(out.status.success(), "kafka-configs: {out:?}");
+}
+
+/// Runs Kafka's ACL tool on the plaintext listener (a super user here).
+pub fn acls(args: &[String]) {
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", crate::env_var("KAFKA_LIBS")))
+        .arg("org.apache.kafka.tools.AclCommand")
+        .args(["--bootstrap-server", &crate::env_var("KAFKA_BROKERS")])
+        .args(args)
+        .output()
+        .expect("java");
+    assert!(out.status.success(), "kafka-acls {args:?}: {out:?}");
+}
+
+/// Makes every topic, group and transactional id whose name starts with
+/// `prefix` deny-by-default: an ACL of a principal nobody has names them, so
+/// (the brokers allowing what no ACL names) only explicit grants let anyone
+/// else in.
+pub fn deny_by_default(prefix: &str) {
+    acls(
+        &[
+            "--add",
+            "--allow-principal",
+            "User:acl-owner",
+            "--operation",
+            "All",
+            "--resource-pattern-type",
+            "prefixed",
+            "--topic",
+            prefix,
+            "--group",
+            prefix,
+            "--transactional-id",
+            prefix,
+        ]
+        .map(String::from),
+    );
+}

@@ -51,7 +51,7 @@ pub(crate) enum TopicError {
         #[source]
         source: KafkaError,
     },
-    #[error("Kafka brokers {brokers} refused the operator's credentials or certificate: {reason}")]
+    #[error("Kafka brokers {brokers}: the operator could not log in: {reason}")]
     LoginRefused { brokers: String, reason: String },
     #[error(
         "topic {topic} has {have} partitions and the spec asks for {want}: Kafka cannot remove partitions"
