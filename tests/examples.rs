@@ -813,3 +813,72 @@ async fn postgres_example_writes_rows_and_a_refused_login_is_named() {
     assert_secret_nowhere(&ns.name, &pods, &db.password).await;
     report_retries(&pods);
 }
+
+/// scram.yaml with a wrong password in the workers' Secret, on real pods:
+/// the producer and the consumers exit at first contact and the stream's
+/// ProducerReady and ConsumerReady conditions name the refused login, soon
+/// after the stream is applied (the seconds are reported); the password is
+/// nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_worker_password_is_named_in_the_streams_conditions() {
+    let client = admin_client().await;
+    install_crd(&client).await;
+    let dir = env_var("KAFKA_SECURITY_DIR");
+    let operator = operator_kafka_flags(
+        "sasl-ssl",
+        &[
+            ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
+            (
+                "kafka-sasl-username-file",
+                format!("{dir}/users/twsscram/username"),
+            ),
+            (
+                "kafka-sasl-password-file",
+                format!("{dir}/users/twsscram/password"),
+            ),
+        ],
+    );
+    let brokers = env_var("KAFKA_SASL_SSL_BROKERS");
+    let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
+    let (ns, _operator, pods) = setup_with("ex-badpw", &flags).await;
+    create_secret(
+        &ns.name,
+        "my-cluster-cluster-ca-cert",
+        None,
+        &[("ca.crt", security_file("tls/ca.crt"))],
+    )
+    .await;
+    let wrong = unique_name("not-the-password");
+    create_secret(
+        &ns.name,
+        "twitterstream-user",
+        None,
+        &[("password", wrong.clone())],
+    )
+    .await;
+    let (yaml, _, _) = adapt_on("scram.yaml", &brokers, |spec| {
+        spec["kafka"]["sasl"]["username"] = "twsscram".into();
+    });
+    let applied = std::time::Instant::now();
+    kubectl_apply(&ns.name, &yaml);
+    for ty in ["ProducerReady", "ConsumerReady"] {
+        let (_, reason, message) = eventually(
+            &format!("{ty}=False naming the refused login"),
+            Duration::from_secs(120),
+            || {
+                std::future::ready(
+                    condition(&ns.name, "scram", ty)
+                        .filter(|(s, _, m)| s == "False" && m.contains("authentication failed")),
+                )
+            },
+        )
+        .await;
+        report(&format!(
+            "wrong worker password: {ty}=False {reason} {:.1} s after kubectl apply: {message}",
+            applied.elapsed().as_secs_f64()
+        ));
+        assert!(message.contains("could not log in to Kafka"), "{message}");
+        assert!(!message.contains(&wrong));
+    }
+    assert_secret_nowhere(&ns.name, &pods, &wrong).await;
+}
