@@ -61,6 +61,7 @@ impl KafkaClients {
     pub(crate) fn context(&self) -> AuthContext {
         AuthContext {
             auth: self.auth.clone(),
+            group: None,
         }
     }
 }
@@ -71,10 +72,34 @@ impl KafkaClients {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthContext {
     pub(crate) auth: AuthWatch,
+    /// The group the client reads offsets of, and who asks: a group
+    /// authorization error reaches only the error callback (the coordinator
+    /// lookup), without the group's name.
+    pub(crate) group: Option<(&'static str, String)>,
+}
+
+impl AuthContext {
+    /// The context of a client that reads `group`'s offsets for `asker`.
+    pub(crate) fn for_group(auth: &AuthWatch, asker: &'static str, group: String) -> Self {
+        AuthContext {
+            auth: auth.clone(),
+            group: Some((asker, group)),
+        }
+    }
 }
 
 impl ClientContext for AuthContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if let (Some((asker, group)), Some(code)) = (&self.group, error.rdkafka_error_code())
+            && let Some(refusal) = Refusal::denied(
+                code,
+                "READ",
+                twitterstream_contract::refusal::Resource::Group(group.clone()),
+            )
+        {
+            self.auth.denied(asker, refusal);
+            return;
+        }
         if !self.auth.client_error(&error, reason) {
             tracing::warn!(%error, reason, "Kafka client error");
         }

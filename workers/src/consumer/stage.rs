@@ -377,7 +377,10 @@ fn transactional_producer(
         .set("linger.ms", "0")
         .set("compression.type", "zstd")
         .set("message.max.bytes", "16000000")
-        .create_with_context(AuthContext { auth: auth.clone() })
+        .create_with_context(AuthContext {
+            auth: auth.clone(),
+            group: None,
+        })
 }
 
 pub(crate) struct Driver<P> {

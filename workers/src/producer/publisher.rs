@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use twitterstream_contract::header;
 use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::refusal::{Refusal, Resource};
 
 /// How long a transaction may stay open. A search poll is one transaction
 /// and may page through rate-limit waits, so this is generous; brokers cap
@@ -234,6 +235,9 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// Who asks, for the watch's denials.
+const INIT: &str = "producer transactions";
+
 fn retriable(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(t) if t.is_retriable())
 }
@@ -339,6 +343,22 @@ impl Publisher {
                     tracing::warn!(error = %e, ?delay, "init_transactions failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) =>
+                {
+                    // Fatal for this client: waits for the grace, which ends
+                    // the run naming the grant (kafka.rs).
+                    let id = transactional_id(&self.config.qualified_stream);
+                    if let Some(refusal) = Refusal::denied(
+                        RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+                        "WRITE",
+                        Resource::TransactionalId(id),
+                    ) {
+                        self.config.auth.denied(INIT, refusal);
+                    }
+                    std::future::pending::<()>().await;
                 }
                 Err(e) => return Err(PublishError::Init(e)),
             }

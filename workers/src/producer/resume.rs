@@ -23,7 +23,7 @@
 
 use super::checkpoint::{self, Checkpoint, CheckpointGroup};
 use super::metrics::Metrics;
-use crate::kafka;
+use crate::kafka::{self, AuthContext, AuthWatch};
 use crate::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -34,6 +34,7 @@ use rdkafka::util::Timeout;
 use std::time::{Duration, Instant};
 use twitterstream_contract::header;
 use twitterstream_contract::kafka::{KafkaSecurity, KafkaSecurityError};
+use twitterstream_contract::refusal::{Refusal, Resource};
 
 /// Which position a stream resumes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,12 @@ pub(crate) struct ResumeQuery {
     pub(crate) timeout: Duration,
     /// TLS and SASL.
     pub(crate) security: KafkaSecurity,
+    /// Where denied reads are reported.
+    pub(crate) auth: AuthWatch,
 }
+
+/// Who asks, for the watch's denials.
+const RESUME: &str = "producer resume";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
@@ -85,6 +91,23 @@ pub enum ResumeError {
 }
 
 impl ResumeError {
+    /// The ACL the reader lacked: DESCRIBE on the topic (its offsets and
+    /// records), READ on the checkpoint group.
+    fn denial(&self, q: &ResumeQuery) -> Option<Refusal> {
+        let ResumeError::Kafka { source, .. } = self else {
+            return None;
+        };
+        let code = source.rdkafka_error_code()?;
+        match code {
+            RDKafkaErrorCode::GroupAuthorizationFailed => Refusal::denied(
+                code,
+                "READ",
+                Resource::Group(checkpoint::group_id(&q.qualified)),
+            ),
+            _ => Refusal::denied(code, "DESCRIBE", Resource::Topic(q.topic.clone())),
+        }
+    }
+
     /// Whether trying again later can help (the broker is away or slow).
     pub(crate) fn is_transient(&self) -> bool {
         matches!(
@@ -135,6 +158,7 @@ pub(crate) async fn resume_retrying(
         };
         match r {
             Ok(found) => {
+                q.auth.allowed(RESUME);
                 metrics.resume_records_scanned.inc_by(found.scanned);
                 tracing::info!(
                     from_checkpoint = found.from_checkpoint,
@@ -145,6 +169,9 @@ pub(crate) async fn resume_retrying(
                 return Ok(Some(found));
             }
             Err(e) if e.is_transient() => {
+                if let Some(refusal) = e.denial(&q) {
+                    q.auth.denied(RESUME, refusal);
+                }
                 metrics.publish_errors.inc();
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot find where to resume; retrying");
                 if !shutdown.sleep(delay).await {
@@ -170,21 +197,26 @@ pub(crate) fn window_max(values: &[u128], at_partition_start: bool) -> Option<Op
 
 pub(crate) fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
     let deadline = Instant::now() + q.timeout;
-    let consumer: BaseConsumer = kafka::client_config(&q.brokers.join(","), &q.security)
-        .map_err(ResumeError::Security)?
-        .set("group.id", checkpoint::group_id(&q.qualified))
-        // Also makes the offset fetch wait for a checkpoint whose
-        // transaction is still being completed (KIP-447's require_stable).
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|source| ResumeError::Create {
-            brokers: q.brokers.join(","),
-            source: Box::new(source),
-        })?;
+    let consumer: BaseConsumer<AuthContext> =
+        kafka::client_config(&q.brokers.join(","), &q.security)
+            .map_err(ResumeError::Security)?
+            .set("group.id", checkpoint::group_id(&q.qualified))
+            // Also makes the offset fetch wait for a checkpoint whose
+            // transaction is still being completed (KIP-447's require_stable).
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(AuthContext::for_group(
+                &q.auth,
+                RESUME,
+                checkpoint::group_id(&q.qualified),
+            ))
+            .map_err(|source| ResumeError::Create {
+                brokers: q.brokers.join(","),
+                source: Box::new(source),
+            })?;
     let result = find(&consumer, q, deadline).and_then(|(checkpoint, from_checkpoint, scanned)| {
         let metadata = consumer
             .group_metadata()
@@ -216,7 +248,7 @@ pub(crate) fn resume_blocking(q: &ResumeQuery) -> Result<Resume, ResumeError> {
 }
 
 fn find(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     q: &ResumeQuery,
     deadline: Instant,
 ) -> Result<(Checkpoint, bool, u64), ResumeError> {
@@ -227,9 +259,33 @@ fn find(
     Ok((Checkpoint::new(&q.source, after), false, scanned))
 }
 
+/// The group's committed offsets of `tpl`, asked in slices between which the
+/// client's events are served: a group the ACLs deny fails only the
+/// coordinator lookup, reported to the error callback, which a consumer
+/// with a group serves only when polled (the call sat out its 120 s, and
+/// the producer said nothing).
+fn committed_serving_events(
+    consumer: &BaseConsumer<AuthContext>,
+    tpl: &TopicPartitionList,
+    deadline: Instant,
+) -> Result<TopicPartitionList, KafkaError> {
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let slice = remaining.min(Duration::from_secs(1));
+        let r = consumer.committed_offsets(tpl.clone(), Timeout::After(slice));
+        // No partition is assigned yet: this serves events only.
+        while consumer.poll(Duration::ZERO).is_some() {}
+        match r {
+            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::OperationTimedOut))
+                if Instant::now() < deadline => {}
+            r => return r,
+        }
+    }
+}
+
 /// The stream's committed checkpoint, if it has one from this source.
 fn read_checkpoint(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     q: &ResumeQuery,
     deadline: Instant,
 ) -> Result<Option<Checkpoint>, ResumeError> {
@@ -240,8 +296,7 @@ fn read_checkpoint(
     };
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&q.topic, 0);
-    let remaining = Timeout::After(deadline.saturating_duration_since(Instant::now()));
-    let committed = match consumer.committed_offsets(tpl, remaining) {
+    let committed = match committed_serving_events(consumer, &tpl, deadline) {
         Ok(c) => c,
         // The topic does not exist yet: nothing was published.
         Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
@@ -275,7 +330,7 @@ fn read_checkpoint(
 /// The newest position of the stream within [`MAX_SPAN`] records of the end
 /// of each partition, and how many records that read.
 fn read_back(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     q: &ResumeQuery,
     deadline: Instant,
 ) -> Result<(Option<u128>, u64), ResumeError> {
@@ -346,7 +401,7 @@ fn read_back(
 
 /// The positions of this stream's records in `[start, end)`, in offset order.
 fn read_window(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     q: &ResumeQuery,
     partition: i32,
     start: i64,

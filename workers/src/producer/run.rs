@@ -123,7 +123,7 @@ impl ClientsLife<'_> {
         let (args, metrics) = (self.args, self.metrics);
         let work = async {
             match sink.init(shutdown).await {
-                Ok(true) => match start(args, sink, metrics, shutdown).await {
+                Ok(true) => match start(args, sink, metrics, self.auth, shutdown).await {
                     Ok(Some(start)) => drive(args, start, sink, metrics, shutdown).await,
                     other => other.map(|_| ()),
                 },
@@ -172,6 +172,7 @@ async fn start(
     args: &ProducerArgs,
     sink: &mut TransactionalSink,
     metrics: &Metrics,
+    auth: &AuthWatch,
     shutdown: &mut Shutdown,
 ) -> Result<Option<Checkpoint>, RunError> {
     let source = args.source.as_str();
@@ -189,6 +190,7 @@ async fn start(
         position,
         timeout: Duration::from_secs(120),
         security: args.kafka_security.clone(),
+        auth: auth.clone(),
     };
     let Some(found) = resume::resume_retrying(query, metrics, shutdown).await? else {
         return Ok(None);
