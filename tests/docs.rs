@@ -99,8 +99,15 @@ fn binaries() -> Vec<Binary> {
         m.encode()
     };
     let consumer = {
-        use twitterstream_workers::consumer::metrics::{Metrics, PartitionLabels, StageLabels};
+        use twitterstream_workers::consumer::metrics::{
+            Metrics, PartitionLabels, ReasonLabels, StageLabels,
+        };
         let m = Metrics::new();
+        m.postgres_errors
+            .get_or_create(&ReasonLabels {
+                reason: "PostgresUnavailable",
+            })
+            .inc();
         m.consumer_lag
             .get_or_create(&PartitionLabels { partition: 0 })
             .set(0);
@@ -233,6 +240,22 @@ const LABEL_NOTES: &[LabelNote] = &[
         label: "stage",
         text: STAGE_TEXT,
         literals: &["aggregate", "merge"],
+        source: "workers/src/consumer",
+    },
+    LabelNote {
+        family: "twitterstream_consumer_postgres_errors",
+        label: "reason",
+        text: "why the write failed: `PostgresAuthentication`, `PostgresDatabaseMissing`, `PostgresPermissionDenied`, `PostgresUnavailable`, `PostgresTLS`, `PostgresConfig`, `PostgresMigration`, or `PostgresError` for any other error",
+        literals: &[
+            "PostgresAuthentication",
+            "PostgresDatabaseMissing",
+            "PostgresPermissionDenied",
+            "PostgresUnavailable",
+            "PostgresTLS",
+            "PostgresConfig",
+            "PostgresMigration",
+            "PostgresError",
+        ],
         source: "workers/src/consumer",
     },
 ];

@@ -688,7 +688,9 @@ async fn a_consumer_waiting_for_its_topics_stops_at_once_on_sigterm() {
         window: (10, 10),
     }
     .with(&[]);
-    let mut r = twitterstream_tests::consumer::Replica::start("sec-not-yet", &args);
+    // A log of its own: a replica's log is appended to across runs.
+    let mut r =
+        twitterstream_tests::consumer::Replica::start(&unique_name("sec-not-yet"), &args);
     // Long enough for the pause between lookups to have grown to 8 s.
     eventually(
         "four lookups of the missing topic",

@@ -43,7 +43,7 @@ pub struct Metrics {
     pub(crate) open_windows: Gauge,
     pub(crate) postgres_windows_written: Counter,
     pub(crate) postgres_windows_skipped: Counter,
-    pub(crate) postgres_errors: Family<ReasonLabels, Counter>,
+    pub postgres_errors: Family<ReasonLabels, Counter>,
     pub(crate) postgres_write_seconds: Histogram,
 }
 
