@@ -42,6 +42,18 @@ pub(crate) fn client_config(
     Ok(c)
 }
 
+/// librdkafka's log line in the worker's log: errors as warnings (it
+/// retries on its own), the rest at debug.
+pub(crate) fn log_to_tracing(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            tracing::warn!(target: "librdkafka", fac, "{message}")
+        }
+        _ => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
 /// What every client of a worker shares: the brokers, the security
 /// settings and the authentication watch.
 #[derive(Debug, Clone)]
@@ -89,6 +101,11 @@ impl AuthContext {
 }
 
 impl ClientContext for AuthContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.auth.client_log(fac, log_message);
+        log_to_tracing(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if let (Some((asker, group)), Some(code)) = (&self.group, error.rdkafka_error_code())
             && let Some(refusal) = Refusal::denied(
@@ -178,6 +195,15 @@ impl AuthWatch {
             self.failed(refusal);
         }
         refused
+    }
+
+    /// A client's log line: a refused connection is recorded as a refused
+    /// login (it also comes as an error event, but only to a client that
+    /// is polled).
+    pub(crate) fn client_log(&self, fac: &str, message: &str) {
+        if let Some(refusal) = Refusal::of_log(fac, message) {
+            self.failed(refusal);
+        }
     }
 
     /// A refused login.

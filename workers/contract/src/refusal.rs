@@ -120,6 +120,31 @@ impl Refusal {
         None
     }
 
+    /// A librdkafka log line of a refused connection (facility FAIL), by
+    /// its text: the log callback runs on librdkafka's own threads, so it
+    /// is heard even from a client nothing polls, whose error events wait
+    /// in a queue (a consumer's metadata client missed "certificate verify
+    /// failed" for 90 s that way, 1 run in 2).
+    pub fn of_log(facility: &str, message: &str) -> Option<Refusal> {
+        if facility != "FAIL" {
+            return None;
+        }
+        let detail = || message.to_owned();
+        if message.contains("SASL authentication error") {
+            return Some(Refusal::Authentication { detail: detail() });
+        }
+        if message.contains("certificate verify failed") {
+            return Some(Refusal::BrokerCertificate { detail: detail() });
+        }
+        if message.contains("ssl/tls alert") {
+            return Some(Refusal::ClientCertificate { detail: detail() });
+        }
+        if message.contains("SSL handshake failed") {
+            return Some(Refusal::Tls { detail: detail() });
+        }
+        None
+    }
+
     /// An authorization error code, for the operation the caller attempted
     /// on `resource`; `None` for any other code.
     pub fn denied(
@@ -174,6 +199,24 @@ mod tests {
             Refusal::of_client_error(&down, "1/1 brokers are down"),
             None
         );
+    }
+
+    #[test]
+    fn refused_connections_are_named_from_the_log_and_a_broker_down_is_not() {
+        let verify = "ssl://127.0.0.1:1/bootstrap: SSL handshake failed: ssl/statem/statem_clnt.c:2125:tls_post_process_server_certificate error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified";
+        assert!(matches!(
+            Refusal::of_log("FAIL", verify),
+            Some(Refusal::BrokerCertificate { .. })
+        ));
+        let sasl = "sasl_ssl://127.0.0.1:1/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+        assert!(matches!(
+            Refusal::of_log("FAIL", sasl),
+            Some(Refusal::Authentication { .. })
+        ));
+        let down =
+            "ssl://127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
+        assert_eq!(Refusal::of_log("FAIL", down), None);
+        assert_eq!(Refusal::of_log("SSL", verify), None);
     }
 
     #[test]

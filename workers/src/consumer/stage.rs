@@ -198,6 +198,7 @@ struct Ctx {
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.auth.client_log(fac, log_message);
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert

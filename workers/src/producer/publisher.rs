@@ -97,6 +97,7 @@ pub(crate) struct DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.auth.client_log(fac, log_message);
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
