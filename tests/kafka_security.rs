@@ -689,15 +689,15 @@ async fn a_consumer_waiting_for_its_topics_stops_at_once_on_sigterm() {
     }
     .with(&[]);
     // A log of its own: a replica's log is appended to across runs.
-    let mut r =
-        twitterstream_tests::consumer::Replica::start(&unique_name("sec-not-yet"), &args);
-    // Long enough for the pause between lookups to have grown to 8 s.
+    let mut r = twitterstream_tests::consumer::Replica::start(&unique_name("sec-not-yet"), &args);
+    // After five lookups (pauses of 0.5, 1, 2 and 4 s) the next pause is
+    // 8 s: the signal arrives during it.
     eventually(
-        "four lookups of the missing topic",
+        "five lookups of the missing topic",
         Duration::from_secs(60),
         || {
             let log = r.log_text();
-            std::future::ready((log.matches("waiting for the topics").count() >= 4).then_some(()))
+            std::future::ready((log.matches("waiting for the topics").count() >= 5).then_some(()))
         },
     )
     .await;
