@@ -19,11 +19,12 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use twitterstream_tests::k8s::admin_client;
 use twitterstream_tests::pods::{NamespacePods, namespace_on_real_node};
 use twitterstream_tests::postgres::Database;
+use twitterstream_tests::process::run;
 use twitterstream_tests::xapi::{TweetSpec, UserKeys, XApiServer};
 use twitterstream_tests::{eventually, kafka, kafka_brokers, unique_name};
 use twitterstream_workers::consumer::aggregate::WindowResult;
@@ -34,31 +35,6 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// passing tests, and the README's test command should show what was checked.
 fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "[e2e] {line}");
-}
-
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    if let Some(input) = stdin
-        && let Some(mut pipe) = child.stdin.take()
-    {
-        pipe.write_all(input.as_bytes()).expect("writing stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("waiting for command");
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {

@@ -548,8 +548,10 @@ fn operator_kafka_flags(protocol: &str, extra: &[(&str, String)]) -> Vec<String>
     flags
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scram_example_runs_on_a_scram_listener() {
+/// An operator with SCRAM-SHA-512 credentials of its own and a namespace
+/// holding the brokers' CA as Strimzi's Secret: what scram.yaml needs but
+/// its user's password Secret. The SASL_SSL brokers too.
+async fn scram_setup(prefix: &str) -> (TestNamespace, Operator, NamespacePods, String) {
     let client = admin_client().await;
     install_crd(&client).await;
     let dir = env_var("KAFKA_SECURITY_DIR");
@@ -567,10 +569,8 @@ async fn scram_example_runs_on_a_scram_listener() {
             ),
         ],
     );
-    let brokers = env_var("KAFKA_SASL_SSL_BROKERS");
     let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
-    let (ns, _operator, pods) = setup_with("ex-scram", &flags).await;
-    // The Secrets as Strimzi makes them.
+    let (ns, operator, pods) = setup_with(prefix, &flags).await;
     create_secret(
         &ns.name,
         "my-cluster-cluster-ca-cert",
@@ -578,6 +578,13 @@ async fn scram_example_runs_on_a_scram_listener() {
         &[("ca.crt", security_file("tls/ca.crt"))],
     )
     .await;
+    (ns, operator, pods, env_var("KAFKA_SASL_SSL_BROKERS"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_example_runs_on_a_scram_listener() {
+    // The Secrets as Strimzi makes them.
+    let (ns, _operator, pods, brokers) = scram_setup("ex-scram").await;
     create_secret(
         &ns.name,
         "twitterstream-user",
@@ -821,33 +828,7 @@ async fn postgres_example_writes_rows_and_a_refused_login_is_named() {
 /// nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_worker_password_is_named_in_the_streams_conditions() {
-    let client = admin_client().await;
-    install_crd(&client).await;
-    let dir = env_var("KAFKA_SECURITY_DIR");
-    let operator = operator_kafka_flags(
-        "sasl-ssl",
-        &[
-            ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
-            (
-                "kafka-sasl-username-file",
-                format!("{dir}/users/twsscram/username"),
-            ),
-            (
-                "kafka-sasl-password-file",
-                format!("{dir}/users/twsscram/password"),
-            ),
-        ],
-    );
-    let brokers = env_var("KAFKA_SASL_SSL_BROKERS");
-    let flags: Vec<&str> = operator.iter().map(String::as_str).collect();
-    let (ns, _operator, pods) = setup_with("ex-badpw", &flags).await;
-    create_secret(
-        &ns.name,
-        "my-cluster-cluster-ca-cert",
-        None,
-        &[("ca.crt", security_file("tls/ca.crt"))],
-    )
-    .await;
+    let (ns, _operator, pods, brokers) = scram_setup("ex-badpw").await;
     let wrong = unique_name("not-the-password");
     create_secret(
         &ns.name,

@@ -870,25 +870,9 @@ async fn consumer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
             .arg("--kafka-auth-grace-seconds=10")
             .env("TWS_INSTANCE", format!("no{missing}"))
             .env("TWS_TERMINATION_LOG", &termination);
-        async move {
-            let started = std::time::Instant::now();
-            let mut c = ChildProcess::spawn(cmd, &log_name);
-            let code = exit_code(&mut c, Duration::from_secs(90)).await;
-            let took = started.elapsed();
-            let message = std::fs::read_to_string(&termination).unwrap_or_default();
-            (name, want, code, took, message, c.log_text())
-        }
+        denied_run(cmd, log_name, termination, name, want)
     });
-    println!("| grant removed | exit after | termination message |");
-    for (name, want, code, took, message, log) in futures::future::join_all(cases).await {
-        println!("| {name} | {:.1} s | {message} |", took.as_secs_f64());
-        assert_ne!(code, 0, "without {name}: {log}");
-        assert!(
-            message.contains("this consumer was denied by Kafka's ACLs") && message.contains(&want),
-            "without {name}: {message:?} does not say {want:?}"
-        );
-        assert!(!message.contains(&password) && !log.contains(&password));
-    }
+    assert_each_names_its_grant("consumer", cases, &password).await;
 }
 
 /// What a producer of `stream` writing `topic` needs, as docs/kafka.md
@@ -1006,22 +990,67 @@ async fn producer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
             ])
             .args(&m.flags)
             .env("TWS_TERMINATION_LOG", &termination);
-            let started = std::time::Instant::now();
-            let mut c = ChildProcess::spawn(cmd, &log_name);
-            let code = exit_code(&mut c, Duration::from_secs(90)).await;
-            let took = started.elapsed();
-            let message = std::fs::read_to_string(&termination).unwrap_or_default();
-            (name, want, code, took, message, c.log_text())
+            denied_run(cmd, log_name, termination, name, want).await
         }
     });
-    println!("| grant removed | exit after | termination message |");
-    for (name, want, code, took, message, log) in futures::future::join_all(runs).await {
-        println!("| {name} | {:.1} s | {message} |", took.as_secs_f64());
-        assert_ne!(code, 0, "without {name}: {log}");
+    assert_each_names_its_grant("producer", runs, &password).await;
+}
+
+/// How a worker lacking one grant ended.
+struct DeniedRun {
+    grant: &'static str,
+    want: String,
+    code: i32,
+    took: Duration,
+    message: String,
+    log: String,
+}
+
+/// Runs a worker lacking one grant until it exits.
+async fn denied_run(
+    cmd: Command,
+    log_name: String,
+    termination: PathBuf,
+    grant: &'static str,
+    want: String,
+) -> DeniedRun {
+    let started = std::time::Instant::now();
+    let mut c = ChildProcess::spawn(cmd, &log_name);
+    let code = exit_code(&mut c, Duration::from_secs(90)).await;
+    DeniedRun {
+        grant,
+        want,
+        code,
+        took: started.elapsed(),
+        message: std::fs::read_to_string(&termination).unwrap_or_default(),
+        log: c.log_text(),
+    }
+}
+
+/// Every `worker` lacking a grant exited non-zero naming it, the password
+/// nowhere; a table row each.
+async fn assert_each_names_its_grant(
+    worker: &str,
+    runs: impl IntoIterator<Item = impl std::future::Future<Output = DeniedRun>>,
+    password: &str,
+) {
+    println!("| {worker}: grant removed | exit after | termination message |");
+    for r in futures::future::join_all(runs).await {
+        let DeniedRun {
+            grant,
+            want,
+            code,
+            took,
+            message,
+            log,
+        } = r;
+        println!("| {grant} | {:.1} s | {message} |", took.as_secs_f64());
+        assert_ne!(code, 0, "without {grant}: {log}");
         assert!(
-            message.contains("this producer was denied by Kafka's ACLs") && message.contains(&want),
-            "without {name}: {message:?} does not say {want:?}"
+            message.contains(&format!("this {worker} was denied by Kafka's ACLs"))
+                && message.contains(&want),
+            "without {grant}: {message:?} does not say {want:?}"
         );
-        assert!(!message.contains(&password) && !log.contains(&password));
+        assert!(!message.contains(password) && !log.contains(password));
     }
 }

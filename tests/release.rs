@@ -11,7 +11,7 @@
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use twitterstream_tests::k8s::admin_client;
 use twitterstream_tests::pods::{namespace_on_real_node, no_node_reason, real_node};
@@ -31,27 +31,7 @@ fn report(line: &str) {
 
 /// Runs a command; its stdout, or a panic with its output.
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    if let Some(input) = stdin
-        && let Some(mut pipe) = child.stdin.take()
-    {
-        pipe.write_all(input.as_bytes()).expect("writing stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("waiting for the command");
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = twitterstream_tests::process::run(program, args, stdin);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
