@@ -708,6 +708,24 @@ async fn a_consumer_waiting_for_its_topics_stops_at_once_on_sigterm() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
+/// SCRAM-SHA-512 over TLS as `user`, the password in `password_file`.
+fn acl_user(user: &str, password_file: &std::path::Path) -> Mechanism {
+    Mechanism {
+        name: "acl",
+        brokers: env_var("KAFKA_SASL_SSL_BROKERS"),
+        flags: flags(&[
+            ("kafka-security-protocol", "sasl-ssl".into()),
+            ("kafka-ca-file", tls("ca.crt")),
+            ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
+            ("kafka-sasl-username", user.to_owned()),
+            (
+                "kafka-sasl-password-file",
+                password_file.display().to_string(),
+            ),
+        ]),
+    }
+}
+
 /// One ACL grant of the consumer's list in docs/kafka.md, and the words a
 /// consumer without it must say.
 struct Grant {
@@ -716,18 +734,25 @@ struct Grant {
     missing: String,
 }
 
+impl Grant {
+    /// `kafka-acls --add --allow-principal <principal> <args>`.
+    fn new(principal: &str, name: &'static str, args: &[&str], missing: String) -> Self {
+        Grant {
+            name,
+            args: ["--add", "--allow-principal", principal]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect(),
+            missing,
+        }
+    }
+}
+
 /// What a consumer of `group` reading `input` and writing `output` needs,
 /// as docs/kafka.md lists it (READ and WRITE imply DESCRIBE).
 fn consumer_grants(principal: &str, input: &str, group: &str, output: &str) -> Vec<Grant> {
-    let grant = |name, args: &[&str], missing: String| Grant {
-        name,
-        args: ["--add", "--allow-principal", principal]
-            .iter()
-            .chain(args)
-            .map(|s| s.to_string())
-            .collect(),
-        missing,
-    };
+    let grant = |name, args: &[&str], missing| Grant::new(principal, name, args, missing);
     let partials = format!("{group}-partials");
     let merge = format!("{group}-merge");
     let ids = format!("{group}-");
@@ -797,21 +822,10 @@ async fn consumer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
     let principal = |case: &str| {
         let user = format!("{prefix}-{case}");
         set_scram_password(&user, &password);
-        let m = Mechanism {
-            name: "acl",
-            brokers: env_var("KAFKA_SASL_SSL_BROKERS"),
-            flags: flags(&[
-                ("kafka-security-protocol", "sasl-ssl".into()),
-                ("kafka-ca-file", tls("ca.crt")),
-                ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
-                ("kafka-sasl-username", user.clone()),
-                (
-                    "kafka-sasl-password-file",
-                    dir.join("password").display().to_string(),
-                ),
-            ]),
-        };
-        (m, format!("User:{user}"))
+        (
+            acl_user(&user, &dir.join("password")),
+            format!("User:{user}"),
+        )
     };
     deny_by_default(&prefix);
     let input = format!("{prefix}-in");
@@ -879,15 +893,7 @@ async fn consumer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
 /// lists it, and the words a producer without each grant must say.
 fn producer_grants(principal: &str, topic: &str, stream: &str) -> Vec<Grant> {
     let id = format!("twitterstream-producer-{stream}");
-    let grant = |name, args: &[&str], missing: String| Grant {
-        name,
-        args: ["--add", "--allow-principal", principal]
-            .iter()
-            .chain(args)
-            .map(|s| s.to_string())
-            .collect(),
-        missing,
-    };
+    let grant = |name, args: &[&str], missing| Grant::new(principal, name, args, missing);
     vec![
         grant(
             "WRITE and READ on the topic",
@@ -939,21 +945,7 @@ async fn producer_acls_the_docs_list_suffice_and_a_missing_one_is_named() {
                 acls(&g.args);
             }
         }
-        let m = Mechanism {
-            name: "acl",
-            brokers: env_var("KAFKA_SASL_SSL_BROKERS"),
-            flags: flags(&[
-                ("kafka-security-protocol", "sasl-ssl".into()),
-                ("kafka-ca-file", tls("ca.crt")),
-                ("kafka-sasl-mechanism", "SCRAM-SHA-512".into()),
-                ("kafka-sasl-username", user),
-                (
-                    "kafka-sasl-password-file",
-                    dir.join("password").display().to_string(),
-                ),
-            ]),
-        };
-        (m, topic, stream)
+        (acl_user(&user, &dir.join("password")), topic, stream)
     };
     let (m, topic, stream) = case("all", None);
     create_topic(&topic, 1, 1).await;
