@@ -643,7 +643,17 @@ async fn rotation(name: &str, file: FileArrives) {
     let records = read_committed_records(&topic).await;
     assert_eq!(records.len(), count as usize, "tweets published once each");
     let want = truth::expected(&records, &Rules::tumbling(stream, 10));
-    wait_for_windows(&output, want.len(), Duration::from_secs(120)).await;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        wait_for_windows(&output, want.len(), Duration::from_secs(3600)),
+    )
+    .await;
+    if waited.is_err() {
+        // Where a stage that never logged in again is stuck (1 run in 3
+        // to 6 under full-suite load; never reproduced alone).
+        replica.show_threads();
+        panic!("timed out after 120 s waiting for {} windows", want.len());
+    }
     let got = truth::published(stream, &read_output(&output));
     truth::assert_exact(&got, &want);
     let relogin = "the Kafka credentials changed; logging in again with them";

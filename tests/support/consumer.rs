@@ -78,6 +78,39 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Prints where each of the running replica's threads is (gdb's
+    /// backtraces, this project's and librdkafka's frames only): what a
+    /// test shows when the replica stopped making progress.
+    pub fn show_threads(&self) {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return;
+        };
+        let out = Command::new("timeout")
+            .args(["30", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["-ex", "set pagination off", "-ex", "thread apply all bt 40"])
+            .stdin(Stdio::null())
+            .output();
+        let Ok(out) = out else {
+            eprintln!("{}: no gdb here to show its threads", self.name);
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let frames: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("Thread ")
+                    || l.contains("twitterstream")
+                    || l.contains("rd_kafka_")
+                    || l.contains("rdkafka::")
+            })
+            .collect();
+        eprintln!(
+            "---- {} (pid {pid}): its threads ----\n{}",
+            self.name,
+            frames.join("\n")
+        );
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -114,6 +147,7 @@ impl Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
+        crate::process::show_tail_if_failing(&self.name, &self.log);
     }
 }
 

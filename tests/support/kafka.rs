@@ -195,6 +195,12 @@ pub async fn produce(topic: &str, records: &[(i32, Vec<u8>)]) {
 
 /// Like [`produce`], with a `stream` header on every record when given (as
 /// the producer stamps it).
+///
+/// A record for a partition the client's metadata does not list yet fails
+/// locally, before it is sent, and is sent again once the metadata has
+/// caught up: right after a topic grows, a new client's first metadata
+/// may still give the old count (a campaign run's first write after
+/// growing 1 → 3 partitions failed with "Local: Unknown partition").
 pub async fn produce_as(topic: &str, stream: Option<&str>, records: &[(i32, Vec<u8>)]) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -202,21 +208,38 @@ pub async fn produce_as(topic: &str, stream: Option<&str>, records: &[(i32, Vec<
         .set("bootstrap.servers", crate::kafka_brokers())
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
+        .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
         .expect("producer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for chunk in records.chunks(20_000) {
-        let sends = chunk.iter().map(|(p, v)| {
-            let mut record = FutureRecord::<(), _>::to(topic).partition(*p).payload(v);
-            if let Some(s) = stream {
-                record = record.headers(OwnedHeaders::new().insert(Header {
-                    key: "stream",
-                    value: Some(s),
-                }));
+        let mut pending: Vec<&(i32, Vec<u8>)> = chunk.iter().collect();
+        while !pending.is_empty() {
+            let sends = pending.iter().map(|(p, v)| {
+                let mut record = FutureRecord::<(), _>::to(topic).partition(*p).payload(v);
+                if let Some(s) = stream {
+                    record = record.headers(OwnedHeaders::new().insert(Header {
+                        key: "stream",
+                        value: Some(s),
+                    }));
+                }
+                producer.send(record, Duration::from_secs(60))
+            });
+            let results = futures::future::join_all(sends).await;
+            let mut unknown = Vec::new();
+            for (record, r) in pending.iter().zip(results) {
+                match r.map_err(|(e, _)| e) {
+                    Ok(_) => {}
+                    Err(rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+                    )) if std::time::Instant::now() < deadline => unknown.push(*record),
+                    Err(e) => panic!("delivery to {topic} partition {}: {e}", record.0),
+                }
             }
-            producer.send(record, Duration::from_secs(60))
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).expect("delivery");
+            if !unknown.is_empty() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            pending = unknown;
         }
     }
 }

@@ -91,7 +91,33 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
+        let name = self
+            .log
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        show_tail_if_failing(name.as_deref().unwrap_or("process"), &self.log);
     }
+}
+
+/// Lines of a process's log a failing test prints when it drops the process.
+const FAILING_TAIL_LINES: usize = 40;
+
+/// When the test is failing (panicking), prints the end of `log` to stderr:
+/// a flaky failure on CI leaves its processes' logs on a machine nobody can
+/// read afterwards, so the test's own output has to carry them.
+pub fn show_tail_if_failing(name: &str, log: &std::path::Path) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(FAILING_TAIL_LINES)..];
+    eprintln!(
+        "---- the last {} lines of {name} ({}) ----\n{}",
+        tail.len(),
+        log.display(),
+        tail.join("\n")
+    );
 }
 
 /// A free TCP port on 127.0.0.1.
