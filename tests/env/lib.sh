@@ -31,7 +31,7 @@ require_tool() { # require_tool <command> <what it is for / how to get it>
 # Short content hash of files, so a cache entry changes when its recipe does.
 recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
 
-k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/build")"; }
+k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/k8s/build")"; }
 crictl_bin() { echo "$TWS_CACHE_DIR/crictl/$CRICTL_VERSION/crictl"; }
 kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
 helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION-k8s1.$HELM_K8S_MINOR/helm"; }
