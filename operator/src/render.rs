@@ -329,7 +329,11 @@ fn container(
         // which the operator surfaces in the ProducerReady/ConsumerReady condition.
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         liveness_probe: Some(probe("/healthz", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
+        // Every 2 s: a consumer is ready 1-3 s after it starts (its group
+        // joined), and at 5 s the kubelet saw it ~5 s late, holding the
+        // stream's Ready back (9 s after `kubectl apply` in the demo, 2026-12).
+        // 8 failures keep "not ready" at 16 s of failing, as 3 × 5 s did.
+        readiness_probe: Some(probe("/readyz", 2, 8)),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(restricted_container_security()),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),

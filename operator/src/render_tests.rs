@@ -310,6 +310,13 @@ fn pods_run_restricted() {
             .unwrap();
         assert_eq!(live.path.as_deref(), Some("/healthz"));
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        let readiness = c.readiness_probe.as_ref().unwrap();
+        // Seen within 2 s of being ready; unready after 16 s of failing.
+        assert_eq!(readiness.period_seconds, Some(2));
+        assert_eq!(
+            readiness.period_seconds.unwrap() * readiness.failure_threshold.unwrap(),
+            16
+        );
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, HTTP_PORT);
     }
 }

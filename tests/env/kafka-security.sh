@@ -33,20 +33,20 @@ kafka_security_material() {
     cd "$tls" || exit 1
     local days=30 err=$dir/openssl.log
     {
-      openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=twitterstream test CA" \
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days "$days" -subj "/CN=twitterstream test CA" \
         -keyout ca.key -out ca.crt
       # The broker's certificate names the address the clients dial.
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr
       printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\n' "$KAFKA_HOST" >broker.ext
       openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
         -extfile broker.ext -out broker.crt
       # Kafka's PEM key store: an unencrypted PKCS#8 key, then the chain.
       openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.p8
       cat broker.p8 broker.crt ca.crt >broker.pem
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=twsmtls" -keyout client.key -out client.csr
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=twsmtls" -keyout client.key -out client.csr
       openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" -out client.crt
       # A client of another CA, which the brokers do not trust.
-      openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=tws-untrusted" \
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days "$days" -subj "/CN=tws-untrusted" \
         -keyout untrusted.key -out untrusted.crt
       # A client certificate of the right CA whose validity ended in 2020.
       mkdir -p ca-db && : >ca-db/index.txt && echo 01 >ca-db/serial
@@ -63,7 +63,7 @@ policy = any
 [any]
 commonName = supplied
 EOF
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=tws-expired" -keyout expired.key -out expired.csr
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=tws-expired" -keyout expired.key -out expired.csr
       openssl ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr -out expired.crt \
         -startdate 20200101000000Z -enddate 20200102000000Z -notext
     } >"$err" 2>&1 || { tail -n 20 "$err" >&2; exit 1; }

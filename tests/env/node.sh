@@ -321,14 +321,19 @@ node_ready() {
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
-# Starts containerd, the pause image, the kubelet and kube-proxy; returns once
-# the node is Ready. Fails (with die's one line) when it cannot.
-node_up() {
+# Starts containerd, the pause image, the kubelet and kube-proxy, without
+# waiting for the node to be Ready (node_wait_ready). Fails (with die's one
+# line) when it cannot.
+node_start() {
   node_names
   node_containerd_up
   node_pause_image
   node_kubelet_up
   node_kube_proxy_up
+}
+
+# Returns once the node is Ready (its kubelet registered, the CNI loaded).
+node_wait_ready() {
   wait_for kubelet 120 node_ready
 }
 

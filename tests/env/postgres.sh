@@ -71,10 +71,10 @@ postgres_tls() {
   local host=$1 san ext=$PG_DIR/server.ext
   san="IP:$host,DNS:localhost"
   [ "$host" = 127.0.0.1 ] || san="$san,IP:127.0.0.1"
-  (umask 077 && openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PG_DIR/ca.key" \
+  (umask 077 && openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$PG_DIR/ca.key" \
     -subj "/CN=twitterstream-test-postgres-ca" -days 365 -out "$PG_DIR/ca.crt" 2>/dev/null) ||
     die "generating the PostgreSQL CA failed"
-  (umask 077 && openssl req -new -newkey rsa:2048 -nodes -keyout "$PG_DIR/server.key" \
+  (umask 077 && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$PG_DIR/server.key" \
     -subj "/CN=$host" -out "$PG_DIR/server.csr" 2>/dev/null) || die "generating the PostgreSQL server key failed"
   printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
     "extendedKeyUsage=serverAuth" "subjectAltName=$san" >"$ext"
