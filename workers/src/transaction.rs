@@ -15,6 +15,8 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, Partitioner, Producer, ProducerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::util::IntoOpaque;
+use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 /// How often the in-flight count is checked while a commit waits for
@@ -50,6 +52,12 @@ pub enum TxnError {
     /// transactional id aborts it when it initialises.
     #[error("Kafka transaction left open: {op} was interrupted")]
     Interrupted { op: &'static str },
+    /// `op` did not return long after its timeout (librdkafka's coordinator
+    /// requests ignore it: its issue #5456): the transaction is left open,
+    /// the producer is dropped once the call returns, and the next one with
+    /// the same transactional id fences it and aborts what is left.
+    #[error("Kafka transaction left open: {op} did not return within {waited:?}")]
+    Stuck { op: &'static str, waited: Duration },
     #[error("fatal Kafka producer error during {op} (fenced by a newer instance?): {source}")]
     Fatal {
         op: &'static str,
@@ -165,6 +173,75 @@ where
                     timeout,
                     interrupted,
                 ));
+            }
+        }
+    }
+}
+
+/// How long past its own timeout a `send_offsets_to_transaction` is waited
+/// for before it counts as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(5);
+
+/// Adds `offsets` (a consumer's positions in `group`) to the open
+/// transaction, on a thread of its own, asking `interrupted` at least every
+/// [`INTERRUPT_CHECK`] while it waits. librdkafka's
+/// `send_offsets_to_transaction` blocks past its timeout for as long as the
+/// group coordinator cannot be reached (its issue #5456): after a rotation
+/// whose new password the brokers already enforced, a CI run's aggregate
+/// stage sat in it for 2 min, never logged in again, and its windows never
+/// came (2026-12-07). Interrupted, or still blocked [`STUCK_AFTER`] past
+/// `timeout`, the call is left to its thread, which holds the producer until
+/// it returns; the caller ends its session.
+pub(crate) fn send_offsets<C, Part, P>(
+    producer: &Arc<P>,
+    offsets: &TopicPartitionList,
+    group: ConsumerGroupMetadata,
+    timeout: Duration,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<(), TxnError>
+where
+    C: ProducerContext<Part>,
+    Part: Partitioner,
+    P: Producer<C, Part> + Send + Sync + 'static,
+{
+    const OP: &str = "send_offsets_to_transaction";
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (waiting, tpl) = (Arc::clone(producer), offsets.clone());
+    let spawned = std::thread::Builder::new()
+        .name("send-offsets".to_owned())
+        .spawn(move || {
+            let sent = waiting.send_offsets_to_transaction(&tpl, &group, timeout);
+            // The caller may have stopped waiting.
+            let _ = tx.send(sent);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread for send_offsets_to_transaction");
+        return Err(TxnError::Stuck {
+            op: OP,
+            waited: Duration::ZERO,
+        });
+    }
+    let started = Instant::now();
+    loop {
+        match rx.recv_timeout(INTERRUPT_CHECK) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(abort_after(producer.as_ref(), OP, e, timeout, interrupted)),
+            Err(RecvTimeoutError::Timeout) if interrupted() => {
+                return Err(TxnError::Interrupted { op: OP });
+            }
+            Err(RecvTimeoutError::Timeout) if started.elapsed() > timeout + STUCK_AFTER => {
+                return Err(TxnError::Stuck {
+                    op: OP,
+                    waited: started.elapsed(),
+                });
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The thread ended without an answer (it panicked).
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(TxnError::Stuck {
+                    op: OP,
+                    waited: started.elapsed(),
+                });
             }
         }
     }
@@ -319,6 +396,66 @@ mod tests {
         .expect("send");
         cluster.broker_down(1).expect("broker down");
         producer
+    }
+
+    /// A consumer group's metadata on the mock cluster, for offsets.
+    fn group_metadata(
+        cluster: &MockCluster<'static, DefaultProducerContext>,
+    ) -> (ConsumerGroupMetadata, TopicPartitionList) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "stuck-group")
+            .create()
+            .expect("consumer");
+        let group = consumer.group_metadata().expect("group metadata");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("in", 0, rdkafka::Offset::Offset(1))
+            .expect("offset");
+        (group, tpl)
+    }
+
+    /// With the group coordinator down, librdkafka's own call blocks past
+    /// its timeout (its issue #5456); `send_offsets` returns once asked to.
+    #[test]
+    fn offsets_sent_to_a_coordinator_that_is_down_stop_soon_after_an_interruption() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let (group, tpl) = group_metadata(&cluster);
+        let producer = Arc::new(stuck_transaction(&cluster));
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = stop.clone();
+        let interrupter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            setter.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let r = send_offsets(&producer, &tpl, group, Duration::from_secs(20), &|| {
+            stop.load(Ordering::SeqCst)
+        });
+        let took = started.elapsed();
+        interrupter.join().expect("interrupter");
+        assert!(
+            matches!(r, Err(TxnError::Interrupted { .. })),
+            "expected an interrupted send, got {r:?}"
+        );
+        assert!(took < Duration::from_secs(3), "the send took {took:?}");
+    }
+
+    /// Not interrupted, it still ends within its timeout and
+    /// [`STUCK_AFTER`], whatever librdkafka does.
+    #[test]
+    fn offsets_sent_to_a_coordinator_that_is_down_end_after_their_timeout() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let (group, tpl) = group_metadata(&cluster);
+        let producer = Arc::new(stuck_transaction(&cluster));
+        let started = Instant::now();
+        let r = send_offsets(&producer, &tpl, group, Duration::from_secs(1), &|| false);
+        let took = started.elapsed();
+        assert!(r.is_err(), "the coordinator is down, yet {r:?}");
+        assert!(
+            took < Duration::from_secs(1) + STUCK_AFTER + Duration::from_secs(2),
+            "the send took {took:?}"
+        );
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn bounded<T>(
 fn close_in_background(
     stage: &'static str,
     consumer: BaseConsumer<Ctx>,
-    producer: Option<ThreadedProducer<AuthContext>>,
+    producer: Option<Arc<ThreadedProducer<AuthContext>>>,
 ) {
     let closing = std::thread::Builder::new()
         .name(format!("{stage}-close"))
@@ -638,7 +638,7 @@ impl<P: Processor> Driver<P> {
         self.processor.reset(&[], now_ms());
         let credentials = kafka::CredentialFiles::new(&self.cfg.security);
         let producer = match &self.cfg.transactional_id {
-            Some(id) => Some(self.producer(&id.clone())?),
+            Some(id) => Some(Arc::new(self.producer(&id.clone())?)),
             None => None,
         };
         let consumer = self.consumer()?;
@@ -653,7 +653,7 @@ impl<P: Processor> Driver<P> {
     fn drive(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
-        producer: Option<&ThreadedProducer<AuthContext>>,
+        producer: Option<&Arc<ThreadedProducer<AuthContext>>>,
         mut credentials: kafka::CredentialFiles,
     ) -> Result<(), StageError> {
         self.kafka("subscribing", consumer.subscribe(&[&self.cfg.topic]))?;
@@ -931,7 +931,7 @@ impl<P: Processor> Driver<P> {
     fn commit(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
-        producer: Option<&ThreadedProducer<AuthContext>>,
+        producer: Option<&Arc<ThreadedProducer<AuthContext>>>,
     ) -> Result<(), StageError> {
         let batch = self.processor.cycle(now_ms());
         if batch.is_empty() {
@@ -994,7 +994,7 @@ impl<P: Processor> Driver<P> {
     fn transaction(
         &self,
         consumer: &BaseConsumer<Ctx>,
-        producer: &ThreadedProducer<AuthContext>,
+        producer: &Arc<ThreadedProducer<AuthContext>>,
         batch: &Batch,
         tpl: &TopicPartitionList,
     ) -> Result<(), StageError> {
@@ -1008,7 +1008,7 @@ impl<P: Processor> Driver<P> {
                     })?,
             ),
         };
-        transaction::begin(producer).map_err(|e| self.txn_error(e))?;
+        transaction::begin(producer.as_ref()).map_err(|e| self.txn_error(e))?;
         for r in &batch.records {
             let mut record = BaseRecord::to(&r.topic).key(&r.key).payload(&r.payload);
             if let Some(p) = r.partition {
@@ -1019,15 +1019,24 @@ impl<P: Processor> Driver<P> {
             let sent = transaction::send(record, |r| producer.send(r));
             if let Err(e) = sent {
                 let relogin = || self.cfg.relogin.load(Ordering::SeqCst);
-                let e = transaction::abort_after(producer, "producing", e, KAFKA_TIMEOUT, &relogin);
+                let e = transaction::abort_after(
+                    producer.as_ref(),
+                    "producing",
+                    e,
+                    KAFKA_TIMEOUT,
+                    &relogin,
+                );
                 return Err(self.txn_error(e));
             }
         }
-        let offsets = group.as_ref().map(|g| (tpl, g));
         // A rotation the brokers already enforce refuses this commit's
         // login: it cannot finish, and the session must end to log in again.
         let relogin = || self.cfg.relogin.load(Ordering::SeqCst);
-        transaction::commit(producer, offsets, KAFKA_TIMEOUT, &relogin)
+        if let Some(group) = group {
+            transaction::send_offsets(producer, tpl, group, KAFKA_TIMEOUT, &relogin)
+                .map_err(|e| self.txn_error(e))?;
+        }
+        transaction::commit(producer.as_ref(), None, KAFKA_TIMEOUT, &relogin)
             .map_err(|e| self.txn_error(e))
     }
 
@@ -1051,6 +1060,19 @@ impl<P: Processor> Driver<P> {
                 what: op,
                 source,
             },
+            TxnError::Stuck { op, waited } => {
+                tracing::warn!(
+                    stage,
+                    op,
+                    ?waited,
+                    "a Kafka call did not return; new clients take over"
+                );
+                StageError::Kafka {
+                    stage,
+                    what: op,
+                    source: KafkaError::Global(RDKafkaErrorCode::OperationTimedOut),
+                }
+            }
         }
     }
 
