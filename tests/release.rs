@@ -91,6 +91,19 @@ fn trust_bundle() -> String {
     path.display().to_string()
 }
 
+/// The environment's OCI registry (`host:port`).
+fn registry() -> String {
+    std::env::var("TWS_REGISTRY")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "TWS_REGISTRY is not set: the release test publishes to the environment's OCI \
+                 registry, which `tests/env/build --tests` builds and `tests/env/up` then starts"
+            )
+        })
+}
+
 fn publish(version: &str) -> Published {
     let out = std::env::temp_dir().join(unique_name(&format!("release-{version}")));
     let out = out.display().to_string();
@@ -98,7 +111,7 @@ fn publish(version: &str) -> Published {
         &format!("{ROOT}/tests/release"),
         &[
             "--registry",
-            &env_var("TWS_REGISTRY"),
+            &registry(),
             "--version",
             version,
             "--ca",

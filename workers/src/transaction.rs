@@ -422,23 +422,9 @@ mod tests {
         let cluster = MockCluster::new(1).expect("mock cluster");
         let (group, tpl) = group_metadata(&cluster);
         let producer = Arc::new(stuck_transaction(&cluster));
-        let stop = Arc::new(AtomicBool::new(false));
-        let setter = stop.clone();
-        let interrupter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            setter.store(true, Ordering::SeqCst);
+        interrupted_soon("send", |stop| {
+            send_offsets(&producer, &tpl, group, Duration::from_secs(20), stop)
         });
-        let started = Instant::now();
-        let r = send_offsets(&producer, &tpl, group, Duration::from_secs(20), &|| {
-            stop.load(Ordering::SeqCst)
-        });
-        let took = started.elapsed();
-        interrupter.join().expect("interrupter");
-        assert!(
-            matches!(r, Err(TxnError::Interrupted { .. })),
-            "expected an interrupted send, got {r:?}"
-        );
-        assert!(took < Duration::from_secs(3), "the send took {took:?}");
     }
 
     /// Not interrupted, it still ends within its timeout and
@@ -462,6 +448,16 @@ mod tests {
     fn a_stuck_commit_stops_soon_after_it_is_interrupted() {
         let cluster = MockCluster::new(1).expect("mock cluster");
         let producer = stuck_transaction(&cluster);
+        // Before the check, the commit blocked for its whole timeout (here
+        // 20 s, 5 times).
+        interrupted_soon("commit", |stop| {
+            commit(&producer, None, Duration::from_secs(20), stop)
+        });
+    }
+
+    /// Runs `call`, asked to stop 0.5 s in, and asserts that it stopped as
+    /// interrupted within 3 s (it checks every 0.25 s).
+    fn interrupted_soon(what: &str, call: impl FnOnce(&dyn Fn() -> bool) -> Result<(), TxnError>) {
         let stop = Arc::new(AtomicBool::new(false));
         let setter = stop.clone();
         let interrupter = std::thread::spawn(move || {
@@ -469,18 +465,14 @@ mod tests {
             setter.store(true, Ordering::SeqCst);
         });
         let started = Instant::now();
-        let r = commit(&producer, None, Duration::from_secs(20), &|| {
-            stop.load(Ordering::SeqCst)
-        });
+        let r = call(&|| stop.load(Ordering::SeqCst));
         let took = started.elapsed();
         interrupter.join().expect("interrupter");
         assert!(
             matches!(r, Err(TxnError::Interrupted { .. })),
-            "expected an interrupted commit, got {r:?}"
+            "expected an interrupted {what}, got {r:?}"
         );
-        // Interrupted after 0.5 s; checked every 0.25 s. Before the check,
-        // the commit blocked for its whole timeout (here 20 s, 5 times).
-        assert!(took < Duration::from_secs(3), "the commit took {took:?}");
+        assert!(took < Duration::from_secs(3), "the {what} took {took:?}");
     }
 
     #[test]
