@@ -307,3 +307,40 @@ async fn service_account_token_without_rbac_is_forbidden() {
         other => panic!("expected 403 Forbidden, got {other}"),
     }
 }
+
+/// `tests/env/up` formats each broker's storage with a fresh cluster id; one
+/// starting with "-" (1 in 64 of the ids it drew) made the storage tool take
+/// it for an option, and the environment did not start.
+#[test]
+fn kafka_storage_is_formatted_with_a_cluster_id_starting_with_a_dash() {
+    let dir = std::env::temp_dir().join(unique_name("kafka-format"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let props = dir.join("server.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:9\n\
+             listeners=PLAINTEXT://127.0.0.1:8,CONTROLLER://127.0.0.1:9\n\
+             controller.listener.names=CONTROLLER\nlog.dirs={}\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("server.properties");
+    let id = "-SwVwebBSHqMLo8ThAbQcg";
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"source "$1" && kafka_cluster_id && kafka_format "$2" "$3""#)
+        .args(["bash", concat!(env!("CARGO_MANIFEST_DIR"), "/env/lib.sh")])
+        .arg(&props)
+        .arg(id)
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let drawn = stdout.lines().next().unwrap_or_default();
+    assert_eq!(drawn.len(), 22, "a drawn cluster id: {drawn:?}");
+    assert!(!drawn.starts_with('-'), "a drawn cluster id: {drawn:?}");
+    let meta = std::fs::read_to_string(dir.join("data/meta.properties")).expect("meta.properties");
+    std::fs::remove_dir_all(&dir).expect("remove the temp dir");
+    assert!(meta.contains(&format!("cluster.id={id}")), "{meta}");
+}

@@ -39,6 +39,27 @@ promtool_bin() { echo "$TWS_CACHE_DIR/promtool/$PROMETHEUS_VERSION/promtool"; }
 prometheus_bin() { echo "$TWS_CACHE_DIR/prometheus/$PROMETHEUS_VERSION/prometheus"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
 
+# A new KRaft cluster's id: never starting with "-", like Kafka's own
+# Uuid.randomUuid.
+kafka_cluster_id() {
+  python3 -c 'import base64,uuid
+while True:
+    u = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not u.startswith("-"):
+        print(u)
+        break'
+}
+
+# kafka_format <server.properties> <cluster id> [storage tool arguments...]
+# The id is given as --cluster-id=<id>: as a separate word, an id starting
+# with "-" (1 in 64 of those Python's base64 made) was taken for an option.
+kafka_format() {
+  local props=$1 id=$2
+  shift 2
+  java -cp "$(kafka_lib_dir)/*" ${KAFKA_LOG4J:+"-Dlog4j2.configurationFile=$KAFKA_LOG4J"} \
+    kafka.tools.StorageTool format --cluster-id="$id" -c "$props" "$@"
+}
+
 install_go_tool() { # install_go_tool <binary path> <package@version> [extra -ldflags]
   local bin=$1 pkg=$2 ldflags="-s -w ${3:-}" dir tmp
   [ -x "$bin" ] && return 0
