@@ -73,7 +73,7 @@ EOF
   for user in twsscram twsplain; do
     mkdir -p "$dir/users/$user"
     printf '%s' "$user" >"$dir/users/$user/username"
-    python3 -c 'import secrets;print(secrets.token_urlsafe(18),end="")' >"$dir/users/$user/password"
+    random_token >"$dir/users/$user/password"
   done
 }
 
@@ -86,18 +86,16 @@ kafka_oauth_material() {
   local modulus
   modulus=$(openssl rsa -in "$dir/signing.key" -noout -modulus 2>>"$dir/openssl.log" | cut -d= -f2) ||
     die "reading the OAuth signing key failed; see $dir/openssl.log"
-  # A JWK: the modulus and the exponent (65537), base64url without padding.
-  python3 - "$modulus" >"$dir/jwks.json" <<'EOF'
-import base64, json, sys
-b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
-n = bytes.fromhex(sys.argv[1])
-key = {"kty": "RSA", "kid": "tws-oauth", "use": "sig", "alg": "RS256", "n": b64(n), "e": b64((65537).to_bytes(3, "big"))}
-print(json.dumps({"keys": [key]}))
-EOF
+  # A JWK: the modulus and the exponent (65537: AQAB), base64url without
+  # padding.
+  local n
+  n=$(printf '%s' "$modulus" | basenc --base16 -d | basenc --base64url -w0 | tr -d '=')
+  printf '{"keys": [{"kty": "RSA", "kid": "tws-oauth", "use": "sig", "alg": "RS256", "n": "%s", "e": "AQAB"}]}\n' \
+    "$n" >"$dir/jwks.json"
   printf 'twitterstream-test-issuer' >"$dir/issuer"
   printf 'twitterstream-kafka' >"$dir/audience"
   printf 'twsoauth' >"$dir/client_id"
-  python3 -c 'import secrets;print(secrets.token_urlsafe(18),end="")' >"$dir/client_secret"
+  random_token >"$dir/client_secret"
 }
 
 # The JVM flag that lets the brokers read the JWKS file (Kafka 4 reads no

@@ -39,15 +39,89 @@ promtool_bin() { echo "$TWS_CACHE_DIR/promtool/$PROMETHEUS_VERSION/promtool"; }
 prometheus_bin() { echo "$TWS_CACHE_DIR/prometheus/$PROMETHEUS_VERSION/prometheus"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
 
-# A new KRaft cluster's id: never starting with "-", like Kafka's own
-# Uuid.randomUuid.
+# A random URL-safe token of 18 bytes (24 characters), like Python's
+# secrets.token_urlsafe(18), without starting an interpreter (five of them
+# took ~1.5 s of a warm `up`'s way to a ready Kafka).
+random_token() { head -c 18 /dev/urandom | basenc --base64url -w0; }
+
+# A new KRaft cluster's id (16 random bytes, base64url): never starting with
+# "-", like Kafka's own Uuid.randomUuid.
 kafka_cluster_id() {
-  python3 -c 'import base64,uuid
-while True:
-    u = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    if not u.startswith("-"):
-        print(u)
-        break'
+  local id=-
+  while [ "${id:0:1}" = - ]; do
+    id=$(head -c 16 /dev/urandom | basenc --base64url -w0 | tr -d '=')
+  done
+  echo "$id"
+}
+
+# kafka_log4j_config <file>: the brokers' logging, Kafka's own INFO lines.
+kafka_log4j_config() {
+  cat >"$1" <<'EOF'
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Logger:
+      - name: kafka
+        level: INFO
+      - name: org.apache.kafka
+        level: WARN
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+EOF
+}
+
+# Class-data sharing: archives of the classes the Kafka JVMs load, recorded
+# once per Kafka and JDK (tests/env/build), mapped by each later JVM instead
+# of loading and verifying the classes again. Measured alone: a broker ready
+# in 2.27 s instead of 3.37 s, the storage format in 0.55 s instead of 1.0 s,
+# half the CPU each.
+kafka_cds_dir() {
+  local home
+  home=$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")
+  echo "$(dirname "$(kafka_lib_dir)")/cds-$(cksum <"$home/release" 2>/dev/null | cut -d' ' -f1)"
+}
+# kafka_cds_flags <broker|format>: the JVM flag mapping its archive, when
+# recorded.
+kafka_cds_flags() {
+  local jsa
+  jsa=$(kafka_cds_dir)/$1.jsa
+  [ ! -f "$jsa" ] || echo "-XX:SharedArchiveFile=$jsa"
+}
+# Records the archives: a storage format and a broker that starts and stops
+# (on free loopback ports, in a scratch directory).
+kafka_cds_build() {
+  local dir tmp pid ports
+  dir=$(kafka_cds_dir)
+  [ -f "$dir/broker.jsa" ] && return 0
+  tmp="$dir.tmp.$$"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  mapfile -t ports < <(free_ports 2)
+  printf '%s\n' process.roles=broker,controller node.id=1 "controller.quorum.voters=1@127.0.0.1:${ports[1]}" \
+    "listeners=PLAINTEXT://127.0.0.1:${ports[0]},CONTROLLER://127.0.0.1:${ports[1]}" \
+    controller.listener.names=CONTROLLER "log.dirs=$tmp/data" offsets.topic.replication.factor=1 \
+    transaction.state.log.replication.factor=1 transaction.state.log.min.isr=1 >"$tmp/server.properties"
+  java -XX:ArchiveClassesAtExit="$tmp/format.jsa" -cp "$(kafka_lib_dir)/*" kafka.tools.StorageTool format \
+    --cluster-id="$(kafka_cluster_id)" -c "$tmp/server.properties" >"$tmp/format.log" 2>&1 || return 1
+  kafka_log4j_config "$tmp/log4j2.yaml"
+  java -XX:ArchiveClassesAtExit="$tmp/broker.jsa" -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$tmp/log4j2.yaml" -cp "$(kafka_lib_dir)/*" kafka.Kafka "$tmp/server.properties" >"$tmp/broker.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    grep -q 'Kafka Server started' "$tmp/broker.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  # (Its exit writes the archive: ~2 s.)
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  [ -f "$tmp/broker.jsa" ] && [ -f "$tmp/format.jsa" ] || return 1
+  rm -rf "$tmp/data" "$dir" && mv "$tmp" "$dir"
 }
 
 # kafka_format <server.properties> <cluster id> [storage tool arguments...]
@@ -56,7 +130,8 @@ while True:
 kafka_format() {
   local props=$1 id=$2
   shift 2
-  java -cp "$(kafka_lib_dir)/*" ${KAFKA_LOG4J:+"-Dlog4j2.configurationFile=$KAFKA_LOG4J"} \
+  # shellcheck disable=SC2046 # no flag, or one without spaces
+  java $(kafka_cds_flags format) -cp "$(kafka_lib_dir)/*" ${KAFKA_LOG4J:+"-Dlog4j2.configurationFile=$KAFKA_LOG4J"} \
     kafka.tools.StorageTool format --cluster-id="$id" -c "$props" "$@"
 }
 
