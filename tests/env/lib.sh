@@ -8,8 +8,8 @@ K8S_VERSION=v1.33.13
 ETCD_VERSION=v3.5.21 # the etcd that k8s.io/kubernetes $K8S_VERSION requires
 KWOK_VERSION=v0.7.0
 CRICTL_VERSION=v1.34.0 # cri-tools: the oldest served here that follows Kubernetes 1.33's CRI
-HELM_VERSION=v3.19.0
-HELM_K8S_MINOR=34   # Helm v3.19.0 is built with client-go v0.34
+HELM_VERSION=v3.18.6 # keep in step with tests/env/k8s/go.mod: built there, beside Kubernetes
+HELM_K8S_MINOR=33   # Helm v3.18 is built with client-go v0.33
 PROMETHEUS_VERSION=v0.316.0 # the Go module's version of Prometheus 3.16.0: prometheus and promtool
 KAFKA_VERSION=4.1.1 # keep in step with tests/env/kafka/pom.xml
 
@@ -34,7 +34,7 @@ recipe_hash() { cat "$@" | sha256sum | cut -c1-12; }
 k8s_bin_dir() { echo "$TWS_CACHE_DIR/k8s/$K8S_VERSION-$(recipe_hash "$ENV_SRC_DIR/k8s/go.mod" "$ENV_SRC_DIR/k8s/go.sum" "$ENV_SRC_DIR/k8s/etcd/main.go" "$ENV_SRC_DIR/k8s/build")"; }
 crictl_bin() { echo "$TWS_CACHE_DIR/crictl/$CRICTL_VERSION/crictl"; }
 kwok_bin() { echo "$TWS_CACHE_DIR/kwok/$KWOK_VERSION/kwok"; }
-helm_bin() { echo "$TWS_CACHE_DIR/helm/$HELM_VERSION-k8s1.$HELM_K8S_MINOR/helm"; }
+helm_bin() { echo "$(k8s_bin_dir)/helm"; }
 promtool_bin() { echo "$TWS_CACHE_DIR/promtool/$PROMETHEUS_VERSION/promtool"; }
 prometheus_bin() { echo "$TWS_CACHE_DIR/prometheus/$PROMETHEUS_VERSION/prometheus"; }
 kafka_lib_dir() { echo "$TWS_CACHE_DIR/kafka/$KAFKA_VERSION-$(recipe_hash "$ENV_SRC_DIR/kafka/pom.xml")/libs"; }
@@ -147,7 +147,10 @@ install_go_tool() { # install_go_tool <binary path> <package@version> [extra -ld
   fi
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
-# Helm's version stamps, as its release build sets them (see tests/env/build).
+# Helm's version stamps, as its own release build sets them (its Makefile):
+# the version, and the Kubernetes version `helm template` and `helm lint`
+# assume without a cluster, which follows the client-go Helm is built with
+# (v0.33 -> 1.33). Built by tests/env/k8s/build.
 helm_ldflags() {
   echo "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_K8S_MINOR" \

@@ -61,8 +61,10 @@ kind_bin() { # kind from PATH when it is the pinned version, else built once
 helm_tool() { # the Helm tests/env pins, built as tests/env/build builds it (same stamps, same cache place)
   if [ ! -x "$(helm_bin)" ]; then
     require_tool go "the Go toolchain builds Helm $HELM_VERSION"
-    mkdir -p "$TWS_CACHE_DIR/helm"
-    install_go_tool "$(helm_bin)" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$(helm_ldflags)"
+    log "building Helm $HELM_VERSION (first time only)"
+    mkdir -p "$(k8s_bin_dir)"
+    "$ENV_SRC_DIR/k8s/build" "$(k8s_bin_dir)" helm.sh/helm/v3/cmd/helm >"$TWS_CACHE_DIR/build-helm.log" 2>&1 ||
+      die "building Helm failed; see $TWS_CACHE_DIR/build-helm.log"
   fi
   helm_bin
 }
