@@ -113,7 +113,7 @@ kafka_cds_build() {
     -Dlog4j2.configurationFile="$tmp/log4j2.yaml" -cp "$(kafka_lib_dir)/*" kafka.Kafka "$tmp/server.properties" >"$tmp/broker.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
-    grep -q 'Kafka Server started' "$tmp/broker.log" && break
+    grep -qs 'Kafka Server started' "$tmp/broker.log" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
