@@ -336,7 +336,11 @@ fn kafka_storage_is_formatted_with_a_cluster_id_starting_with_a_dash() {
         .output()
         .expect("bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let drawn = stdout.lines().next().unwrap_or_default();
     assert_eq!(drawn.len(), 22, "a drawn cluster id: {drawn:?}");
     assert!(!drawn.starts_with('-'), "a drawn cluster id: {drawn:?}");
