@@ -344,6 +344,10 @@ fn search_args<'a>(
         creds,
         "--poll-interval-seconds",
         "1",
+        // These corpora reach 90 minutes back; the default lookback (10
+        // minutes) is tested in xapi_search.rs.
+        "--lookback-seconds",
+        "604800",
     ]
 }
 

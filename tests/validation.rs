@@ -233,6 +233,16 @@ async fn invalid_resources_are_rejected_with_clear_messages() {
             "endTime must be after startTime",
         ),
         (
+            "lookbackSeconds beside startTime",
+            with("/lookbackSeconds", json!(60)),
+            "lookbackSeconds and startTime exclude each other",
+        ),
+        (
+            "negative lookbackSeconds",
+            with("/lookbackSeconds", json!(-1)),
+            "spec.lookbackSeconds",
+        ),
+        (
             "query over X's limit",
             with("/keyword", json!("k".repeat(495))),
             "keyword is too long",

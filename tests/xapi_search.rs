@@ -43,6 +43,12 @@ impl FakeClock {
         })
     }
 
+    fn at(now: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self {
+            now: Mutex::new(now),
+            sleeps: Mutex::new(Vec::new()),
+        })
+    }
     fn sleeps(&self) -> Vec<Duration> {
         self.sleeps.lock().unwrap().clone()
     }
@@ -803,4 +809,223 @@ async fn explicit_full_archive_with_user_context_is_reported() {
         matches!(&ev[0], SearchEvent::Unauthorized { status: 403, detail, .. } if detail.contains("Unsupported Authentication")),
         "{ev:?}"
     );
+}
+
+/// Moves the fake X project's cap reset into the past when the poller settles
+/// in for a wait of more than an hour, as the real reset day would come.
+struct ResetComesDuringTheWait {
+    clock: Arc<FakeClock>,
+    server: Arc<XApiServer>,
+}
+
+impl Clock for ResetComesDuringTheWait {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if d >= Duration::from_secs(3600) {
+            self.server
+                .move_cap_reset(Utc::now() - TimeDelta::seconds(1));
+        }
+        self.clock.sleep(d)
+    }
+}
+
+/// X answers 429 `UsageCapExceeded` from the request after the project's
+/// monthly post cap is reached until the cap's reset day. The poller tells it
+/// from a rate limit by its problem type, asks nothing until the reset
+/// (which it reads from `GET /2/usage/tweets` with app-only credentials, or
+/// tries again hourly without them), and resumes where it stopped.
+#[tokio::test]
+async fn a_reached_post_cap_is_waited_out_until_its_reset() {
+    for app_only in [true, false] {
+        let s = Arc::new(server().await);
+        s.set_bearer(Some("app-only-token"));
+        s.add(corpus(150, TimeDelta::hours(1), "rust"));
+        let reset = (Utc::now() + TimeDelta::days(3))
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        s.set_post_cap(120, reset);
+        let clock = FakeClock::new();
+        let events: Events = Arc::default();
+        let sink = events.clone();
+        let mut credentials = user_creds(CS);
+        if app_only {
+            credentials.bearer = Some(Secret::new("app-only-token"));
+        }
+        let client = XApiClient::new(&s.base_url(), Duration::from_secs(5)).unwrap();
+        let mut p = SearchPoller::new(
+            client,
+            CredentialsProvider::fixed(credentials),
+            config("rust"),
+        )
+        .with_clock(Arc::new(ResetComesDuringTheWait {
+            clock: clock.clone(),
+            server: s.clone(),
+        }))
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()));
+
+        // The page that reaches the cap is answered whole, as X does.
+        let (first, _) = poll(&mut p).await;
+        assert_eq!(first.len(), 150);
+        assert_eq!(
+            s.project().usage,
+            150,
+            "the server counted what it returned"
+        );
+        assert_eq!(s.project().capped_answers, 0);
+
+        let newer = s.add(corpus(7, TimeDelta::seconds(30), "rust new"));
+        let before = clock.now();
+        let (second, _) = poll(&mut p).await;
+        assert_eq!(set(&second), set(&newer), "resumed where it stopped");
+        let figures = s.project();
+        assert_eq!(
+            figures.capped_answers, 1,
+            "one refused search, then none until the reset"
+        );
+        assert_eq!(
+            figures.usage, 7,
+            "a new period counts only what came after the reset"
+        );
+        assert_eq!(p.stats().usage_capped, 1);
+        assert_eq!(p.stats().rate_limited, 0, "not taken for a rate limit");
+
+        let waits: Vec<Duration> = clock
+            .sleeps()
+            .into_iter()
+            .filter(|d| *d >= Duration::from_secs(60))
+            .collect();
+        let capped: Vec<SearchEvent> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, SearchEvent::UsageCapped { .. }))
+            .cloned()
+            .collect();
+        assert_eq!(capped.len(), 1, "{capped:?}");
+        let SearchEvent::UsageCapped { until, usage, .. } = &capped[0] else {
+            unreachable!()
+        };
+        if app_only {
+            let u = usage.expect("the usage read with the bearer token");
+            assert_eq!((u.usage, u.cap), (150, 120));
+            assert_eq!(
+                *until,
+                reset + TimeDelta::seconds(1),
+                "the reset day, 00:00 UTC"
+            );
+            let expected = (reset + TimeDelta::seconds(1) - before).to_std().unwrap();
+            assert_eq!(waits.len(), 1, "{waits:?}");
+            // (Less the poll interval the second poll began with.)
+            assert!(
+                waits[0] <= expected && waits[0] + Duration::from_secs(40) >= expected,
+                "waited {:?}, the reset was {expected:?} away",
+                waits[0]
+            );
+            let usage_reads = s
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/2/usage/tweets" && r.status == 200)
+                .count();
+            assert_eq!(usage_reads, 1);
+        } else {
+            assert_eq!(
+                *usage, None,
+                "no app-only credentials to read the usage with"
+            );
+            assert_eq!(
+                waits,
+                vec![Duration::from_secs(3601)],
+                "tried again in an hour"
+            );
+        }
+    }
+}
+
+/// A search without a start time begins `lookback` back, not at the 7 days
+/// recent search holds: X counts every post returned against the project's
+/// cap. With 0 it begins at its first poll.
+#[tokio::test]
+async fn a_first_poll_without_a_start_time_reads_only_its_lookback() {
+    for lookback_minutes in [10, 0] {
+        let s = server().await;
+        let old = s.add(corpus(40, TimeDelta::days(3), "rust"));
+        let hour = s.add(corpus(30, TimeDelta::minutes(30), "rust"));
+        let recent = s.add(corpus(5, TimeDelta::seconds(90), "rust recent"));
+        // The poller's clock a minute behind the server's, so that a start
+        // "from now" is old enough for X (10 s) once virtual time moves on.
+        let t0 = Utc::now() - TimeDelta::minutes(1);
+        let clock = FakeClock::at(t0);
+        let cfg = SearchConfig {
+            lookback: Some(TimeDelta::minutes(lookback_minutes)),
+            ..config("rust")
+        };
+        let (mut p, _) = poller(
+            &s,
+            CredentialsProvider::fixed(user_creds(CS)),
+            cfg,
+            &clock,
+            Duration::from_secs(5),
+        );
+        let (first, _) = poll(&mut p).await;
+        if lookback_minutes == 10 {
+            assert_eq!(set(&first), set(&recent), "only the last 10 minutes");
+            let start = s
+                .requests()
+                .iter()
+                .find_map(|r| r.param("start_time").map(str::to_owned))
+                .expect("a start_time");
+            let start: DateTime<Utc> = start.parse().unwrap();
+            let off = (start - (t0 - TimeDelta::minutes(10)))
+                .num_milliseconds()
+                .abs();
+            assert!(
+                off < 1000,
+                "began {start}, {off} ms from 10 minutes before the first poll"
+            );
+        } else {
+            assert!(first.is_empty(), "nothing before the first poll: {first:?}");
+        }
+        assert_eq!(
+            s.project().usage,
+            first.len() as u64,
+            "paid for what was read"
+        );
+
+        // What comes later is read, and nothing older ever.
+        let later = s.add((0..3).map(|i| {
+            TweetSpec::new(
+                Utc::now() - TimeDelta::seconds(20 - i),
+                7000 + i as u16,
+                "rust later",
+            )
+        }));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.extend(poll(&mut p).await.0);
+        }
+        let seen: HashSet<String> = first.iter().chain(&got).cloned().collect();
+        for id in &later {
+            assert!(seen.contains(id), "a later post was missed");
+        }
+        for id in old.iter().chain(&hour) {
+            assert!(
+                !seen.contains(id),
+                "a post older than the lookback was read"
+            );
+        }
+        if lookback_minutes == 0 {
+            for id in &recent {
+                assert!(
+                    !seen.contains(id),
+                    "a post from before the first poll was read"
+                );
+            }
+        }
+        assert_no_duplicates(&first.iter().chain(&got).cloned().collect::<Vec<_>>());
+        assert_eq!(s.project().usage, seen.len() as u64);
+    }
 }

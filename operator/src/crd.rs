@@ -91,6 +91,7 @@ pub const KIND: &str = "TwitterStream";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.startTime) || !has(self.endTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"),
+    validation = Rule::new("!has(self.startTime) || !has(self.lookbackSeconds)").message("lookbackSeconds and startTime exclude each other: startTime already says where reading begins"),
     validation = Rule::new("size(self.keyword) + 14 + (has(self.language) ? 6 + size(self.language) : 0) <= 512").message("keyword is too long: with the operators the producer adds (parentheses, ' lang:<language>', ' -is:retweet') the query must fit X's 512 characters"),
     validation = Rule::new("self.producer.replicas <= 1").message("producer.replicas must be 0 or 1: a stream has one transactional producer, and a second would fence it (and fetch or generate the same tweets twice)"),
     validation = Rule::new("!(self.source in ['x-search', 'x-stream']) || has(self.credentialsSecret)").message("sources x-search and x-stream need credentialsSecret: the name of a Secret holding the X API credentials"),
@@ -116,6 +117,13 @@ pub struct TwitterStreamSpec {
     /// Newest tweet creation time to fetch (RFC 3339); must be after startTime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+
+    /// Where an x-search stream without startTime begins reading when it starts with no cursor: this many seconds
+    /// back (default 600; 0 = from now; at most 604800, the 7 days recent search holds). Every post a search returns
+    /// counts against the X project's monthly post cap, so a first poll is bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub lookback_seconds: Option<i64>,
 
     /// Keep only tweets with at least this many likes. X API v2 has no min_faves operator, so the producer filters on
     /// `public_metrics.like_count`.

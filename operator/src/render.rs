@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use twitterstream_contract::kafka::KafkaSecurity;
+use twitterstream_contract::producer::DEFAULT_LOOKBACK_SECONDS;
 use twitterstream_contract::{ConsumerArgs, LogFormat, ProducerArgs, postgres, to_args};
 
 /// Field manager for server-side apply.
@@ -195,6 +196,9 @@ pub(crate) fn producer_args(
         .as_ref()
         .and_then(|t| t.0.to_string().parse().ok());
     a.min_faves = s.min_faves.map(unsigned);
+    a.lookback_seconds = s
+        .lookback_seconds
+        .map_or(DEFAULT_LOOKBACK_SECONDS, unsigned);
     if s.credentials_secret.is_some() {
         a.credentials_dir = Some(CREDENTIALS_DIR.into());
     }

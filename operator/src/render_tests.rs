@@ -133,6 +133,28 @@ fn producer_args_follow_the_spec() {
 }
 
 #[test]
+fn a_search_begins_its_lookback_back_ten_minutes_unless_told() {
+    let mut tws = superbowl();
+    tws.spec.start_time = None;
+    tws.spec.end_time = None;
+    let a = args(&deployment(&tws, Component::Producer, &cfg()));
+    let p: ProducerArgs = parse_rendered(&a).unwrap();
+    assert_eq!(p.lookback_seconds, 600, "bounded by default");
+    assert_eq!(
+        flag(&a, "--lookback-seconds"),
+        None,
+        "the default is left out"
+    );
+    tws.spec.lookback_seconds = Some(0);
+    let a = args(&deployment(&tws, Component::Producer, &cfg()));
+    assert_eq!(flag(&a, "--lookback-seconds"), Some("0"));
+    assert_eq!(
+        parse_rendered::<ProducerArgs>(&a).unwrap().lookback_seconds,
+        0
+    );
+}
+
+#[test]
 fn consumer_args_follow_the_spec() {
     let tws = superbowl();
     let a = args(&deployment(&tws, Component::Consumer, &cfg()));

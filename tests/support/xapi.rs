@@ -9,6 +9,10 @@
 //! every answer carries the `x-rate-limit-*` headers. Faults (429, 5xx, slow
 //! answers, truncated JSON, malformed tweets, partial errors, the too-old
 //! `since_id` 400) are scripted per request, and every request is recorded.
+//! The X project's monthly post cap is kept as X keeps it: each post a search
+//! returns counts once per UTC day, `GET /2/usage/tweets` reports the figures,
+//! and once the cap is reached searches get 429 `UsageCapExceeded` until the
+//! reset (which a test can move).
 
 use axum::Router;
 use axum::body::Body;
@@ -17,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::any;
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::{Map, Value, json};
@@ -206,6 +210,51 @@ impl UserKeys {
     }
 }
 
+/// The X project's post cap, as the server counts it.
+#[derive(Debug, Default)]
+struct Project {
+    cap: Option<u64>,
+    reset: Option<DateTime<Utc>>,
+    usage: u64,
+    /// (UTC day, post id) already counted: X counts a post once a day.
+    counted: HashSet<(NaiveDate, u64)>,
+    capped_answers: u64,
+}
+
+impl Project {
+    /// Whether a search now is refused; a reset that has passed starts a new
+    /// period (usage 0, the next reset a month on).
+    fn capped(&mut self, now: DateTime<Utc>) -> bool {
+        if let Some(reset) = self.reset
+            && reset <= now
+        {
+            self.usage = 0;
+            self.counted.clear();
+            self.reset = reset.checked_add_months(chrono::Months::new(1));
+        }
+        self.cap.is_some_and(|cap| self.usage >= cap)
+    }
+
+    fn count(&mut self, now: DateTime<Utc>, returned: &[String]) {
+        for id in returned.iter().filter_map(|id| id.parse::<u64>().ok()) {
+            if self.counted.insert((now.date_naive(), id)) {
+                self.usage += 1;
+            }
+        }
+    }
+}
+
+/// The project's figures as the server counted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectFigures {
+    /// Posts counted this period (once per post and UTC day).
+    pub usage: u64,
+    pub cap: Option<u64>,
+    pub reset: Option<DateTime<Utc>>,
+    /// Searches answered 429 `UsageCapExceeded`.
+    pub capped_answers: u64,
+}
+
 #[derive(Debug, Default)]
 struct ServerState {
     corpus: Vec<(u64, DateTime<Utc>, Value)>,
@@ -217,6 +266,7 @@ struct ServerState {
     window_reset: i64,
     window_used: u64,
     stream: StreamState,
+    project: Project,
 }
 
 /// The running server; stops when dropped.
@@ -243,6 +293,7 @@ impl XApiServer {
             .route("/2/tweets/search/all", any(search))
             .route("/2/tweets/search/stream", any(stream_connect))
             .route("/2/tweets/search/stream/rules", any(stream_rules))
+            .route("/2/usage/tweets", any(usage))
             .fallback(not_found)
             .with_state(state.clone());
         // Where pods reach it, on the real node's veth (or loopback).
@@ -329,6 +380,30 @@ impl XApiServer {
 
     fn stream_sender(&self) -> tokio::sync::broadcast::Sender<StreamMsg> {
         self.lock().stream.sender()
+    }
+
+    /// A monthly post cap for the project, lifted at `reset` (and a month
+    /// after each reset); usage so far stays.
+    pub fn set_post_cap(&self, cap: u64, reset: DateTime<Utc>) {
+        let mut st = self.lock();
+        st.project.cap = Some(cap);
+        st.project.reset = Some(reset);
+    }
+
+    /// Moves the cap's reset: one in the past starts a new period at the
+    /// next request.
+    pub fn move_cap_reset(&self, reset: DateTime<Utc>) {
+        self.lock().project.reset = Some(reset);
+    }
+
+    pub fn project(&self) -> ProjectFigures {
+        let st = self.lock();
+        ProjectFigures {
+            usage: st.project.usage,
+            cap: st.project.cap,
+            reset: st.project.reset,
+            capped_answers: st.project.capped_answers,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -691,11 +766,16 @@ async fn search(
     let base_uri = format!("http://{host}{}", uri.path());
     let all = uri.path().ends_with("/all");
 
-    let (auth, fault, reset, remaining) = {
+    let (auth, capped, fault, reset, remaining) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let auth = authenticate(&mut st, &method, &base_uri, &query, &headers);
+        let capped = !matches!(auth, SeenAuth::Rejected(_)) && st.project.capped(Utc::now());
+        if capped {
+            st.project.capped_answers += 1;
+        }
         let fault = match auth {
             SeenAuth::Rejected(_) => None,
+            _ if capped => None,
             _ => st.faults.pop_front(),
         };
         let now = Utc::now().timestamp();
@@ -706,6 +786,7 @@ async fn search(
         st.window_used += 1;
         (
             auth,
+            capped,
             fault,
             st.window_reset,
             RATE_LIMIT.saturating_sub(st.window_used),
@@ -715,7 +796,26 @@ async fn search(
     if let Some(Fault::Delay(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
-    let (mut response, returned) = answer(&state, &method, &query, all, &auth, fault.as_ref());
+    let (mut response, returned) = if capped {
+        // X's answer, as its docs show it.
+        let body = json!({
+            "title": "UsageCapExceeded",
+            "detail": "Usage cap exceeded: Monthly product cap",
+            "type": "https://api.twitter.com/2/problems/usage-capped",
+            "period": "Monthly",
+            "scope": "Product"
+        });
+        (
+            json_response(StatusCode::TOO_MANY_REQUESTS, &body),
+            Vec::new(),
+        )
+    } else {
+        answer(&state, &method, &query, all, &auth, fault.as_ref())
+    };
+    if response.status() == StatusCode::OK {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.project.count(Utc::now(), &returned);
+    }
     let (reset, remaining) = match &fault {
         Some(Fault::RateLimited { reset_in }) => {
             (Utc::now().timestamp() + reset_in.as_secs() as i64, 0)
@@ -743,6 +843,60 @@ async fn search(
         .unwrap_or_else(|e| e.into_inner())
         .requests
         .push(record);
+    response
+}
+
+/// `GET /2/usage/tweets` (app-only): the project's usage, cap and reset day.
+async fn usage(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let base_uri = format!("http://{host}{}", uri.path());
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let auth = authenticate(&mut st, &method, &base_uri, &[], &headers);
+    let response = match auth {
+        SeenAuth::Rejected(_) => json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}),
+        ),
+        SeenAuth::OAuth1 { .. } => problem(
+            StatusCode::FORBIDDEN,
+            "Unsupported Authentication",
+            "Authenticating with OAuth 1.0a User Context is forbidden for this endpoint.  Supported authentication types are [OAuth 2.0 Application-Only].",
+            "https://api.twitter.com/2/problems/unsupported-authentication",
+        ),
+        SeenAuth::Bearer => {
+            st.project.capped(Utc::now());
+            // Without a cap set: pay-per-use's 2 million, resetting on the 1st.
+            let cap = st.project.cap.unwrap_or(2_000_000);
+            let day = st.project.reset.map_or(1, |r| r.day());
+            json_response(
+                StatusCode::OK,
+                &json!({"data": {
+                    "project_id": "1",
+                    "project_usage": st.project.usage.to_string(),
+                    "project_cap": cap.to_string(),
+                    "cap_reset_day": day
+                }}),
+            )
+        }
+    };
+    st.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: Vec::new(),
+        auth,
+        status: response.status().as_u16(),
+        fault: None,
+        returned: Vec::new(),
+    });
     response
 }
 

@@ -47,6 +47,12 @@ pub struct ProducerArgs {
     /// Newest tweet creation time to fetch (RFC 3339).
     #[arg(long, env = "TWS_END_TIME")]
     pub end_time: Option<DateTime<Utc>>,
+    /// Where a search without --start-time begins while it has no cursor:
+    /// this many seconds back (0: from now). Bounded because recent search
+    /// holds 7 days, and X counts every post it returns against the
+    /// project's monthly post cap.
+    #[arg(long, env = "TWS_LOOKBACK_SECONDS", default_value_t = DEFAULT_LOOKBACK_SECONDS, value_parser = clap::value_parser!(u64).range(0..=MAX_LOOKBACK_SECONDS))]
+    pub lookback_seconds: u64,
     /// Drop tweets with fewer likes (`public_metrics.like_count`) than this.
     #[arg(long, env = "TWS_MIN_FAVES")]
     pub min_faves: Option<u64>,
@@ -123,6 +129,12 @@ pub struct ProducerArgs {
     pub print_config: bool,
 }
 
+/// How far back a search without a start time or a cursor begins, by
+/// default: 10 minutes (the posts of a first poll are paid for).
+pub const DEFAULT_LOOKBACK_SECONDS: u64 = 600;
+/// The most: recent search's 7 days.
+pub const MAX_LOOKBACK_SECONDS: u64 = 7 * 24 * 3600;
+
 /// A configuration that parses but cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -150,6 +162,7 @@ impl ProducerArgs {
             start_time: None,
             end_time: None,
             min_faves: None,
+            lookback_seconds: DEFAULT_LOOKBACK_SECONDS,
             poll_interval_seconds: 10,
             brokers,
             kafka_security: KafkaSecurity::default(),

@@ -159,6 +159,7 @@ impl Metrics {
                 self.request(status.map_or_else(|| "error".to_owned(), |s| s.to_string()))
             }
             SearchEvent::CursorTooOld { .. } => self.request("400"),
+            SearchEvent::UsageCapped { .. } => self.request("429"),
             SearchEvent::CredentialsUnavailable { .. } | SearchEvent::PartialErrors { .. } => {}
         }
     }

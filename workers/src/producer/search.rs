@@ -17,8 +17,8 @@ use super::backoff::{Backoff, BackoffConfig};
 use super::clock::{Clock, SystemClock};
 use super::credentials::CredentialsProvider;
 use super::xapi::{
-    ApiErrorItem, Endpoint, RateLimit, ReceivedTweet, SearchPage, SearchRequest, XApiClient,
-    XApiError, build_query, snowflake_time,
+    ApiErrorItem, Endpoint, ProjectUsage, RateLimit, ReceivedTweet, SearchPage, SearchRequest,
+    XApiClient, XApiError, build_query, snowflake_time,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
@@ -29,6 +29,9 @@ use twitterstream_contract::producer::{ProducerArgs, SearchEndpoint};
 pub(crate) const RECENT_WINDOW: TimeDelta = TimeDelta::days(7);
 /// X rejects `start_time`/`end_time` closer than this to the request time.
 const MIN_AGE: TimeDelta = TimeDelta::seconds(10);
+/// How often a reached post cap is tried again when its reset day is
+/// unknown (no app-only credentials to read the usage with).
+const CAP_RECHECK: TimeDelta = TimeDelta::hours(1);
 /// Slack added to times X announces (resets are in whole seconds, "created
 /// after" times in minutes), so the retry does not land on the boundary.
 const MARGIN: TimeDelta = TimeDelta::seconds(1);
@@ -41,6 +44,9 @@ pub struct SearchConfig {
     pub include_retweets: bool,
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
+    /// Without `start_time` and before the first cursor: how far back the
+    /// first poll begins (`None`: all recent search holds, 7 days).
+    pub lookback: Option<TimeDelta>,
     pub min_faves: Option<u64>,
     pub poll_interval: Duration,
     pub endpoint: SearchEndpoint,
@@ -60,6 +66,7 @@ impl SearchConfig {
             include_retweets: false,
             start_time: None,
             end_time: None,
+            lookback: None,
             min_faves: None,
             poll_interval: Duration::from_secs(10),
             endpoint: SearchEndpoint::Auto,
@@ -84,6 +91,9 @@ impl SearchConfig {
             include_retweets: args.include_retweets,
             start_time: args.start_time,
             end_time: args.end_time,
+            lookback: i64::try_from(args.lookback_seconds)
+                .ok()
+                .and_then(TimeDelta::try_seconds),
             min_faves: args.min_faves,
             poll_interval: Duration::from_secs(args.poll_interval_seconds),
             endpoint: args.search_endpoint,
@@ -159,6 +169,13 @@ pub enum SearchEvent {
     },
     /// A 200 carried `errors` next to `data`; the data was kept.
     PartialErrors { errors: Vec<ApiErrorItem> },
+    /// 429 `UsageCapExceeded`: the X project's post cap is reached; no
+    /// request until `until` (its reset, when `usage` could be read).
+    UsageCapped {
+        until: DateTime<Utc>,
+        wait: Duration,
+        usage: Option<ProjectUsage>,
+    },
 }
 
 /// Counters since the poller was created.
@@ -175,6 +192,7 @@ pub struct SearchStats {
     pub transient_errors: u64,
     pub unauthorized: u64,
     pub cursor_fallbacks: u64,
+    pub usage_capped: u64,
 }
 
 /// One page of a poll, ready for delivery.
@@ -244,6 +262,9 @@ pub struct SearchPoller {
     /// Replaces `start_time` after X refused a too-old cursor, until a new
     /// cursor is committed.
     fallback_start: Option<DateTime<Utc>>,
+    /// Where polls without a start time or a cursor begin (`config.lookback`
+    /// before the first of them).
+    lookback_start: Option<DateTime<Utc>>,
     /// The refused cursor: tweets up to it were delivered before, so they are
     /// dropped if the fallback window returns them again.
     floor_id: Option<String>,
@@ -283,6 +304,7 @@ impl SearchPoller {
             since_id: None,
             open: None,
             fallback_start: None,
+            lookback_start: None,
             floor_id: None,
             poll: None,
             next_poll_at: None,
@@ -531,6 +553,9 @@ impl SearchPoller {
             }
             return Ok(());
         }
+        if e.usage_capped() {
+            return self.wait_out_the_cap().await;
+        }
         match e.status() {
             Some(429) => {
                 self.stats.rate_limited += 1;
@@ -581,6 +606,44 @@ impl SearchPoller {
         }
     }
 
+    /// The X project's post cap is reached: nothing is asked until it
+    /// resets, which can be weeks (a rate limit's 429 lifts within 15
+    /// minutes). The reset day comes from `GET /2/usage/tweets`, which needs
+    /// app-only credentials; without them the cap is tried again hourly (a
+    /// refused request reads no post).
+    async fn wait_out_the_cap(&mut self) -> Result<(), SearchError> {
+        self.stats.usage_capped += 1;
+        self.rate_limit = RateLimit::default();
+        let bearer = self
+            .credentials
+            .current()
+            .ok()
+            .and_then(|c| c.bearer.clone());
+        let usage = match bearer {
+            Some(token) => match self.client.usage(&Auth::Bearer(token)).await {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the X project's usage; trying again in an hour");
+                    None
+                }
+            },
+            None => None,
+        };
+        let now = self.clock.now();
+        let until = usage.map_or(now + CAP_RECHECK, |u| u.next_reset(now)) + MARGIN;
+        let wait = self.until(until);
+        tracing::warn!(
+            %until,
+            ?wait,
+            usage = usage.map(|u| u.usage),
+            cap = usage.map(|u| u.cap),
+            "the X project's post cap is reached (UsageCapExceeded): no request until it resets"
+        );
+        self.emit(SearchEvent::UsageCapped { until, wait, usage });
+        self.sleep(wait).await;
+        Ok(())
+    }
+
     /// 5xx, timeouts, transport errors, truncated or malformed bodies: the
     /// same request is retried after a backoff, so no page is skipped.
     async fn transient_retry(&mut self, e: XApiError) -> Result<(), SearchError> {
@@ -604,7 +667,9 @@ impl SearchPoller {
         let start_time = if since_id.is_some() {
             None
         } else {
-            self.fallback_start.or(self.config.start_time)
+            self.fallback_start
+                .or(self.config.start_time)
+                .or_else(|| self.lookback_start(now))
         };
         if start_time.is_some_and(|s| s >= latest_allowed) {
             return None;
@@ -642,6 +707,15 @@ impl SearchPoller {
             pages: 0,
             newest_id: self.open.as_ref().map(|o| o.newest.clone()),
         })
+    }
+
+    /// Without a start time or a cursor: `lookback` before the first poll,
+    /// the same for the polls after it until one finds a post. Without it a
+    /// first poll pages through all 7 days recent search holds, which X counts
+    /// against the project's post cap (a Basic plan's month in one poll).
+    fn lookback_start(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let lookback = self.config.lookback?;
+        Some(*self.lookback_start.get_or_insert(now - lookback))
     }
 
     fn empty_batch(&self) -> Batch {

@@ -3,6 +3,7 @@
 use super::error::{ErrorBody, XApiError};
 use super::query::SearchRequest;
 use super::rate_limit::RateLimit;
+use super::usage::ProjectUsage;
 use super::wire::SearchPage;
 use crate::producer::auth::{Auth, encode_query};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -60,17 +61,40 @@ impl XApiClient {
         auth: &Auth,
         req: &SearchRequest,
     ) -> Result<SearchPage, XApiError> {
-        let url = self.url(req.endpoint.path());
-        let params = req.params();
-        let mut header =
-            HeaderValue::from_str(&auth.header("GET", &url, &params)).map_err(|e| {
-                XApiError::BaseUrl {
-                    url: url.clone(),
-                    reason: format!("unusable Authorization header: {e}"),
-                }
-            })?;
+        self.get(auth, req.endpoint.path(), &req.params(), SearchPage::parse)
+            .await
+    }
+
+    /// The X project's post usage this period (`GET /2/usage/tweets`, app-only).
+    pub(crate) async fn usage(&self, auth: &Auth) -> Result<ProjectUsage, XApiError> {
+        self.get(auth, "/2/usage/tweets", &[], |body, _| {
+            ProjectUsage::parse(body)
+        })
+        .await
+    }
+
+    /// One GET: a 2xx answer's body (and rate-limit headers) parsed by
+    /// `parse`, or `XApiError::Status` with X's error body.
+    async fn get<T>(
+        &self,
+        auth: &Auth,
+        path: &str,
+        params: &[(String, String)],
+        parse: impl FnOnce(&[u8], RateLimit) -> Result<T, serde_json::Error>,
+    ) -> Result<T, XApiError> {
+        let url = self.url(path);
+        let mut header = HeaderValue::from_str(&auth.header("GET", &url, params)).map_err(|e| {
+            XApiError::BaseUrl {
+                url: url.clone(),
+                reason: format!("unusable Authorization header: {e}"),
+            }
+        })?;
         header.set_sensitive(true);
-        let full = format!("{url}?{}", encode_query(&params));
+        let full = if params.is_empty() {
+            url.clone()
+        } else {
+            format!("{url}?{}", encode_query(params))
+        };
         let wrap = |e: reqwest::Error| {
             if e.is_timeout() {
                 XApiError::Timeout { url: url.clone() }
@@ -99,6 +123,6 @@ impl XApiClient {
                 rate_limit,
             });
         }
-        SearchPage::parse(&body, rate_limit).map_err(|source| XApiError::Malformed { url, source })
+        parse(&body, rate_limit).map_err(|source| XApiError::Malformed { url, source })
     }
 }

@@ -116,6 +116,9 @@ pub(crate) struct TooOld {
     pub(crate) earliest: Option<DateTime<Utc>>,
 }
 
+/// The problem type of a reached post cap.
+pub(crate) const USAGE_CAPPED: &str = "https://api.twitter.com/2/problems/usage-capped";
+
 #[derive(Debug, thiserror::Error)]
 pub enum XApiError {
     #[error("invalid X API base URL {url:?}: {reason}")]
@@ -158,6 +161,14 @@ impl XApiError {
             XApiError::Status { rate_limit, .. } => Some(*rate_limit),
             _ => None,
         }
+    }
+
+    /// X's answer once the project's monthly post cap is reached: 429 with the
+    /// `usage-capped` problem (title `UsageCapExceeded`), until the cap's
+    /// reset day; a rate limit's 429 lifts within 15 minutes.
+    pub(crate) fn usage_capped(&self) -> bool {
+        matches!(self, XApiError::Status { status: 429, body, .. }
+            if body.kind.as_deref() == Some(USAGE_CAPPED))
     }
 
     /// Recognises X's 400 for a `since_id` (or `start_time`) older than the
@@ -243,6 +254,31 @@ mod tests {
             rate_limit: RateLimit::default(),
         };
         assert_eq!(other.too_old(), None);
+    }
+
+    #[test]
+    fn a_reached_post_cap_is_told_from_a_rate_limit_by_its_problem_type() {
+        let answer = |status, body: &[u8]| XApiError::Status {
+            url: "u".into(),
+            status,
+            body: Box::new(ErrorBody::parse(body)),
+            rate_limit: RateLimit::default(),
+        };
+        // X's answer, as its docs show it.
+        let capped = answer(
+            429,
+            br#"{"title":"UsageCapExceeded","detail":"Usage cap exceeded: Monthly product cap","type":"https://api.twitter.com/2/problems/usage-capped","period":"Monthly","scope":"Product"}"#,
+        );
+        assert!(capped.usage_capped());
+        assert!(capped.to_string().contains("UsageCapExceeded"));
+        let rate_limited = answer(
+            429,
+            br#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#,
+        );
+        assert!(!rate_limited.usage_capped());
+        // The type decides, not the words.
+        let worded = answer(429, br#"{"title":"UsageCapExceeded","type":"about:blank"}"#);
+        assert!(!worded.usage_capped());
     }
 
     #[test]

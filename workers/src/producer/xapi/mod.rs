@@ -12,6 +12,7 @@ mod client;
 mod error;
 mod query;
 mod rate_limit;
+mod usage;
 mod v1;
 mod wire;
 
@@ -19,6 +20,7 @@ pub use client::XApiClient;
 pub(crate) use error::{ApiErrorItem, XApiError};
 pub use query::{Endpoint, SearchRequest, build_query};
 pub(crate) use rate_limit::RateLimit;
+pub use usage::ProjectUsage;
 pub(crate) use v1::v1_status_to_v2;
 pub use wire::{
     Entities, Hashtag, Mention, Meta, PublicMetrics, ReceivedTweet, SearchPage, TWEET_FIELDS,
