@@ -347,7 +347,7 @@ fn search_args<'a>(
         // These corpora reach 90 minutes back; the default lookback (10
         // minutes) is tested in xapi_search.rs.
         "--lookback-seconds",
-        "604800",
+        "86400",
     ]
 }
 

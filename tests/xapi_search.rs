@@ -1029,3 +1029,27 @@ async fn a_first_poll_without_a_start_time_reads_only_its_lookback() {
         assert_eq!(s.project().usage, seen.len() as u64);
     }
 }
+
+/// The longest lookback, recent search's whole 7 days, begins a minute inside
+/// them: X refuses a start time even a moment older.
+#[tokio::test]
+async fn a_seven_day_lookback_is_not_refused() {
+    let s = server().await;
+    let old = s.add(corpus(20, TimeDelta::days(3), "rust"));
+    let clock = FakeClock::new();
+    let cfg = SearchConfig {
+        lookback: Some(TimeDelta::days(7)),
+        ..config("rust")
+    };
+    let (mut p, _) = poller(
+        &s,
+        CredentialsProvider::fixed(user_creds(CS)),
+        cfg,
+        &clock,
+        Duration::from_secs(5),
+    );
+    let (first, _) = poll(&mut p).await;
+    assert_eq!(set(&first), set(&old));
+    let statuses: Vec<u16> = s.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200], "one request, accepted");
+}

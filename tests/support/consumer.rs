@@ -224,9 +224,21 @@ pub fn read_output(topic: &str) -> Vec<(String, WindowResult)> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("reader");
-    let partitions = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata")
+    // Up to a minute: a campaign scenario's broker restart (tests/env/kill-
+    // broker) can keep metadata away longer than one 10 s request, and a
+    // reader that panicked then failed the scenarios running beside it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(m) => break m,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reading {topic}: metadata: {e}; asking again");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("metadata of {topic}: {e}"),
+        }
+    };
+    let partitions = metadata
         .topics()
         .first()
         .map_or(1, |t| t.partitions().len().max(1));

@@ -758,12 +758,7 @@ async fn search(
     headers: HeaderMap,
 ) -> Response {
     let query = parse_query(uri.query());
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let base_uri = format!("http://{host}{}", uri.path());
+    let base_uri = base_uri(&headers, &uri);
     let all = uri.path().ends_with("/all");
 
     let (auth, capped, fault, reset, remaining) = {
@@ -846,6 +841,17 @@ async fn search(
     response
 }
 
+/// The URI without its query as the client addressed it (the OAuth 1.0a
+/// signature's base string URI).
+fn base_uri(headers: &HeaderMap, uri: &Uri) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    format!("http://{host}{}", uri.path())
+}
+
 /// `GET /2/usage/tweets` (app-only): the project's usage, cap and reset day.
 async fn usage(
     State(state): State<Arc<Mutex<ServerState>>>,
@@ -853,12 +859,7 @@ async fn usage(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let base_uri = format!("http://{host}{}", uri.path());
+    let base_uri = base_uri(&headers, &uri);
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     let auth = authenticate(&mut st, &method, &base_uri, &[], &headers);
     let response = match auth {

@@ -714,7 +714,12 @@ impl SearchPoller {
     /// first poll pages through all 7 days recent search holds, which X counts
     /// against the project's post cap (a Basic plan's month in one poll).
     fn lookback_start(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let lookback = self.config.lookback?;
+        // Inside recent search's 7 days by a minute: X refuses a start_time
+        // even a moment older (one refused request, then the fallback).
+        let lookback = self
+            .config
+            .lookback?
+            .min(RECENT_WINDOW - TimeDelta::minutes(1));
         Some(*self.lookback_start.get_or_insert(now - lookback))
     }
 
