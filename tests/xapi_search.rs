@@ -108,6 +108,21 @@ fn poller(
     (p, events)
 }
 
+/// A poller with the server's user-context credentials and a 5 s timeout.
+fn user_poller(
+    server: &XApiServer,
+    config: SearchConfig,
+    clock: &Arc<FakeClock>,
+) -> (SearchPoller, Events) {
+    poller(
+        server,
+        CredentialsProvider::fixed(user_creds(CS)),
+        config,
+        clock,
+        Duration::from_secs(5),
+    )
+}
+
 fn config(keyword: &str) -> SearchConfig {
     SearchConfig {
         poll_interval: Duration::from_secs(30),
@@ -213,13 +228,7 @@ async fn polls_page_and_return_every_tweet_once() {
         language: Some("en".into()),
         ..config("rust")
     };
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        cfg,
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, cfg, &clock);
 
     let (ids, batches) = poll(&mut p).await;
     assert_eq!(batches.len(), 3, "250 tweets at 100 per page");
@@ -270,13 +279,7 @@ async fn tweets_arriving_mid_poll_come_in_the_next_poll() {
     let s = server().await;
     let old = s.add(corpus(150, TimeDelta::hours(1), "rust"));
     let clock = FakeClock::new();
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, config("rust"), &clock);
     let page1 = p.next_batch().await.unwrap();
     assert!(!page1.end_of_poll);
     assert_eq!(
@@ -308,13 +311,7 @@ async fn uncommitted_poll_is_fetched_again() {
     let s = server().await;
     let ids = s.add(corpus(20, TimeDelta::hours(1), "rust"));
     let clock = FakeClock::new();
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, config("rust"), &clock);
     // Delivery failed: the caller does not commit, so nothing is skipped.
     let b = p.next_batch().await.unwrap();
     assert!(b.commit.is_some());
@@ -333,13 +330,7 @@ async fn a_poll_delivered_in_parts_resumes_after_the_last_delivered_part() {
     let s = server().await;
     let all = s.add(corpus(250, TimeDelta::hours(1), "rust"));
     let clock = FakeClock::new();
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, config("rust"), &clock);
     let ids = |b: &Batch| -> Vec<String> { b.tweets.iter().map(|t| t.id().to_owned()).collect() };
     let oldest = |v: &[String]| {
         v.iter()
@@ -393,13 +384,7 @@ async fn raw_tweet_json_is_kept_exactly() {
     .likes(3)
     .extra("note_tweet", json!({"text": "a long form body"}))]);
     let clock = FakeClock::new();
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, config("rust"), &clock);
     let b = p.next_batch().await.unwrap();
     let t = &b.tweets[0];
     let raw: Value = serde_json::from_str(t.raw_json()).unwrap();
@@ -627,13 +612,7 @@ async fn exhausted_quota_waits_for_the_reset() {
     let s = server().await;
     s.add(corpus(150, TimeDelta::hours(1), "rust"));
     let clock = FakeClock::new();
-    let (mut p, events) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, events) = user_poller(&s, config("rust"), &clock);
     s.push_faults([Fault::QuotaExhausted {
         reset_in: Duration::from_secs(600),
     }]);
@@ -662,13 +641,7 @@ async fn too_old_since_id_falls_back_to_a_start_time() {
     s.add(corpus(3, TimeDelta::days(8), "rust"));
     let recent = s.add(corpus(40, TimeDelta::hours(1), "rust"));
     let clock = FakeClock::new();
-    let (p, events) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        config("rust"),
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (p, events) = user_poller(&s, config("rust"), &clock);
     // A cursor persisted ten days ago.
     let stale = twitterstream_tests::xapi::snowflake(Utc::now() - TimeDelta::days(10), 0);
     let mut p = p.with_since_id(Some(stale.to_string()));
@@ -720,13 +693,7 @@ async fn min_faves_filters_and_counts() {
         min_faves: Some(7),
         ..config("rust")
     };
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        cfg,
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, cfg, &clock);
     let (got, batches) = poll(&mut p).await;
     assert_eq!(set(&got), set(&wanted));
     assert_eq!(got.len(), 12);
@@ -770,13 +737,7 @@ async fn app_only_auto_uses_full_archive_for_old_start_times() {
 
     // User context with the same settings stays on /recent, where X refuses
     // the old start_time; the poller clamps it to what X allows.
-    let (mut p, events) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        cfg,
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, events) = user_poller(&s, cfg, &clock);
     let before = s.requests().len();
     let (got, batches) = poll(&mut p).await;
     assert_eq!(batches[0].endpoint, Endpoint::Recent);
@@ -796,13 +757,7 @@ async fn explicit_full_archive_with_user_context_is_reported() {
         endpoint: SearchEndpoint::All,
         ..config("rust")
     };
-    let (mut p, events) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        cfg,
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, events) = user_poller(&s, cfg, &clock);
     let _ = tokio::time::timeout(Duration::from_secs(2), p.next_batch()).await;
     let ev = events.lock().unwrap().clone();
     assert!(
@@ -963,13 +918,7 @@ async fn a_first_poll_without_a_start_time_reads_only_its_lookback() {
             lookback: Some(TimeDelta::minutes(lookback_minutes)),
             ..config("rust")
         };
-        let (mut p, _) = poller(
-            &s,
-            CredentialsProvider::fixed(user_creds(CS)),
-            cfg,
-            &clock,
-            Duration::from_secs(5),
-        );
+        let (mut p, _) = user_poller(&s, cfg, &clock);
         let (first, _) = poll(&mut p).await;
         if lookback_minutes == 10 {
             assert_eq!(set(&first), set(&recent), "only the last 10 minutes");
@@ -1041,13 +990,7 @@ async fn a_seven_day_lookback_is_not_refused() {
         lookback: Some(TimeDelta::days(7)),
         ..config("rust")
     };
-    let (mut p, _) = poller(
-        &s,
-        CredentialsProvider::fixed(user_creds(CS)),
-        cfg,
-        &clock,
-        Duration::from_secs(5),
-    );
+    let (mut p, _) = user_poller(&s, cfg, &clock);
     let (first, _) = poll(&mut p).await;
     assert_eq!(set(&first), set(&old));
     let statuses: Vec<u16> = s.requests().iter().map(|r| r.status).collect();
