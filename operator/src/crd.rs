@@ -122,7 +122,7 @@ pub struct TwitterStreamSpec {
     /// back (default 600; 0 = from now; at most 604800, the 7 days recent search holds). Every post a search returns
     /// counts against the X project's monthly post cap, so a first poll is bounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 604800))]
+    #[schemars(range(min = 0, max = twitterstream_contract::producer::MAX_LOOKBACK_SECONDS))]
     pub lookback_seconds: Option<i64>,
 
     /// Keep only tweets with at least this many likes. X API v2 has no min_faves operator, so the producer filters on
